@@ -1,0 +1,63 @@
+# kokpit — the two commands a newcomer needs are `make demo` and `make test`.
+# Every target installs what it needs: the virtualenv from requirements.lock (hash-pinned)
+# and the Kubernetes binaries (built once from Go modules into ~/.cache/kokpit/bin).
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+K8S     ?= v1.36.3
+PYTEST  ?= $(PY) -m pytest
+
+.PHONY: help venv assets demo test test-unit test-e2e test-slow lint fmt bench lock clean
+
+help:
+	@echo "make demo   start the local meta-cluster and walk through kokpit"
+	@echo "make test   lint, unit tests and e2e tests on a real local control plane"
+	@echo "other: venv assets test-unit test-e2e test-slow lint fmt bench lock clean"
+
+$(STAMP): requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+assets: $(STAMP)
+	$(PY) -m kokpit local build --version $(K8S)
+
+demo: assets
+	$(PY) -m kokpit demo
+
+test: lint assets
+	$(PYTEST)
+
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+test-e2e: assets
+	$(PYTEST) tests/e2e -m "not slow"
+
+test-slow: assets
+	$(PYTEST) -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: assets
+	$(PY) -m bench.local
+
+# Re-pin dependencies after editing pyproject.toml.
+lock: $(STAMP)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,122 @@
+"""``kokpit demo``: the main job, on the embedded local meta-cluster.
+
+Today it shows the foundation every operator stands on: a real control plane built from
+Kubernetes' Go modules, kwok nodes, and a workload placed by the real scheduler. It stops the
+cluster on Ctrl-C, unless the cluster was already running before the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from kokpit.cli.local import cluster_of, print_env
+from kokpit.local import AlreadyRunningError, Kubectl, ensure_assets, release
+from kokpit.local import nodes as kwok_nodes
+
+NAMESPACE = "kokpit-demo"
+NODES = 20
+REPLICAS = 60
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="walk through kokpit on the local meta-cluster")
+    p.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-wait", action="store_true", help="exit at the end instead of waiting")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = cluster_of(args)
+    assets = ensure_assets(release(None), progress=_step)
+    kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
+
+    _step(
+        f"1. Start the local meta-cluster (Kubernetes {assets.kubernetes_version}) "
+        "from binaries built from Go modules"
+    )
+    owned = True
+    try:
+        cluster.up(assets, progress=_step)
+    except AlreadyRunningError:
+        owned = False
+        _step("   already running: using it, and leaving it running afterwards")
+    try:
+        _step(f"2. Join {NODES} simulated nodes (kwok plays their kubelets)")
+        names = kwok_nodes.ensure_nodes(kubectl, NODES)
+        kwok_nodes.wait_ready(kubectl, names)
+        _step(f"   {len(names)} nodes Ready")
+
+        _step(f"3. Run a {REPLICAS}-replica Deployment: the real scheduler places every pod")
+        kubectl.apply([namespace(NAMESPACE), deployment(NAMESPACE, "hello", REPLICAS)])
+        kubectl.run("rollout", "status", "-n", NAMESPACE, "deployment/hello", "--timeout=180s")
+        pods = kubectl.get("pods", "-n", NAMESPACE, "-l", "app=hello")["items"]
+        per_node = collections.Counter(p["spec"].get("nodeName") for p in pods)
+        running = sum(p["status"].get("phase") == "Running" for p in pods)
+        _step(
+            f"   {running}/{len(pods)} pods Running on {len(per_node)} nodes "
+            f"({min(per_node.values())}-{max(per_node.values())} per node)"
+        )
+
+        _step("4. Look around with kubectl:")
+        print_env(cluster, assets.bin("kubectl").parent)
+        print("kubectl get nodes\nkubectl get pods -n kokpit-demo -o wide")
+        print(f"# component logs: {cluster.layout.root / 'logs'}", flush=True)
+        if not args.no_wait:
+            _step("Press Ctrl-C to stop.")
+            _wait_for_signal()
+    finally:
+        if owned:
+            _step(
+                "stopping the local meta-cluster (its data is kept; "
+                "`kokpit local down --wipe` deletes it)"
+            )
+            cluster.down()
+    return 0
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def deployment(ns: str, name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {kwok_nodes.SIMULATED_LABEL: "true"},
+                    "containers": [{"name": "hello", "image": "registry.invalid/hello:1"}],
+                },
+            },
+        },
+    }
+
+
+def _wait_for_signal() -> None:
+    stop = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop:
+        time.sleep(0.5)
+
+
+def _step(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

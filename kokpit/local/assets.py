@@ -1,0 +1,204 @@
+"""Where the local meta-cluster's binaries live, and whether they can be trusted.
+
+Binaries are built once per Kubernetes release into ``<cache>/bin/<version>/`` (see
+:mod:`kokpit.local.build`). A build directory becomes visible only by an atomic rename after its
+``manifest.json`` (sizes and SHA-256 of every file) is written, so a reader sees a whole build
+or none. On every use the manifest is checked again; a directory that fails the check is moved
+aside and rebuilt, never half-used.
+
+``KOKPIT_ASSETS=<dir>`` points at prebuilt binaries instead (from setup-envtest or a
+distribution); such a directory is used as it is and never rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kokpit.local.versions import Release
+
+#: Every binary a complete asset directory holds.
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
+#: kwok's stage definitions (node and pod lifecycles), one multi-document YAML file.
+KWOK_STAGES = "kwok-stages.yaml"
+MANIFEST = "manifest.json"
+
+Progress = Callable[[str], None]
+
+
+class AssetsError(RuntimeError):
+    """The binaries cannot be found or built; the message says what to do."""
+
+
+class CorruptAssetsError(AssetsError):
+    """A cached build is partial or damaged."""
+
+
+@dataclass(frozen=True)
+class Assets:
+    """A verified directory of binaries for one Kubernetes release."""
+
+    root: Path
+    kubernetes_version: str
+
+    def bin(self, name: str) -> Path:
+        if name == "kubectl" and not (self.root / name).exists():
+            found = shutil.which("kubectl")
+            if found is None:
+                raise AssetsError(f"no kubectl in {self.root} or on PATH")
+            return Path(found)
+        return self.root / name
+
+    @property
+    def kwok_stages(self) -> Path:
+        return self.root / KWOK_STAGES
+
+
+def cache_root() -> Path:
+    """``$KOKPIT_CACHE``, else ``$XDG_CACHE_HOME/kokpit``, else ``~/.cache/kokpit``."""
+    if env := os.environ.get("KOKPIT_CACHE"):
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "kokpit"
+
+
+def release_dir(release: Release) -> Path:
+    return cache_root() / "bin" / release.version
+
+
+def find(release: Release) -> Assets | None:
+    """The usable assets for ``release``, or None if they must be built.
+
+    A damaged cached build is moved aside (and None returned) so the caller rebuilds it.
+    """
+    if override := os.environ.get("KOKPIT_ASSETS"):
+        return from_override(Path(override))
+    directory = release_dir(release)
+    if not directory.exists():
+        return None
+    try:
+        verify(directory)
+    except CorruptAssetsError:
+        discard(directory)
+        return None
+    return Assets(directory, release.version)
+
+
+def ensure(release: Release, progress: Progress = print) -> Assets:
+    """Find the assets for ``release``, building them first when needed."""
+    from kokpit.local import build  # build pulls in the Go toolchain checks; import lazily
+
+    found = find(release)
+    if found is not None:
+        return found
+    with _lock(release):
+        found = find(release)  # another process may have built it while we waited
+        if found is not None:
+            return found
+        build.build(release, release_dir(release), progress)
+    found = find(release)
+    if found is None:
+        raise CorruptAssetsError(f"the build of {release.version} did not verify")
+    return found
+
+
+def from_override(directory: Path) -> Assets:
+    """Assets from ``KOKPIT_ASSETS``: prebuilt binaries, used as they are."""
+    required = [n for n in BINARIES if n != "kubectl"] + [KWOK_STAGES]
+    missing = [n for n in required if not (directory / n).is_file()]
+    if missing:
+        raise AssetsError(
+            f"KOKPIT_ASSETS={directory} lacks {', '.join(missing)}; it must hold the binaries "
+            f"{', '.join(BINARIES)} (kubectl may come from PATH) and {KWOK_STAGES}, "
+            "the kwok stage files concatenated"
+        )
+    return Assets(directory, binary_version(directory / "kube-apiserver"))
+
+
+def binary_version(binary: Path) -> str:
+    """The version a Kubernetes binary reports (``Kubernetes v1.36.3`` → ``v1.36.3``)."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    words = out.stdout.split()
+    if out.returncode != 0 or not words:
+        raise AssetsError(f"{binary} --version failed: {out.stderr.strip()[-500:]}")
+    return words[-1]
+
+
+def write_manifest(directory: Path, info: dict[str, object]) -> None:
+    """Record every file's size and digest; written last, so its presence means complete."""
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({**info, "files": files}, indent=2) + "\n")
+    tmp.rename(directory / MANIFEST)
+
+
+def read_manifest(directory: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((directory / MANIFEST).read_text())
+    return data
+
+
+def verify(directory: Path) -> None:
+    """Raise :class:`CorruptAssetsError` unless ``directory`` matches its manifest."""
+    try:
+        manifest = read_manifest(directory)
+    except (OSError, ValueError) as e:
+        raise CorruptAssetsError(f"{directory}: no readable {MANIFEST} ({e})") from e
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not set(BINARIES) | {KWOK_STAGES} <= files.keys():
+        raise CorruptAssetsError(f"{directory}: {MANIFEST} does not list every binary")
+    for name, want in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise CorruptAssetsError(f"{path} is missing")
+        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+            raise CorruptAssetsError(f"{path} does not match its recorded digest")
+
+
+def discard(directory: Path) -> None:
+    """Move a damaged build out of the way (atomically), then delete it."""
+    aside = directory.with_name(f".{directory.name}.corrupt-{time.time_ns()}")
+    directory.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def _lock(release: Release) -> Iterator[None]:
+    """One build per release at a time across processes."""
+    path = cache_root() / "bin" / f".{release.version}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,213 @@
+"""The command line of each local control-plane component, as pure functions.
+
+Flags follow what envtest and kubeadm use, trimmed to one machine: everything listens on
+127.0.0.1 only, and every component authenticates to kube-apiserver with its own client
+certificate (see :mod:`kokpit.local.pki`). Each function returns a :class:`Component`: the argv,
+and the URL that says it is healthy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kokpit.local.assets import Assets
+from kokpit.local.pki import PKI
+
+#: Service ClusterIP range; the first address (10.96.0.1) is in the serving certificate.
+SERVICE_CIDR = "10.96.0.0/16"
+#: Pod IPs kwok hands out to simulated pods.
+POD_CIDR = "10.64.0.0/16"
+#: kwok marks the nodes it manages with this annotation.
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a local cluster keeps its files under its data directory."""
+
+    root: Path
+
+    @property
+    def pki(self) -> PKI:
+        return PKI(self.root / "pki")
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig, for people and tests."""
+        return self.root / "kubeconfig"
+
+    def component_kubeconfig(self, name: str) -> Path:
+        return self.root / "kubeconfigs" / f"{name}.kubeconfig"
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def cert_dir(self, name: str) -> Path:
+        return self.root / "serving" / name
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+
+@dataclass(frozen=True)
+class Health:
+    """How to ask a component whether it is healthy."""
+
+    url: str
+    #: "none" for plain HTTP, "self-signed" for a component's own serving certificate, and
+    #: "client-cert" for kube-apiserver (verified against our CA, with the admin certificate).
+    tls: str = "none"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    argv: list[str]
+    health: Health
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of the local control plane."""
+
+    #: How long the node lifecycle controller waits for a heartbeat before it marks a node
+    #: NotReady/Unknown. Shorter than the upstream 40-50 s so faults show quickly here; kwok
+    #: renews node Leases every 10 s, so 20 s still tolerates one missed renewal.
+    node_monitor_grace_period_s: int = 20
+    #: Trade durability on power loss for speed; a clean down/up keeps every object.
+    etcd_unsafe_no_fsync: bool = True
+    #: How long one component may take to become healthy before ``up`` gives up.
+    start_timeout_s: float = 90.0
+
+
+def etcd(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:
+    client = f"http://127.0.0.1:{ports.etcd_client}"
+    peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    argv = [
+        str(assets.bin("etcd")),
+        "--name=kokpit",
+        f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=kokpit={peer}",
+        "--log-level=warn",
+    ]
+    if settings.etcd_unsafe_no_fsync:
+        argv.append("--unsafe-no-fsync=true")
+    return Component("etcd", argv, Health(f"{client}/health"))
+
+
+def apiserver(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:
+    pki = layout.pki
+    argv = [
+        str(assets.bin("kube-apiserver")),
+        f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={ports.apiserver}",
+        f"--tls-cert-file={pki.serving_cert}",
+        f"--tls-private-key-file={pki.serving_key}",
+        f"--client-ca-file={pki.ca_cert}",
+        "--authorization-mode=RBAC",
+        "--anonymous-auth=false",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={pki.sa_pub}",
+        f"--service-account-signing-key-file={pki.sa_key}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        # The advertise address is loopback, which the kubernetes Service's endpoints may not
+        # hold; nothing in a meta-cluster without real pods needs that endpoint.
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+    ]
+    return Component(
+        "kube-apiserver",
+        argv,
+        Health(f"https://127.0.0.1:{ports.apiserver}/readyz", tls="client-cert"),
+    )
+
+
+def controller_manager(
+    assets: Assets, layout: Layout, ports: Ports, settings: Settings
+) -> Component:
+    pki = layout.pki
+    kubeconfig = layout.component_kubeconfig("controller-manager")
+    argv = [
+        str(assets.bin("kube-controller-manager")),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports.controller_manager}",
+        f"--cert-dir={layout.cert_dir('controller-manager')}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki.sa_key}",
+        f"--root-ca-file={pki.ca_cert}",
+        f"--cluster-signing-cert-file={pki.ca_cert}",
+        f"--cluster-signing-key-file={pki.ca_key}",
+        f"--node-monitor-grace-period={settings.node_monitor_grace_period_s}s",
+        "--node-monitor-period=2s",
+        "--profiling=false",
+    ]
+    return Component(
+        "kube-controller-manager",
+        argv,
+        Health(f"https://127.0.0.1:{ports.controller_manager}/healthz", tls="self-signed"),
+    )
+
+
+def scheduler(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:
+    kubeconfig = layout.component_kubeconfig("scheduler")
+    argv = [
+        str(assets.bin("kube-scheduler")),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={ports.scheduler}",
+        f"--cert-dir={layout.cert_dir('scheduler')}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
+    return Component(
+        "kube-scheduler",
+        argv,
+        Health(f"https://127.0.0.1:{ports.scheduler}/healthz", tls="self-signed"),
+    )
+
+
+def kwok(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:
+    argv = [
+        str(assets.bin("kwok")),
+        f"--kubeconfig={layout.component_kubeconfig('kwok')}",
+        f"--config={assets.kwok_stages}",
+        "--manage-all-nodes=false",
+        f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+        f"--server-address=127.0.0.1:{ports.kwok}",
+        f"--cidr={POD_CIDR}",
+        "--node-ip=127.0.0.1",
+    ]
+    return Component("kwok", argv, Health(f"http://127.0.0.1:{ports.kwok}/healthz"))
+
+
+#: Start order; each waits for the one before it to be healthy.
+ALL = (etcd, apiserver, controller_manager, scheduler, kwok)

@@ -1,0 +1,49 @@
+"""Health probes for the local control-plane components."""
+
+from __future__ import annotations
+
+import ssl
+import urllib.error
+import urllib.request
+from functools import cache
+
+from kokpit.local.components import Health, Layout
+from kokpit.local.pki import ADMIN
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def healthy(health: Health, layout: Layout) -> bool:
+    """True when the component answers its health URL with 200 ``ok``."""
+    try:
+        with urllib.request.urlopen(
+            health.url, timeout=PROBE_TIMEOUT_S, context=_context(health.tls, layout)
+        ) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _context(tls: str, layout: Layout) -> ssl.SSLContext | None:
+    if tls == "none":
+        return None
+    if tls == "self-signed":
+        return _self_signed()
+    return _client_cert(layout)
+
+
+@cache
+def _self_signed() -> ssl.SSLContext:
+    # Probed on 127.0.0.1 only, against a certificate the component made for itself at start.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@cache
+def _client_cert(layout: Layout) -> ssl.SSLContext:
+    pki = layout.pki
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(str(pki.client_cert(ADMIN)), str(pki.client_key(ADMIN)))
+    return ctx

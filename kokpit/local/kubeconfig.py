@@ -1,0 +1,50 @@
+"""Kubeconfig files for the local meta-cluster.
+
+Each file is self-contained (certificates embedded as base64), so it can be copied elsewhere,
+and is written as JSON, which every kubeconfig reader accepts since YAML is a superset of JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from kokpit.local.pki import PKI, Identity
+
+
+def render(*, server: str, pki: PKI, who: Identity, cluster_name: str) -> str:
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    user = who.file
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster_name,
+                "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(pki.client_cert(who)),
+                    "client-key-data": b64(pki.client_key(who)),
+                },
+            }
+        ],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": cluster_name,
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def write(path: Path, *, server: str, pki: PKI, who: Identity, cluster_name: str) -> None:
+    """Write atomically with mode 0600: the file holds a private key."""
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(render(server=server, pki=pki, who=who, cluster_name=cluster_name))
+    tmp.rename(path)

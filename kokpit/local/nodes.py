@@ -1,0 +1,61 @@
+"""Simulated nodes for the local meta-cluster, run by kwok.
+
+A kwok node is an ordinary Node object carrying the ``kwok.x-k8s.io/node=fake`` annotation;
+kwok then plays its kubelet: it fills in the status, renews the node's Lease and runs the pods
+the real scheduler binds to it. Nodes are named ``<prefix>-<i>`` and created with server-side
+apply, so asking for N nodes twice is harmless, and asking for more adds only the missing ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kokpit.local.components import KWOK_NODE_ANNOTATION
+from kokpit.local.kubectl import Kubectl
+
+#: Label on every simulated node, to select them.
+SIMULATED_LABEL = "kokpit.io/simulated"
+DEFAULT_PREFIX = "kwok-node"
+#: What each simulated node offers the scheduler.
+CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+
+
+def node(name: str) -> dict[str, Any]:
+    """The manifest of one simulated node."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+            "labels": {
+                SIMULATED_LABEL: "true",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {"capacity": CAPACITY, "allocatable": CAPACITY},
+    }
+
+
+def ensure_nodes(kubectl: Kubectl, count: int, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Make sure nodes ``<prefix>-0 .. <prefix>-(count-1)`` exist; returns their names."""
+    names = [f"{prefix}-{i}" for i in range(count)]
+    if names:
+        kubectl.apply([node(n) for n in names])
+    return names
+
+
+def wait_ready(kubectl: Kubectl, names: list[str], *, timeout_s: float = 300.0) -> None:
+    """Block until every named node reports Ready=True."""
+    if names:
+        kubectl.run(
+            "wait",
+            "--for=condition=Ready",
+            f"--timeout={int(timeout_s)}s",
+            "node",
+            *names,
+            timeout=timeout_s + 30,
+        )

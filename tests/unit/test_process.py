@@ -1,0 +1,64 @@
+import os
+import shutil
+import time
+from pathlib import Path
+
+from kokpit.local import process
+
+
+def wait_dead(ref: process.ProcessRef, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive(ref):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_spawn_detaches_and_logs(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "echo.log"
+    sh = shutil.which("sh")
+    assert sh is not None
+    ref = process.spawn([sh, "-c", "echo hello; echo oops >&2; exec sleep 30"], log)
+    try:
+        assert process.alive(ref)
+        assert os.getsid(ref.pid) == ref.pid, "runs in a session of its own"
+        deadline = time.monotonic() + 5
+        while "oops" not in process.tail(log) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.tail(log).splitlines() == ["hello", "oops"]
+    finally:
+        process.stop(ref)
+    assert not process.alive(ref)
+
+
+def test_a_process_that_exits_is_not_alive(tmp_path: Path) -> None:
+    ref = process.spawn(["/bin/sh", "-c", "exit 3"], tmp_path / "x.log")
+    assert wait_dead(ref)
+
+
+def test_a_reused_pid_is_not_ours(tmp_path: Path) -> None:
+    ref = process.spawn(["/bin/sleep", "30"], tmp_path / "x.log")
+    try:
+        impostor = process.ProcessRef(ref.pid, ref.start_ticks + 1)
+        assert not process.alive(impostor)
+        process.stop(impostor)  # must not touch the real process
+        assert process.alive(ref)
+    finally:
+        process.stop(ref)
+
+
+def test_stop_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    ref = process.spawn(["/bin/sh", "-c", "trap '' TERM; sleep 30"], tmp_path / "x.log")
+    time.sleep(0.2)
+    started = time.monotonic()
+    process.stop(ref, timeout=0.5)
+    assert not process.alive(ref)
+    assert time.monotonic() - started < 5
+
+
+def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100_000)))
+    assert process.tail(log, 3).splitlines() == ["line 99997", "line 99998", "line 99999"]
+    assert process.tail(tmp_path / "absent.log") == ""
