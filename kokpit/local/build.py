@@ -64,7 +64,11 @@ def build(release: Release, dest: Path, progress: Progress) -> None:
     def step(name: str) -> None:
         steps[name] = round(time.monotonic() - started - sum(steps.values()), 1)
 
-    progress(f"building Kubernetes {release.version} with {go} into {dest}")
+    cold = _go_cache_is_empty(go, env)
+    progress(
+        f"building Kubernetes {release.version} with {go} into {dest}"
+        f"{' (empty Go build cache: a cold build)' if cold else ''}"
+    )
     progress("[1/5] reading k8s.io/kubernetes go.mod from the module proxy")
     gomod = Path(_download(go, f"k8s.io/kubernetes@{release.version}", env, work)["GoMod"])
     staging, etcd_version = parse_kubernetes_gomod(gomod.read_text())
@@ -134,6 +138,7 @@ def build(release: Release, dest: Path, progress: Progress) -> None:
         "go": go_version(go),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.monotonic() - started, 1),
+        "go_build_cache": "cold" if cold else "warm",
         "step_seconds": steps,
     }
     write_manifest(out, info)
@@ -187,6 +192,12 @@ def go_version(go: str) -> str:
     return subprocess.run(
         [go, "env", "GOVERSION"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def _go_cache_is_empty(go: str, env: dict[str, str]) -> bool:
+    out = subprocess.run([go, "env", "GOCACHE"], env=env, capture_output=True, text=True)
+    cache = Path(out.stdout.strip())
+    return not cache.is_dir() or not any(cache.iterdir())
 
 
 def _require_go() -> str:

@@ -205,6 +205,8 @@ def kwok(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Co
         f"--server-address=127.0.0.1:{ports.kwok}",
         f"--cidr={POD_CIDR}",
         "--node-ip=127.0.0.1",
+        # Renew each node's Lease like a kubelet does (every quarter of the duration).
+        "--node-lease-duration-seconds=40",
     ]
     return Component("kwok", argv, Health(f"http://127.0.0.1:{ports.kwok}/healthz"))
 

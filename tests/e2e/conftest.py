@@ -1,0 +1,66 @@
+"""Fixtures for e2e tests: one real local meta-cluster per session, a fresh namespace per test.
+
+The cluster is started in a temporary data directory, so tests never touch the developer's
+own cluster (``~/.local/share/kokpit/local``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release
+from kokpit.local import nodes as kwok_nodes
+
+#: The shared simulated nodes every workload test may schedule onto.
+SHARED_NODES = 100
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def assets() -> Assets:
+    return ensure_assets(release(os.environ.get("KOKPIT_K8S_VERSION")))
+
+
+@pytest.fixture(scope="session")
+def local_cluster(
+    assets: Assets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("meta-cluster"))
+    cluster.up(assets, progress=lambda _: None)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kubectl(local_cluster: LocalCluster, assets: Assets) -> Kubectl:
+    return Kubectl(assets.bin("kubectl"), local_cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def shared_nodes(kubectl: Kubectl) -> list[str]:
+    names = kwok_nodes.ensure_nodes(kubectl, SHARED_NODES)
+    kwok_nodes.wait_ready(kubectl, names)
+    return names
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    name = f"{slug}-{secrets.token_hex(3)}"
+    kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")

@@ -1,0 +1,34 @@
+"""Helpers for e2e tests: waiting on the real API server without sleeping blindly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], *, timeout: float, interval: float = 0.5,
+               what: str = "condition") -> T:  # fmt: skip
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            found: dict[str, Any] = c
+            return found
+    return None
+
+
+def taint_keys(node: dict[str, Any]) -> set[str]:
+    return {t["key"] for t in node.get("spec", {}).get("taints", [])}

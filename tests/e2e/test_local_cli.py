@@ -1,0 +1,102 @@
+"""``kokpit local`` and ``kokpit demo`` as a person runs them: separate processes, each with a
+cluster of its own in a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from kokpit.local import Assets, Kubectl
+from tests.e2e.support import eventually
+
+
+def kokpit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kokpit", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def uids(kubectl: Kubectl, *what: str) -> dict[str, str]:
+    items = kubectl.get(*what)["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["uid"] for i in items}
+
+
+def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
+    data = tmp_path / "cluster"
+    local = ("local", "--data-dir", str(data))
+
+    up = kokpit(*local, "up", "--nodes", "3")
+    assert up.returncode == 0, up.stderr
+    assert f"export KUBECONFIG={data / 'kubeconfig'}" in up.stdout
+    kubectl = Kubectl(assets.bin("kubectl"), data / "kubeconfig")
+    kubectl.apply([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "keep"},
+         "data": {"answer": "42"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "keep"},
+         "stringData": {"token": "t0ps3cret"}},
+    ])  # fmt: skip
+    before = uids(kubectl, "nodes,namespaces") | uids(kubectl, "configmaps,secrets", "-n", "keep")
+
+    again = kokpit(*local, "up")
+    assert again.returncode == 0
+    assert "already running" in again.stderr
+
+    state = json.loads((data / "state.json").read_text())
+    pids = [p["pid"] for p in state["processes"].values()]
+    old_port = state["ports"]["apiserver"]
+    assert kokpit(*local, "down").returncode == 0
+    assert not any(running(pid) for pid in pids), "every component stopped"
+    status = kokpit(*local, "status")
+    assert status.returncode == 3
+    assert "not running" in status.stdout
+
+    # Something else took the API server's port while the cluster was down.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", old_port))
+        squatter.listen()
+        up = kokpit(*local, "up")
+    assert up.returncode == 0, up.stderr
+    new_port = json.loads((data / "state.json").read_text())["ports"]["apiserver"]
+    assert new_port != old_port
+
+    after = uids(kubectl, "nodes,namespaces") | uids(kubectl, "configmaps,secrets", "-n", "keep")
+    assert {k: after.get(k) for k in before} == before, "nothing lost, nothing recreated"
+    assert kubectl.get("configmap", "-n", "keep", "cfg")["data"] == {"answer": "42"}
+
+    # A component that dies is named, with its log.
+    scheduler = json.loads((data / "state.json").read_text())["processes"]["kube-scheduler"]
+    os.kill(scheduler["pid"], signal.SIGKILL)
+    status = eventually(
+        lambda: (s := kokpit(*local, "status")).returncode == 1 and s, timeout=10, what="status"
+    )
+    line = next(ln for ln in status.stdout.splitlines() if "kube-scheduler" in ln)
+    assert "DEAD" in line
+    assert str(data / "logs" / "kube-scheduler.log") in line
+
+    assert kokpit(*local, "down", "--wipe").returncode == 0
+    assert not data.exists()
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
+    data = tmp_path / "demo"
+    demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=600)
+    assert demo.returncode == 0, demo.stderr
+    assert "60/60 pods Running" in demo.stderr
+    assert f"export KUBECONFIG={data / 'kubeconfig'}" in demo.stdout
+    assert kokpit("local", "--data-dir", str(data), "status").returncode == 3, "demo stopped it"
