@@ -25,6 +25,7 @@ from kokpit.local import (
     Kubectl,
     LocalCluster,
     ensure_assets,
+    process,
     release,
 )
 from kokpit.local import nodes as kwok_nodes
@@ -113,6 +114,9 @@ def run_status(args: argparse.Namespace) -> int:
     for c in status.components:
         state = "healthy" if c.healthy else "running, unhealthy" if c.running else "DEAD"
         print(f"  {c.name:<24} pid {c.pid:<8} {state:<18} log {c.log}")
+        if not c.running:
+            for line in process.tail(c.log, 5).splitlines():
+                print(f"      | {line}")
     return 0 if status.healthy else 1
 
 

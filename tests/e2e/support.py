@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T | None], *, timeout: float, interval: float = 0.5,
-               what: str = "condition") -> T:  # fmt: skip
+def eventually(
+    check: Callable[[], T | None], *, timeout: float, interval: float = 0.5, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -54,8 +54,9 @@ def test_200_replicas_run_on_kwok_nodes(
     kubectl: Kubectl, namespace: str, shared_nodes: list[str]
 ) -> None:
     kubectl.apply([deployment(namespace, "web", 200)])
-    kubectl.run("rollout", "status", "-n", namespace, "deployment/web", "--timeout=300s",
-                timeout=330)  # fmt: skip
+    kubectl.run(
+        "rollout", "status", "-n", namespace, "deployment/web", "--timeout=300s", timeout=330
+    )
     pods = kubectl.get("pods", "-n", namespace, "-l", "app=web")["items"]
     assert len(pods) == 200
     assert all(p["status"]["phase"] == "Running" for p in pods)
@@ -78,11 +79,23 @@ def test_node_without_heartbeat_is_marked_unknown_and_tainted(kubectl: Kubectl) 
     kubectl.apply([manifest])
     try:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                 "message": "kubelet is posting ready status",
-                 "lastHeartbeatTime": now, "lastTransitionTime": now}  # fmt: skip
-        kubectl.run("patch", "node", name, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": {"conditions": [ready]}}))  # fmt: skip
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+        kubectl.run(
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"conditions": [ready]}}),
+        )
 
         def unreachable() -> dict[str, Any] | None:
             node = kubectl.get("node", name)
@@ -118,11 +131,17 @@ def test_deleting_a_namespace_removes_what_was_in_it(
 ) -> None:
     ns = "doomed"
     kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}])
-    kubectl.apply([
-        deployment(ns, "worker", 5),
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": ns},
-         "data": {"k": "v"}},
-    ])  # fmt: skip
+    kubectl.apply(
+        [
+            deployment(ns, "worker", 5),
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "cfg", "namespace": ns},
+                "data": {"k": "v"},
+            },
+        ]
+    )
     kubectl.run("rollout", "status", "-n", ns, "deployment/worker", "--timeout=120s")
     assert len(kubectl.get("pods", "-n", ns)["items"]) == 5
 
@@ -130,13 +149,15 @@ def test_deleting_a_namespace_removes_what_was_in_it(
 
     gone = kubectl.run("get", "namespace", ns, "--ignore-not-found", "-o", "name")
     assert gone == ""
-    leftovers = kubectl.get("pods,replicasets,configmaps", "-A",
-                            "--field-selector", f"metadata.namespace={ns}")["items"]  # fmt: skip
+    leftovers = kubectl.get(
+        "pods,replicasets,configmaps", "-A", "--field-selector", f"metadata.namespace={ns}"
+    )["items"]
     assert leftovers == []
 
 
-def test_garbage_collector_removes_dependents(kubectl: Kubectl, namespace: str,
-                                             shared_nodes: list[str]) -> None:  # fmt: skip
+def test_garbage_collector_removes_dependents(
+    kubectl: Kubectl, namespace: str, shared_nodes: list[str]
+) -> None:
     kubectl.apply([deployment(namespace, "owned", 3)])
     kubectl.run("rollout", "status", "-n", namespace, "deployment/owned", "--timeout=120s")
     kubectl.run("delete", "deployment", "-n", namespace, "owned", "--cascade=background")

@@ -18,8 +18,11 @@ from tests.e2e.support import eventually
 def kokpit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kokpit", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def running(pid: int) -> bool:
@@ -44,13 +47,23 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={data / 'kubeconfig'}" in up.stdout
     kubectl = Kubectl(assets.bin("kubectl"), data / "kubeconfig")
-    kubectl.apply([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "keep"},
-         "data": {"answer": "42"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "keep"},
-         "stringData": {"token": "t0ps3cret"}},
-    ])  # fmt: skip
+    kubectl.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "cfg", "namespace": "keep"},
+                "data": {"answer": "42"},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "s", "namespace": "keep"},
+                "stringData": {"token": "t0ps3cret"},
+            },
+        ]
+    )
     before = uids(kubectl, "nodes,namespaces") | uids(kubectl, "configmaps,secrets", "-n", "keep")
 
     again = kokpit(*local, "up")
@@ -82,9 +95,12 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
     # A component that dies is named, with its log.
     scheduler = json.loads((data / "state.json").read_text())["processes"]["kube-scheduler"]
     os.kill(scheduler["pid"], signal.SIGKILL)
-    status = eventually(
-        lambda: (s := kokpit(*local, "status")).returncode == 1 and s, timeout=10, what="status"
-    )
+
+    def unhealthy() -> subprocess.CompletedProcess[str] | None:
+        status = kokpit(*local, "status")
+        return status if status.returncode == 1 else None
+
+    status = eventually(unhealthy, timeout=10, what="status to report the dead scheduler")
     line = next(ln for ln in status.stdout.splitlines() if "kube-scheduler" in ln)
     assert "DEAD" in line
     assert str(data / "logs" / "kube-scheduler.log") in line
