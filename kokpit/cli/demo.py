@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import signal
 import sys
 import time
@@ -73,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
             _wait_for_signal()
     finally:
         if owned:
+            cluster.down()  # first: a closed terminal or pipe must not keep the cluster running
             _step(
-                "stopping the local meta-cluster (its data is kept; "
+                "stopped the local meta-cluster (its data is kept; "
                 "`kokpit local down --wipe` deletes it)"
             )
-            cluster.down()
     return 0
 
 
@@ -119,4 +120,5 @@ def _wait_for_signal() -> None:
 
 
 def _step(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):  # stderr may be a pipe whose reader is gone (Ctrl-C)
+        print(message, file=sys.stderr, flush=True)

@@ -43,67 +43,76 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
     data = tmp_path / "cluster"
     local = ("local", "--data-dir", str(data))
 
-    up = kokpit(*local, "up", "--nodes", "3")
-    assert up.returncode == 0, up.stderr
-    assert f"export KUBECONFIG={data / 'kubeconfig'}" in up.stdout
-    kubectl = Kubectl(assets.bin("kubectl"), data / "kubeconfig")
-    kubectl.apply(
-        [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "cfg", "namespace": "keep"},
-                "data": {"answer": "42"},
-            },
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "s", "namespace": "keep"},
-                "stringData": {"token": "t0ps3cret"},
-            },
-        ]
-    )
-    before = uids(kubectl, "nodes,namespaces") | uids(kubectl, "configmaps,secrets", "-n", "keep")
+    try:
+        up = kokpit(*local, "up", "--nodes", "3")
+        assert up.returncode == 0, up.stderr
+        assert f"export KUBECONFIG={data / 'kubeconfig'}" in up.stdout
+        kubectl = Kubectl(assets.bin("kubectl"), data / "kubeconfig")
+        kubectl.apply(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "cfg", "namespace": "keep"},
+                    "data": {"answer": "42"},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "s", "namespace": "keep"},
+                    "stringData": {"token": "t0ps3cret"},
+                },
+            ]
+        )
+        before = uids(kubectl, "nodes,namespaces") | uids(
+            kubectl, "configmaps,secrets", "-n", "keep"
+        )
 
-    again = kokpit(*local, "up")
-    assert again.returncode == 0
-    assert "already running" in again.stderr
+        again = kokpit(*local, "up")
+        assert again.returncode == 0
+        assert "already running" in again.stderr
 
-    state = json.loads((data / "state.json").read_text())
-    pids = [p["pid"] for p in state["processes"].values()]
-    old_port = state["ports"]["apiserver"]
-    assert kokpit(*local, "down").returncode == 0
-    assert not any(running(pid) for pid in pids), "every component stopped"
-    status = kokpit(*local, "status")
-    assert status.returncode == 3
-    assert "not running" in status.stdout
-
-    # Something else took the API server's port while the cluster was down.
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", old_port))
-        squatter.listen()
-        up = kokpit(*local, "up")
-    assert up.returncode == 0, up.stderr
-    new_port = json.loads((data / "state.json").read_text())["ports"]["apiserver"]
-    assert new_port != old_port
-
-    after = uids(kubectl, "nodes,namespaces") | uids(kubectl, "configmaps,secrets", "-n", "keep")
-    assert {k: after.get(k) for k in before} == before, "nothing lost, nothing recreated"
-    assert kubectl.get("configmap", "-n", "keep", "cfg")["data"] == {"answer": "42"}
-
-    # A component that dies is named, with its log.
-    scheduler = json.loads((data / "state.json").read_text())["processes"]["kube-scheduler"]
-    os.kill(scheduler["pid"], signal.SIGKILL)
-
-    def unhealthy() -> subprocess.CompletedProcess[str] | None:
+        state = json.loads((data / "state.json").read_text())
+        pids = [p["pid"] for p in state["processes"].values()]
+        old_port = state["ports"]["apiserver"]
+        assert kokpit(*local, "down").returncode == 0
+        assert not any(running(pid) for pid in pids), "every component stopped"
         status = kokpit(*local, "status")
-        return status if status.returncode == 1 else None
+        assert status.returncode == 3
+        assert "not running" in status.stdout
 
-    status = eventually(unhealthy, timeout=10, what="status to report the dead scheduler")
-    line = next(ln for ln in status.stdout.splitlines() if "kube-scheduler" in ln)
-    assert "DEAD" in line
-    assert str(data / "logs" / "kube-scheduler.log") in line
+        # Something else took the API server's port while the cluster was down.
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", old_port))
+            squatter.listen()
+            up = kokpit(*local, "up")
+        assert up.returncode == 0, up.stderr
+        new_port = json.loads((data / "state.json").read_text())["ports"]["apiserver"]
+        assert new_port != old_port
+
+        after = uids(kubectl, "nodes,namespaces") | uids(
+            kubectl, "configmaps,secrets", "-n", "keep"
+        )
+        assert {k: after.get(k) for k in before} == before, "nothing lost, nothing recreated"
+        assert kubectl.get("configmap", "-n", "keep", "cfg")["data"] == {"answer": "42"}
+
+        # A component that dies is named, with its log.
+        scheduler = json.loads((data / "state.json").read_text())["processes"]["kube-scheduler"]
+        os.kill(scheduler["pid"], signal.SIGKILL)
+
+        def unhealthy() -> subprocess.CompletedProcess[str] | None:
+            status = kokpit(*local, "status")
+            return status if status.returncode == 1 else None
+
+        status = eventually(unhealthy, timeout=10, what="status to report the dead scheduler")
+        line = next(ln for ln in status.stdout.splitlines() if "kube-scheduler" in ln)
+        assert "DEAD" in line
+        assert str(data / "logs" / "kube-scheduler.log") in line
+        assert "      | " in status.stdout, "the tail of its log follows"
+
+    finally:
+        kokpit(*local, "down")
 
     assert kokpit(*local, "down", "--wipe").returncode == 0
     assert not data.exists()
