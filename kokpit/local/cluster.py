@@ -135,6 +135,7 @@ class LocalCluster:
                 ref = process.spawn(component.argv, self.layout.log(component.name))
                 state["processes"][component.name] = {
                     **ref.to_json(),
+                    "argv": component.argv,
                     "health": dataclasses.asdict(component.health),
                 }
                 self._save(state)
@@ -154,6 +155,20 @@ class LocalCluster:
             self._save(state)
         if wipe:
             shutil.rmtree(self.layout.root, ignore_errors=True)
+
+    def restart(self, name: str, *, timeout_s: float = 90.0) -> None:
+        """Stop one component and start it again with the same command line (for fault tests
+        and for picking up new flags); returns once it is healthy again."""
+        state = self._state()
+        entry = state.get("processes", {}).get(name)
+        if entry is None:
+            raise ClusterError(f"no component {name!r} in {self.layout.state}")
+        process.stop(ProcessRef.from_json(entry))
+        component = Component(name, entry["argv"], Health(**entry["health"]))
+        ref = process.spawn(component.argv, self.layout.log(name))
+        state["processes"][name] = {**entry, **ref.to_json()}
+        self._save(state)
+        self._wait_healthy(component, ref, timeout_s)
 
     def status(self) -> ClusterStatus:
         state = self._state()

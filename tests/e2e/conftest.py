@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
+from kokpit.runtime import Client, ClientConfig, Resource
 
 #: The shared simulated nodes every workload test may schedule onto.
 SHARED_NODES = 100
@@ -64,3 +65,54 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture
+async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
+    """A kokpit runtime client with the admin credentials, one per test (one event loop each)."""
+    async with Client(ClientConfig.from_kubeconfig(local_cluster.kubeconfig)) as c:
+        yield c
+
+
+#: A small namespaced custom resource for runtime tests and benchmarks.
+WIDGETS = Resource("test.kokpit.io", "v1", "widgets", "Widget")
+
+
+@pytest.fixture(scope="session")
+def widget_crd(kubectl: Kubectl) -> Resource:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+            "status": {
+                "type": "object",
+                "properties": {
+                    "observedGeneration": {"type": "integer"},
+                    "count": {"type": "integer"},
+                },
+            },
+        },
+    }
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.test.kokpit.io"},
+        "spec": {
+            "group": "test.kokpit.io",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+    kubectl.apply([crd])
+    kubectl.run("wait", "--for=condition=Established", "crd/widgets.test.kokpit.io",
+                "--timeout=60s")  # fmt: skip
+    return WIDGETS

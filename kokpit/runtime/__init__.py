@@ -1,0 +1,89 @@
+"""kokpit's controller runtime: client-go / controller-runtime semantics on asyncio.
+
+- :mod:`.config`, :mod:`.client`: reach the API server; any resource as plain dicts; typed
+  :mod:`.errors`; QPS limit; retries that honour 429 Retry-After.
+- :mod:`.informer`, :mod:`.store`: shared LIST+WATCH caches with indexes, resuming watches
+  and relisting with a diff on 410.
+- :mod:`.queue`: the deduplicating, rate-limited work queue.
+- :mod:`.controller`: watches → keys → ``reconcile(request) -> Result``.
+- :mod:`.leader`, :mod:`.manager`: Lease leader election; runs everything with health and
+  Prometheus metrics (:mod:`.metrics`, client-go's and controller-runtime's names).
+
+No business logic lives here.
+"""
+
+from kokpit.runtime.client import Client, ObjectList, PatchType, RetryPolicy, WatchEvent
+from kokpit.runtime.config import ClientConfig, ConfigError
+from kokpit.runtime.controller import (
+    Controller,
+    ControllerOptions,
+    Reconciler,
+    Request,
+    Result,
+    TerminalError,
+    for_object,
+    for_owner,
+    generation_changed,
+)
+from kokpit.runtime.errors import (
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    ServerError,
+    TooManyRequests,
+)
+from kokpit.runtime.informer import Cache, Informer, Scope, strip_unneeded
+from kokpit.runtime.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
+from kokpit.runtime.manager import Manager, ManagerOptions, Runnable
+from kokpit.runtime.queue import RateLimit, WorkQueue
+from kokpit.runtime.resources import Resource
+from kokpit.runtime.store import Store, by_field, by_label, object_key
+
+__all__ = [
+    "AlreadyExists",
+    "ApiError",
+    "Cache",
+    "Client",
+    "ClientConfig",
+    "ConfigError",
+    "Conflict",
+    "Controller",
+    "ControllerOptions",
+    "Forbidden",
+    "Gone",
+    "Informer",
+    "Invalid",
+    "LeaderElectionConfig",
+    "LeaderElector",
+    "LeadershipLost",
+    "Manager",
+    "ManagerOptions",
+    "NotFound",
+    "ObjectList",
+    "PatchType",
+    "RateLimit",
+    "Reconciler",
+    "Request",
+    "Resource",
+    "Result",
+    "RetryPolicy",
+    "Runnable",
+    "Scope",
+    "ServerError",
+    "Store",
+    "TerminalError",
+    "TooManyRequests",
+    "WatchEvent",
+    "WorkQueue",
+    "by_field",
+    "by_label",
+    "for_object",
+    "for_owner",
+    "generation_changed",
+    "object_key",
+    "strip_unneeded",
+]

@@ -1,0 +1,219 @@
+"""Controllers: watches that map events to keys, a work queue, and workers that reconcile.
+
+The reconcile contract (controller-runtime's):
+
+- ``reconcile(request)`` is level-based: ``request`` names an object, never an event. Read the
+  current state (from the cache), compare with the desired state, take the next step, write
+  status. It runs at most once at a time per key.
+- Return ``Result()`` when done; ``Result(requeue_after=s)`` to look again in ``s`` seconds
+  (periodic checks, waiting on something outside the cluster).
+- Raise any exception to retry with per-key exponential backoff (5 ms doubling to 1000 s).
+- Raise :class:`TerminalError` for a failure retrying cannot fix (bad input): it is counted and
+  logged, not retried; a later change to the object enqueues it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kokpit.runtime import metrics
+from kokpit.runtime.client import Object
+from kokpit.runtime.errors import ApiError
+from kokpit.runtime.informer import Informer
+from kokpit.runtime.log import get_logger
+from kokpit.runtime.queue import RateLimit, ShutDown, WorkQueue
+
+
+@dataclass(frozen=True, order=True)
+class Request:
+    """The object to reconcile; ``namespace`` is "" for cluster-scoped objects."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+
+
+class TerminalError(Exception):
+    """A reconcile failure that retrying will not fix."""
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, request: Request) -> Result: ...
+
+
+Mapper = Callable[[Object], Iterable[Request]]
+Predicate = Callable[[Object | None, Object], bool]
+
+
+def for_object(obj: Object) -> list[Request]:
+    """Enqueue the object itself (controller-runtime's EnqueueRequestForObject)."""
+    meta = obj["metadata"]
+    return [Request(meta.get("namespace") or "", meta["name"])]
+
+
+def for_owner(kind: str, api_group: str = "") -> Mapper:
+    """Enqueue the controlling owner of ``kind`` (EnqueueRequestForOwner, OnlyControllerOwner)."""
+
+    def mapper(obj: Object) -> list[Request]:
+        meta = obj["metadata"]
+        for ref in meta.get("ownerReferences") or []:
+            group = ref["apiVersion"].rpartition("/")[0]
+            if ref.get("controller") and ref["kind"] == kind and group == api_group:
+                return [Request(meta.get("namespace") or "", ref["name"])]
+        return []
+
+    return mapper
+
+
+def generation_changed(old: Object | None, new: Object) -> bool:
+    """A predicate: ignore updates that leave ``metadata.generation`` alone (status writes)."""
+    if old is None:
+        return True
+    return bool(old["metadata"].get("generation") != new["metadata"].get("generation"))
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    #: Workers; each key is still reconciled by one worker at a time.
+    max_concurrent_reconciles: int = 1
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+
+
+class _Enqueue:
+    """An informer handler that maps events to requests and queues them."""
+
+    def __init__(self, queue: WorkQueue[Request], mapper: Mapper, predicate: Predicate | None):
+        self._queue = queue
+        self._mapper = mapper
+        self._predicate = predicate
+
+    def on_add(self, obj: Object) -> None:
+        if self._predicate is None or self._predicate(None, obj):
+            self._add(obj)
+
+    def on_update(self, old: Object, new: Object) -> None:
+        if self._predicate is None or self._predicate(old, new):
+            self._add(old)
+            self._add(new)
+
+    def on_delete(self, obj: Object) -> None:
+        self._add(obj)
+
+    def _add(self, obj: Object) -> None:
+        for request in self._mapper(obj):
+            self._queue.add(request)
+
+
+class Controller:
+    """Runs a :class:`Reconciler` for the requests its watches produce."""
+
+    needs_leader = True
+
+    def __init__(self, name: str, reconciler: Reconciler, options: ControllerOptions | None = None):
+        self.name = name
+        self.reconciler = reconciler
+        self.options = options or ControllerOptions()
+        self.queue: WorkQueue[Request] = WorkQueue(name, rate_limit=self.options.rate_limit)
+        self._watches: list[tuple[Informer, _Enqueue]] = []
+        self._ids = itertools.count(1)
+        self._log = get_logger("kokpit.controller", controller=name)
+        self._active = metrics.ACTIVE_WORKERS.labels(name)
+
+    def watch(
+        self, informer: Informer, mapper: Mapper = for_object, predicate: Predicate | None = None
+    ) -> Controller:
+        """Reconcile what ``mapper`` names for each ``informer`` event that passes ``predicate``."""
+        self._watches.append((informer, _Enqueue(self.queue, mapper, predicate)))
+        return self
+
+    async def start(self) -> None:
+        """Wire the watches, wait for their informers to sync, then reconcile until cancelled."""
+        for informer, handler in self._watches:
+            informer.add_handler(handler)
+        for informer, _ in self._watches:
+            await informer.synced.wait()
+        metrics.MAX_CONCURRENT.labels(self.name).set(self.options.max_concurrent_reconciles)
+        workers = [
+            asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+            for i in range(self.options.max_concurrent_reconciles)
+        ]
+        self._log.info("started", extra={"workers": len(workers)})
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            await self.queue.shutdown()
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                request = await self.queue.get()
+            except ShutDown:
+                return
+            try:
+                await self._reconcile(request)
+            finally:
+                self.queue.done(request)
+
+    async def _reconcile(self, request: Request) -> None:
+        log = self._log.with_fields(key=request.key, reconcile_id=next(self._ids))
+        self._active.inc()
+        started = time.monotonic()
+        try:
+            result = await self.reconciler.reconcile(request)
+        except asyncio.CancelledError:
+            raise
+        except TerminalError as e:
+            self._count("error")
+            metrics.RECONCILE_TERMINAL_ERRORS.labels(self.name).inc()
+            self.queue.forget(request)
+            log.error("reconcile failed; not retrying", extra={"error": str(e)})
+        except Exception as e:
+            self._count("error")
+            self.queue.add_rate_limited(request)
+            log.warning(
+                "reconcile failed; will retry",
+                exc_info=not _expected(e),
+                extra={"error": repr(e), "failures": self.queue.failures(request)},
+            )
+        else:
+            self.queue.forget(request)
+            if result.requeue_after is not None:
+                self._count("requeue_after")
+                self.queue.add_after(request, result.requeue_after)
+            else:
+                self._count("success")
+        finally:
+            self._active.dec()
+            metrics.RECONCILE_TIME.labels(self.name).observe(time.monotonic() - started)
+
+    def _count(self, result: str) -> None:
+        metrics.RECONCILE_TOTAL.labels(self.name, result).inc()
+        if result == "error":
+            metrics.RECONCILE_ERRORS.labels(self.name).inc()
+
+
+def _expected(error: Any) -> bool:
+    """API errors are routine (conflicts, not-found); log them without a traceback."""
+    return isinstance(error, ApiError)
