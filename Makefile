@@ -50,14 +50,23 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: assets
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements-bench.lock
+	touch $@
+
+bench: assets $(BENCH_STAMP)
 	$(PY) -m bench.local
+	$(PY) -m bench.runtime
 
 # Re-pin dependencies after editing pyproject.toml.
 lock: $(STAMP)
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes \
+		--python-version 3.11 -o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

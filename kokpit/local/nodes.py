@@ -8,6 +8,7 @@ apply, so asking for N nodes twice is harmless, and asking for more adds only th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kokpit.local.components import KWOK_NODE_ANNOTATION
@@ -49,13 +50,30 @@ def ensure_nodes(kubectl: Kubectl, count: int, *, prefix: str = DEFAULT_PREFIX) 
 
 
 def wait_ready(kubectl: Kubectl, names: list[str], *, timeout_s: float = 300.0) -> None:
-    """Block until every named node reports Ready=True."""
-    if names:
-        kubectl.run(
-            "wait",
-            "--for=condition=Ready",
-            f"--timeout={int(timeout_s)}s",
-            "node",
-            *names,
-            timeout=timeout_s + 30,
-        )
+    """Block until every named node reports Ready=True.
+
+    Polls one LIST rather than ``kubectl wait``, which checks nodes one at a time (minutes for
+    a thousand nodes).
+    """
+    wanted = set(names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = kubectl.run("get", "nodes", "-o", READY_JSONPATH)
+        ready = {
+            name
+            for name, _, status in (line.partition(" ") for line in out.splitlines())
+            if status == "True"
+        }
+        missing = wanted - ready
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            some = ", ".join(sorted(missing)[:5])
+            raise TimeoutError(f"{len(missing)} nodes not Ready after {timeout_s:.0f} s: {some}")
+        time.sleep(1.0)
+
+
+READY_JSONPATH = (
+    'jsonpath={range .items[*]}{.metadata.name}{" "}'
+    '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
+)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release
+from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release, samples
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
 
@@ -74,45 +74,12 @@ async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
         yield c
 
 
-#: A small namespaced custom resource for runtime tests and benchmarks.
-WIDGETS = Resource("test.kokpit.io", "v1", "widgets", "Widget")
-
-
 @pytest.fixture(scope="session")
 def widget_crd(kubectl: Kubectl) -> Resource:
-    schema = {
-        "type": "object",
-        "properties": {
-            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
-            "status": {
-                "type": "object",
-                "properties": {
-                    "observedGeneration": {"type": "integer"},
-                    "count": {"type": "integer"},
-                },
-            },
-        },
-    }
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.test.kokpit.io"},
-        "spec": {
-            "group": "test.kokpit.io",
-            "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+    """The sample Widget CRD (:mod:`kokpit.local.samples`), installed once."""
+    crd = samples.widget_crd()
     kubectl.apply([crd])
-    kubectl.run("wait", "--for=condition=Established", "crd/widgets.test.kokpit.io",
-                "--timeout=60s")  # fmt: skip
-    return WIDGETS
+    kubectl.run(
+        "wait", "--for=condition=Established", "crd/widgets.test.kokpit.io", "--timeout=60s"
+    )
+    return samples.WIDGETS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kokpit.local.samples import widget
 from kokpit.runtime import (
     AlreadyExists,
     Client,
@@ -73,14 +74,8 @@ async def test_list_follows_pages(client: Client, namespace: str) -> None:
 async def test_status_subresource_and_metadata_only(
     client: Client, namespace: str, widget_crd: Resource
 ) -> None:
-    widget = {
-        "apiVersion": "test.kokpit.io/v1",
-        "kind": "Widget",
-        "metadata": {"name": "w", "namespace": namespace},
-        "spec": {"size": 3},
-    }
-    await client.create(widget_crd, widget)
-    status = {**widget, "spec": None, "status": {"observedGeneration": 1}}
+    await client.create(widget_crd, widget(namespace, "w", size=3))
+    status = {**widget(namespace, "w"), "status": {"observedGeneration": 1}}
     del status["spec"]
     written = await client.apply(widget_crd, status, field_manager="t", subresource="status")
     assert written["status"] == {"observedGeneration": 1}

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from kokpit.local import Kubectl, LocalCluster
+from kokpit.local.samples import widget
 from kokpit.runtime import (
     Client,
     ClientConfig,
@@ -30,15 +31,6 @@ from kokpit.runtime import (
 )
 from kokpit.runtime import metrics as m
 from kokpit.runtime.resources import CONFIGMAPS
-
-
-def widget(namespace: str, name: str, size: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "test.kokpit.io/v1",
-        "kind": "Widget",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"size": size},
-    }
 
 
 def sample(metric: str, **labels: str) -> float:

@@ -1,0 +1,149 @@
+"""The three programs compared by :mod:`bench.runtime`, each run as its own process.
+
+Each keeps every Widget in one namespace at ``status.observedGeneration == metadata.generation``
+— the most trivial reconcile there is, so what is measured is the machinery:
+
+- ``floor``: a bare client, LIST then WATCH, one status PATCH per object that needs it, with
+  plain bounded concurrency; no cache, no queue. The best a controller could hope for.
+- ``kokpit``: kokpit's runtime — a shared informer, a work queue, a controller.
+- ``kopf``: kopf, idiomatic: create/update/resume handlers that set the status through kopf's
+  ``patch``; event posting off so it is not charged for writes it need not make.
+
+    python -m bench.runtime_targets {floor,kokpit,kopf} --namespace NS --data-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from kokpit.local.components import Layout
+from kokpit.local.pki import ADMIN
+from kokpit.local.samples import WIDGETS
+from kokpit.runtime import (
+    Client,
+    ClientConfig,
+    Controller,
+    ControllerOptions,
+    Manager,
+    ManagerOptions,
+    Request,
+    Result,
+    generation_changed,
+)
+
+CONCURRENCY = 32
+
+
+def needs_write(obj: dict[str, Any]) -> bool:
+    return bool(
+        (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]
+    )
+
+
+async def write_status(client: Client, obj: dict[str, Any]) -> None:
+    meta = obj["metadata"]
+    await client.patch(
+        WIDGETS,
+        meta["name"],
+        {"status": {"observedGeneration": meta["generation"]}},
+        namespace=meta["namespace"],
+        subresource="status",
+    )
+
+
+def client_config(kubeconfig: Path) -> ClientConfig:
+    # A benchmark wants the machinery, not the client-side throttle, to be the limit.
+    return ClientConfig.from_kubeconfig(kubeconfig, qps=5000, burst=10000)
+
+
+async def floor(namespace: str, kubeconfig: Path) -> None:
+    async with Client(client_config(kubeconfig)) as client:
+        gate = asyncio.Semaphore(CONCURRENCY)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def write(obj: dict[str, Any]) -> None:
+            async with gate:
+                await write_status(client, obj)
+
+        def spawn(obj: dict[str, Any]) -> None:
+            task = asyncio.create_task(write(obj))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        listed = await client.list(WIDGETS, namespace=namespace)
+        for obj in listed.items:
+            if needs_write(obj):
+                spawn(obj)
+        rv = listed.resource_version
+        while True:
+            async for event in client.watch(WIDGETS, namespace=namespace, resource_version=rv):
+                rv = event.object["metadata"]["resourceVersion"]
+                if event.type in ("ADDED", "MODIFIED") and needs_write(event.object):
+                    spawn(event.object)
+
+
+async def kokpit(namespace: str, kubeconfig: Path) -> None:
+    async with Client(client_config(kubeconfig)) as client:
+        manager = Manager(client, ManagerOptions(health_port=None))
+        informer = manager.cache.informer(WIDGETS, namespace=namespace)
+
+        class ObservedGeneration:
+            async def reconcile(self, request: Request) -> Result:
+                obj = informer.store.get(request.key)
+                if obj is not None and needs_write(obj):
+                    await write_status(client, obj)
+                return Result()
+
+        options = ControllerOptions(max_concurrent_reconciles=CONCURRENCY)
+        controller = Controller("widgets", ObservedGeneration(), options)
+        manager.add(controller.watch(informer, predicate=generation_changed))
+        await manager.start()
+
+
+def kopf_main(namespace: str, data_dir: Path) -> None:
+    import kopf  # benchmark-only dependency
+
+    pki = Layout(data_dir).pki
+    server = ClientConfig.from_kubeconfig(Layout(data_dir).kubeconfig).server
+
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False
+
+    @kopf.on.login()
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=server,
+            ca_path=str(pki.ca_cert),
+            certificate_path=str(pki.client_cert(ADMIN)),
+            private_key_path=str(pki.client_key(ADMIN)),
+        )
+
+    @kopf.on.resume(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+    @kopf.on.create(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+    @kopf.on.update(WIDGETS.group, WIDGETS.version, WIDGETS.plural, field="spec")
+    def observe(meta: Any, patch: Any, **_: Any) -> None:
+        patch.status["observedGeneration"] = meta["generation"]
+
+    kopf.run(standalone=True, namespaces=[namespace])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("target", choices=["floor", "kokpit", "kopf"])
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    args = parser.parse_args()
+    kubeconfig = Layout(args.data_dir).kubeconfig
+    if args.target == "kopf":
+        kopf_main(args.namespace, args.data_dir)
+    else:
+        target = floor if args.target == "floor" else kokpit
+        asyncio.run(target(args.namespace, kubeconfig))
+
+
+if __name__ == "__main__":
+    main()
