@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from kokpit.cli.local import cluster_of, print_env
-from kokpit.local import AlreadyRunningError, Kubectl, ensure_assets, release
+from kokpit.local import AlreadyRunningError, Kubectl, ensure_assets, release, samples
 from kokpit.local import nodes as kwok_nodes
 
 NAMESPACE = "kokpit-demo"
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         _step(f"   {len(names)} nodes Ready")
 
         _step(f"3. Run a {REPLICAS}-replica Deployment: the real scheduler places every pod")
-        kubectl.apply([namespace(NAMESPACE), deployment(NAMESPACE, "hello", REPLICAS)])
+        kubectl.apply(
+            [samples.namespace(NAMESPACE), samples.deployment(NAMESPACE, "hello", REPLICAS)]
+        )
         kubectl.run("rollout", "status", "-n", NAMESPACE, "deployment/hello", "--timeout=180s")
         pods = kubectl.get("pods", "-n", NAMESPACE, "-l", "app=hello")["items"]
         per_node = collections.Counter(p["spec"].get("nodeName") for p in pods)
@@ -80,30 +82,6 @@ def run(args: argparse.Namespace) -> int:
                 "`kokpit local down --wipe` deletes it)"
             )
     return 0
-
-
-def namespace(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-
-
-def deployment(ns: str, name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {kwok_nodes.SIMULATED_LABEL: "true"},
-                    "containers": [{"name": "hello", "image": "registry.invalid/hello:1"}],
-                },
-            },
-        },
-    }
 
 
 def _wait_for_signal() -> None:

@@ -1,13 +1,15 @@
-"""A sample custom resource, ``Widget``, for runtime tests and benchmarks.
+"""Sample objects for the demo, tests and benchmarks of the local meta-cluster.
 
-Deliberately tiny (``spec.size``, ``status.observedGeneration``, ``status.count``) so that what
-is measured is the machinery around it, not the object.
+``Widget`` is a custom resource kept deliberately tiny (``spec.size``,
+``status.observedGeneration``, ``status.count``) so that what is measured is the machinery
+around it, not the object. ``deployment`` is a workload pinned to the simulated nodes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kokpit.local.nodes import SIMULATED_LABEL
 from kokpit.runtime.resources import Resource
 
 WIDGETS = Resource("test.kokpit.io", "v1", "widgets", "Widget")
@@ -54,4 +56,29 @@ def widget(namespace: str, name: str, size: int = 1) -> dict[str, Any]:
         "kind": WIDGETS.kind,
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"size": size},
+    }
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment whose pods only the simulated (kwok) nodes may run."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {SIMULATED_LABEL: "true"},
+                    "containers": [{"name": name, "image": "registry.invalid/sample:1"}],
+                },
+            },
+        },
     }

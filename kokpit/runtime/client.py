@@ -136,30 +136,6 @@ class Client:
         )
         return got
 
-    async def list_page(
-        self,
-        res: Resource,
-        *,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int = 500,
-        continue_: str | None = None,
-        resource_version: str | None = None,
-        metadata_only: bool = False,
-    ) -> Object:
-        """One page of a list (the raw ``*List`` object, with ``metadata.continue``)."""
-        params = _params(
-            labelSelector=label_selector,
-            fieldSelector=field_selector,
-            limit=limit,
-            resourceVersion=resource_version,
-            **{"continue": continue_},
-        )
-        accept = METADATA_LIST_ACCEPT if metadata_only else "application/json"
-        page: Object = await self.request("GET", res.path(namespace), params=params, accept=accept)
-        return page
-
     async def list(
         self,
         res: Resource,
@@ -173,16 +149,15 @@ class Client:
         """Every object, following ``continue`` tokens; items get ``apiVersion``/``kind``."""
         items: list[Object] = []
         token: str | None = None
+        accept = METADATA_LIST_ACCEPT if metadata_only else "application/json"
         while True:
-            page = await self.list_page(
-                res,
-                namespace=namespace,
-                label_selector=label_selector,
-                field_selector=field_selector,
+            params = _params(
+                labelSelector=label_selector,
+                fieldSelector=field_selector,
                 limit=limit,
-                continue_=token,
-                metadata_only=metadata_only,
+                **{"continue": token},
             )
+            page = await self.request("GET", res.path(namespace), params=params, accept=accept)
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)

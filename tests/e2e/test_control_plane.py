@@ -12,28 +12,9 @@ from typing import Any
 from kokpit.local import Kubectl
 from kokpit.local import nodes as kwok_nodes
 from kokpit.local.components import KWOK_NODE_ANNOTATION
+from kokpit.local.samples import deployment
 from tests.e2e.conftest import SHARED_NODES
 from tests.e2e.support import condition, eventually, taint_keys
-
-
-def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {kwok_nodes.SIMULATED_LABEL: "true"},
-                    "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
-                },
-            },
-        },
-    }
 
 
 def test_100_kwok_nodes_become_ready(kubectl: Kubectl, shared_nodes: list[str]) -> None:

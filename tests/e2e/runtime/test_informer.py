@@ -163,3 +163,33 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(req, timeout=10) as resp:
         result: dict[str, Any] = json.loads(resp.read())
         return result
+
+
+async def test_metadata_only_informer_with_a_field_selector(client: Client, namespace: str) -> None:
+    for name in ("keep", "other"):
+        await client.create(CONFIGMAPS, configmap(namespace, name))
+    informer = Informer(
+        client,
+        Scope(
+            CONFIGMAPS, namespace=namespace, field_selector="metadata.name=keep", metadata_only=True
+        ),
+    )
+    task = asyncio.create_task(informer.start())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 30)
+        (only,) = informer.store.list()
+        assert only["metadata"]["name"] == "keep"
+        assert only["kind"] == "PartialObjectMetadata"
+        assert "data" not in only, "metadata only: the payload never crossed the wire"
+        await client.patch(
+            CONFIGMAPS, "keep", {"metadata": {"labels": {"seen": "yes"}}}, namespace=namespace
+        )
+        for _ in range(100):
+            obj = informer.store.get(f"{namespace}/keep")
+            if obj and (obj["metadata"].get("labels") or {}).get("seen") == "yes":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the metadata-only watch did not deliver the update")
+    finally:
+        task.cancel()
