@@ -8,12 +8,12 @@ STAMP   := $(VENV)/.installed
 K8S     ?= v1.36.3
 PYTEST  ?= $(PY) -m pytest
 
-.PHONY: help venv assets demo test test-unit test-e2e test-slow lint fmt bench lock clean
+.PHONY: help venv assets demo test test-unit test-e2e test-slow lint fmt generate bench lock clean
 
 help:
 	@echo "make demo   start the local meta-cluster and walk through kokpit"
 	@echo "make test   lint, unit tests and e2e tests on a real local control plane"
-	@echo "other: venv assets test-unit test-e2e test-slow lint fmt bench lock clean"
+	@echo "other: venv assets test-unit test-e2e test-slow lint fmt generate bench lock clean"
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale).
+generate: $(STAMP)
+	$(PY) -m kokpit.api.generate
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

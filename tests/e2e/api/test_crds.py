@@ -1,0 +1,151 @@
+"""The API server itself enforces kokpit's API: schema and CEL rules reject bad input with
+messages a person understands, before any operator sees it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kokpit.local import Kubectl, KubectlError
+
+CRDS = Path(__file__).parents[3] / "config" / "crd"
+
+
+@pytest.fixture(scope="session")
+def kokpit_crds(kubectl: Kubectl) -> None:
+    kubectl.run("apply", "--server-side", "-f", str(CRDS))
+    for path in CRDS.glob("*.yaml"):
+        kubectl.run("wait", "--for=condition=Established", f"crd/{path.stem}", "--timeout=60s")
+
+
+def package(name: str, version: str = "v1.36.3") -> dict[str, Any]:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "ClusterPackageVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": version,
+            "components": {
+                "etcd": {"version": "v3.6.8"},
+                "kubeAPIServer": {"version": version, "flags": {"v": "2"}},
+                "kubeControllerManager": {"version": version},
+                "kubeScheduler": {"version": version},
+            },
+            "healthChecks": [{"component": "kube-apiserver", "path": "/readyz"}],
+        },
+    }
+
+
+def cluster(namespace: str, name: str = "c1", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"packageVersion": "p-1", **spec},
+    }
+
+
+def rejected(kubectl: Kubectl, obj: dict[str, Any]) -> str:
+    with pytest.raises(KubectlError) as e:
+        kubectl.run("create", "-f", "-", stdin=json.dumps(obj))
+    return e.value.stderr
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_a_valid_cluster_gets_its_defaults(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.run("create", "-f", "-", stdin=json.dumps(cluster(namespace)))
+    spec = kubectl.get("cluster", "-n", namespace, "c1")["spec"]
+    assert spec["runtime"] == "kubernetes"
+    assert spec["controlPlane"] == {"replicas": 1, "etcdReplicas": 1}
+    assert spec["network"] == {"serviceCIDR": "10.96.0.0/12", "podCIDR": "10.244.0.0/16"}
+    assert spec["paused"] is False
+    table = kubectl.run("get", "kc", "-n", namespace)  # short name, printer columns
+    assert table.split()[:6] == ["NAME", "VERSION", "PHASE", "READY", "AGE", "c1"]
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"controlPlane": {"etcdReplicas": 2}},
+            "spec.controlPlane.etcdReplicas: Invalid value: 2: etcdReplicas must be odd",
+        ),
+        ({"controlPlane": {"etcdReplicas": 9}}, "should be less than or equal to 7"),
+        (
+            {"network": {"serviceCIDR": "10.96.0.0/33"}},
+            'spec.network.serviceCIDR: Invalid value: "10.96.0.0/33": must be a CIDR',
+        ),
+        (
+            {"network": {"serviceCIDR": "10.96.0.0/12", "podCIDR": "10.100.0.0/16"}},
+            "serviceCIDR and podCIDR must not overlap",
+        ),
+        ({"packageVersion": ""}, "spec.packageVersion: Invalid value"),
+        ({"runtime": "docker"}, 'Unsupported value: "docker"'),
+    ],
+)
+def test_bad_clusters_are_rejected_with_a_clear_message(
+    kubectl: Kubectl, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(kubectl, cluster(namespace, **spec))
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_a_cluster_without_a_package_version_is_rejected(kubectl: Kubectl, namespace: str) -> None:
+    obj = cluster(namespace)
+    del obj["spec"]["packageVersion"]
+    assert "spec.packageVersion: Required value" in rejected(kubectl, obj)
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_runtime_cannot_change(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.run("create", "-f", "-", stdin=json.dumps(cluster(namespace, runtime="process")))
+    with pytest.raises(KubectlError, match="runtime cannot be changed after creation"):
+        kubectl.run(
+            "patch",
+            "cluster",
+            "-n",
+            namespace,
+            "c1",
+            "--type=merge",
+            "-p",
+            '{"spec": {"runtime": "kubernetes"}}',
+        )
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_package_versions_are_immutable_and_validated(kubectl: Kubectl) -> None:
+    name = "p-immutable"
+    kubectl.run("create", "-f", "-", stdin=json.dumps(package(name)))
+    try:
+        with pytest.raises(KubectlError, match="spec is immutable; create a new"):
+            kubectl.run(
+                "patch",
+                "cpv",
+                name,
+                "--type=merge",
+                "-p",
+                '{"spec": {"kubernetesVersion": "v1.36.4"}}',
+            )
+        kubectl.run("label", "cpv", name, "tested=yes")  # metadata may change
+    finally:
+        kubectl.run("delete", "cpv", name)
+
+    bad = copy.deepcopy(package("p-bad"))
+    bad["spec"]["kubernetesVersion"] = "1.36"
+    bad["spec"]["components"]["kubeAPIServer"]["flags"] = {"--v": "2"}
+    message = rejected(kubectl, bad)
+    assert "spec.kubernetesVersion" in message
+    assert "flag names are written without leading dashes" in message
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_kubectl_explain_shows_the_field_docs(kubectl: Kubectl) -> None:
+    text = kubectl.run("explain", "cluster.spec.controlPlane.etcdReplicas")
+    assert "etcd needs a majority" in " ".join(text.split())
+    text = kubectl.run("explain", "clusterpackageversion.spec.healthChecks.failureThreshold")
+    assert "rolls back" in " ".join(text.split())
