@@ -1,9 +1,11 @@
-"""The one condition shape every kokpit status uses: Kubernetes' ``metav1.Condition``."""
+"""The one condition shape every kokpit status uses (Kubernetes' ``metav1.Condition``), and
+the one setter every controller uses to write it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from kokpit.api.schema import field
 
@@ -38,3 +40,49 @@ class Condition:
 
 #: Condition types and reasons are declared next to the API types that use them.
 READY = "Ready"
+
+
+def now() -> str:
+    """The current time in the API's format (RFC 3339, seconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def get(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    """The condition of ``type_``, or None."""
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def is_true(conditions: list[dict[str, Any]], type_: str) -> bool:
+    c = get(conditions, type_)
+    return c is not None and c.get("status") == "True"
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool | Literal["True", "False", "Unknown"],
+    reason: str,
+    message: str = "",
+    *,
+    generation: int | None = None,
+    at: str | None = None,
+) -> list[dict[str, Any]]:
+    """The one setter: a new list with ``type_`` set, ``Ready`` first, the rest sorted by type.
+
+    ``lastTransitionTime`` moves only when the status flips, so it says how long the condition
+    has held; ``observedGeneration`` is stamped on every write.
+    """
+    value = ("True" if status else "False") if isinstance(status, bool) else status
+    old = get(conditions, type_)
+    changed = old is None or old.get("status") != value
+    new: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": (at or now()) if changed else old["lastTransitionTime"],  # type: ignore[index]
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    rest = [c for c in conditions if c.get("type") != type_]
+    return sorted([*rest, new], key=lambda c: (c["type"] != READY, c["type"]))
