@@ -36,6 +36,7 @@ from kokpit.runtime.errors import (
     ServerError,
     TooManyRequests,
 )
+from kokpit.runtime.events import EventRecorder
 from kokpit.runtime.informer import Cache, Informer, Scope, strip_unneeded
 from kokpit.runtime.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
 from kokpit.runtime.manager import Manager, ManagerOptions, Runnable
@@ -53,6 +54,7 @@ __all__ = [
     "Conflict",
     "Controller",
     "ControllerOptions",
+    "EventRecorder",
     "Forbidden",
     "Gone",
     "Informer",

@@ -1,0 +1,48 @@
+"""Events are recorded once and then counted, not written on every repeat."""
+
+from __future__ import annotations
+
+from kokpit.runtime import Client, EventRecorder
+from kokpit.runtime.resources import CONFIGMAPS, EVENTS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_repeats_become_a_series_written_at_most_once_per_interval(
+    client: Client, namespace: str
+) -> None:
+    regarding = await client.create(
+        CONFIGMAPS,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "subject", "namespace": namespace},
+        },
+    )
+    clock = Clock()
+    recorder = EventRecorder(
+        client, "kokpit.io/test", "replica-0", min_update_interval=30, clock=clock
+    )
+    note = "etcd did not become healthy: connection refused"
+    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)
+    clock.now = 1
+    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)  # counted, not written
+    events = (await client.list(EVENTS, namespace=namespace)).items
+    assert len(events) == 1
+    assert "series" not in events[0]
+    clock.now = 31
+    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)
+    (event,) = (await client.list(EVENTS, namespace=namespace)).items
+    assert event["series"]["count"] == 3
+    assert event["regarding"]["uid"] == regarding["metadata"]["uid"]
+    assert (event["type"], event["reason"], event["note"]) == ("Warning", "HealthCheckFailed", note)
+    assert event["reportingController"] == "kokpit.io/test"
+
+    await recorder.event(regarding, "Normal", "Recovered", "healthy again")
+    assert len((await client.list(EVENTS, namespace=namespace)).items) == 2
