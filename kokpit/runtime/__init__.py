@@ -5,7 +5,9 @@
 - :mod:`.informer`, :mod:`.store`: shared LIST+WATCH caches with indexes, resuming watches
   and relisting with a diff on 410.
 - :mod:`.queue`: the deduplicating, rate-limited work queue.
-- :mod:`.controller`: watches → keys → ``reconcile(request) -> Result``.
+- :mod:`.controller`: watches → keys → ``reconcile(request) -> Result``; :mod:`.patch` writes
+  what a reconcile changed in one metadata and one status patch; :mod:`.events` records
+  deduplicated Events.
 - :mod:`.leader`, :mod:`.manager`: Lease leader election; runs everything with health and
   Prometheus metrics (:mod:`.metrics`, client-go's and controller-runtime's names).
 
@@ -40,6 +42,7 @@ from kokpit.runtime.events import EventRecorder
 from kokpit.runtime.informer import Cache, Informer, Scope, strip_unneeded
 from kokpit.runtime.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
 from kokpit.runtime.manager import Manager, ManagerOptions, Runnable
+from kokpit.runtime.patch import PatchHelper, merge_patch
 from kokpit.runtime.queue import RateLimit, WorkQueue
 from kokpit.runtime.resources import Resource
 from kokpit.runtime.store import Store, by_field, by_label, object_key
@@ -66,6 +69,7 @@ __all__ = [
     "ManagerOptions",
     "NotFound",
     "ObjectList",
+    "PatchHelper",
     "PatchType",
     "RateLimit",
     "Reconciler",
@@ -86,6 +90,7 @@ __all__ = [
     "for_object",
     "for_owner",
     "generation_changed",
+    "merge_patch",
     "object_key",
     "strip_unneeded",
 ]
