@@ -10,7 +10,7 @@ from typing import Any, Literal
 from kokpit.api.schema import field
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Condition:
     """An observation of one aspect of an object's state, as in the Kubernetes API conventions."""
 

@@ -27,7 +27,7 @@ Runtime = Literal["kubernetes", "process"]
 _CIDR_RULE = Rule("isCIDR(self)", "must be a CIDR such as 10.96.0.0/12")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ControlPlane:
     """How many of each control-plane component run."""
 
@@ -52,7 +52,7 @@ class ControlPlane:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Network:
     """The business cluster's address ranges."""
 
@@ -76,7 +76,7 @@ class Network:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClusterSpec:
     """The desired state of a business cluster."""
 
@@ -105,7 +105,7 @@ class ClusterSpec:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ComponentStatus:
     """What one component runs now."""
 
@@ -114,7 +114,7 @@ class ComponentStatus:
     ready: bool = field("Whether its health checks pass.", default=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HistoryEntry:
     """A package version that was applied and became healthy."""
 
@@ -123,14 +123,14 @@ class HistoryEntry:
     applied_at: str = field("When it became healthy.", format="date-time")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SecretRef:
     """A Secret in the Cluster's namespace."""
 
     name: str = field("The Secret's name.")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClusterStatus:
     """The observed state of a business cluster."""
 

@@ -17,7 +17,7 @@ VERSION_PATTERN = r"^v[0-9]+\.[0-9]+\.[0-9]+$"
 Component = Literal["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Resources:
     """Compute resources for a component's pods (kubernetes runtime only)."""
 
@@ -29,7 +29,7 @@ class Resources:
     limits: dict[str, str] = field("Maximum resources.", default_factory=dict, max_properties=8)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ComponentSpec:
     """How to run one control-plane component."""
 
@@ -59,7 +59,7 @@ class ComponentSpec:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Components:
     """The four control-plane components."""
 
@@ -69,7 +69,7 @@ class Components:
     kube_scheduler: ComponentSpec = field("The scheduler.")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HealthCheck:
     """A check that says a component is good; upgrades wait for it after every step."""
 
@@ -92,7 +92,7 @@ class HealthCheck:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClusterPackageVersionSpec:
     """The versions and settings of a business cluster's control plane."""
 

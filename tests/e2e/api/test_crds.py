@@ -149,3 +149,114 @@ def test_kubectl_explain_shows_the_field_docs(kubectl: Kubectl) -> None:
     assert "etcd needs a majority" in " ".join(text.split())
     text = kubectl.run("explain", "clusterpackageversion.spec.healthChecks.failureThreshold")
     assert "rolls back" in " ".join(text.split())
+
+
+def script(version: str) -> dict[str, Any]:
+    return {
+        "script": {
+            "check": {"run": "cat /etc/v 2>/dev/null || true"},
+            "install": {"run": f"echo {version} > /etc/v"},
+        }
+    }
+
+
+def machine_packages(name: str, *packages: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "MachinePackageVersion",
+        "metadata": {"name": name},
+        "spec": {"packages": list(packages)},
+    }
+
+
+def pkg(name: str, kind: str = "Other", install: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "version": "1.0",
+        "install": script("1.0") if install is None else install,
+    }
+
+
+def machine(namespace: str, **spec: Any) -> dict[str, Any]:
+    base = {
+        "clusterRef": {"name": "c1"},
+        "address": "127.0.0.2",
+        "sshSecretRef": {"name": "s"},
+        "packageVersion": "mpv-1",
+    }
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Machine",
+        "metadata": {"name": "m1", "namespace": namespace},
+        "spec": {**base, **spec},
+    }
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("packages", "message"),
+    [
+        ([pkg("a"), pkg("a")], 'spec.packages[1]: Duplicate value: {"name":"a"}'),
+        ([pkg("a", install={})], "set exactly one of install.script"),
+        (
+            [pkg("a", install={"script": {"check": {"run": "true"}}})],
+            "spec.packages[0].install.script.install: Required value",
+        ),
+        ([pkg("a", kind="Gizmo")], 'Unsupported value: "Gizmo"'),
+        (
+            [pkg("k1", kind="Kubelet"), pkg("k2", kind="Kubelet")],
+            "at most one package may be the Kubelet",
+        ),
+        ([], "spec.packages: Invalid value"),
+    ],
+)
+def test_bad_machine_package_versions_are_rejected(
+    kubectl: Kubectl, packages: list[dict[str, Any]], message: str
+) -> None:
+    assert message in rejected(kubectl, machine_packages("mpv-bad", *packages))
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_machine_package_versions_are_immutable(kubectl: Kubectl) -> None:
+    kubectl.run("create", "-f", "-", stdin=json.dumps(machine_packages("mpv-1", pkg("a"))))
+    try:
+        with pytest.raises(KubectlError, match="spec is immutable"):
+            kubectl.run(
+                "patch",
+                "mpv",
+                "mpv-1",
+                "--type=json",
+                "-p",
+                '[{"op": "replace", "path": "/spec/packages/0/version", "value": "2"}]',
+            )
+    finally:
+        kubectl.run("delete", "mpv", "mpv-1")
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"address": "not an address!"}, "must be an IP address or a DNS name"),
+        (
+            {"readinessGates": [{"conditionType": "net/Ready"}, {"conditionType": "net/Ready"}]},
+            "spec.readinessGates[1]: Duplicate value",
+        ),
+        ({"taints": [{"key": "a", "effect": "Sometimes"}]}, 'Unsupported value: "Sometimes"'),
+        ({"port": 0}, "spec.port: Invalid value: 0"),
+    ],
+)
+def test_bad_machines_are_rejected(
+    kubectl: Kubectl, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(kubectl, machine(namespace, **spec))
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_a_valid_machine_gets_its_defaults(kubectl: Kubectl, namespace: str) -> None:
+    gates = [{"conditionType": "net/Ready", "mode": "Bootstrap"}, {"conditionType": "disk/Ready"}]
+    kubectl.run("create", "-f", "-", stdin=json.dumps(machine(namespace, readinessGates=gates)))
+    spec = kubectl.get("machine", "-n", namespace, "m1")["spec"]
+    assert (spec["port"], spec["executor"]) == (22, "ssh")
+    assert [g["mode"] for g in spec["readinessGates"]] == ["Bootstrap", "Continuous"]

@@ -1,0 +1,161 @@
+"""Machine: one host of a business cluster, kept at a MachinePackageVersion.
+
+The Machine-Operator works out what differs between the packages on the host (their check
+steps) and the desired MachinePackageVersion, applies the difference in order, and records it.
+Installing the kubelet package makes the host a Node; the node stays unschedulable until every
+condition in ``readinessGates`` is True.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kokpit.api.conditions import Condition
+from kokpit.api.schema import Kind, PrinterColumn, Rule, field
+
+# Condition types.
+HOST_REACHABLE = "HostReachable"
+PACKAGES_INSTALLED = "PackagesInstalled"
+NODE_JOINED = "NodeJoined"
+GATES_PASSED = "ReadinessGatesPassed"
+
+MachinePhase = Literal["Pending", "Provisioning", "Running", "Updating", "Deleting", "Failed"]
+
+
+@dataclass(kw_only=True)
+class LocalRef:
+    """An object in the Machine's namespace."""
+
+    name: str = field("Its name.", min_length=1, max_length=253)
+
+
+@dataclass(kw_only=True)
+class Taint:
+    """A taint the node is registered with."""
+
+    key: str = field("The taint key.", min_length=1, max_length=316)
+    value: str = field("The taint value.", default="", max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = field("The effect.")
+
+
+@dataclass(kw_only=True)
+class ReadinessGate:
+    """A node condition that must be True before the node may take workloads."""
+
+    condition_type: str = field(
+        "The node condition type, reported in the node's Condition ConfigMap by the operator "
+        "that owns it (e.g. network.example.com/Ready).",
+        min_length=1,
+        max_length=316,
+    )
+    mode: Literal["Bootstrap", "Continuous"] = field(
+        "Bootstrap gates only hold a new node back; Continuous gates also make a Ready node "
+        "unschedulable again when they turn False.",
+        default="Continuous",
+    )
+
+
+@dataclass(kw_only=True)
+class MachineSpec:
+    """The desired state of a host."""
+
+    cluster_ref: LocalRef = field("The Cluster whose node this host becomes.")
+    address: str = field(
+        "The host's IP address or DNS name.",
+        min_length=1,
+        max_length=253,
+        rules=(
+            Rule(
+                "isIP(self) || self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
+                "must be an IP address or a DNS name",
+            ),
+        ),
+    )
+    port: int = field("SSH port.", default=22, minimum=1, maximum=65535)
+    ssh_secret_ref: LocalRef = field(
+        "Secret with the SSH credentials: username, privateKey, and knownHosts, the pinned "
+        "host key. A host whose key does not match is refused, never trusted on first use."
+    )
+    package_version: str = field(
+        "Name of the MachinePackageVersion to apply.", min_length=1, max_length=253
+    )
+    executor: Literal["ssh", "sim"] = field(
+        "How steps run: ssh on the real host, or sim (a simulated host, for scale tests).",
+        default="ssh",
+    )
+    node_labels: dict[str, str] = field(
+        "Labels the node is registered with.", default_factory=dict, max_properties=64
+    )
+    taints: list[Taint] = field(
+        "Taints the node is registered with.", default_factory=list, max_items=32
+    )
+    readiness_gates: list[ReadinessGate] = field(
+        "Every node condition that must be True before the node is schedulable.",
+        default_factory=list,
+        max_items=32,
+        list_type="map",
+        list_map_keys=("conditionType",),
+    )
+
+
+@dataclass(kw_only=True)
+class InstalledPackage:
+    """A package as found on the host by its check step."""
+
+    name: str = field("Package name.")
+    version: str = field("Installed version (empty: not installed).", default="")
+
+
+@dataclass(kw_only=True)
+class Operation:
+    """The last step run on the host."""
+
+    package: str = field("The package.")
+    step: Literal["check", "install", "upgrade", "remove", "verify"] = field("The step.")
+    result: Literal["Running", "Succeeded", "Failed"] = field("How it ended.")
+    message: str = field(
+        "The tail of the step's stderr when it failed.", default="", max_length=4096
+    )
+    started_at: str = field("When it started.", format="date-time")
+    finished_at: str | None = field("When it ended.", default=None, format="date-time")
+
+
+@dataclass(kw_only=True)
+class MachineStatus:
+    """The observed state of a host."""
+
+    phase: MachinePhase | None = field("Where the machine is in its lifecycle.", default=None)
+    observed_generation: int | None = field("The generation last reconciled.", default=None)
+    node_name: str | None = field("The Node this host registered as.", default=None)
+    packages: list[InstalledPackage] = field(
+        "Each package's installed version.", default_factory=list
+    )
+    last_operation: Operation | None = field("The last step run on the host.", default=None)
+    conditions: list[Condition] = field(
+        "Ready, HostReachable, PackagesInstalled, NodeJoined, ReadinessGatesPassed, and the "
+        "readiness gates mirrored from the node.",
+        default_factory=list,
+        list_type="map",
+        list_map_keys=("type",),
+    )
+
+
+MACHINE = Kind(
+    group="kokpit.io",
+    version="v1alpha1",
+    kind="Machine",
+    plural="machines",
+    spec=MachineSpec,
+    status=MachineStatus,
+    short_names=("km",),
+    description="Machine is one host of a business cluster, kept at a MachinePackageVersion.",
+    printer_columns=(
+        PrinterColumn("Cluster", ".spec.clusterRef.name"),
+        PrinterColumn("Address", ".spec.address"),
+        PrinterColumn("Node", ".status.nodeName"),
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        PrinterColumn("Packages", ".spec.packageVersion", priority=1),
+    ),
+)

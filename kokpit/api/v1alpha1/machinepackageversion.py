@@ -1,0 +1,149 @@
+"""MachinePackageVersion: one tested set of host packages, applied to Machines in order.
+
+Cluster-scoped and immutable once created, like ClusterPackageVersion. Every package installs
+through idempotent steps: ``check`` says what is installed now, ``install``/``upgrade``/``remove``
+change it, ``verify`` says the change worked. Script steps are the base; the ``apt`` and
+``binary`` helpers are thin layers that the Machine-Operator expands into script steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kokpit.api.schema import Kind, PrinterColumn, Rule, field
+
+PackageKind = Literal["SystemConfig", "KernelPatch", "ContainerRuntime", "Kubelet", "Other"]
+
+
+@dataclass(kw_only=True)
+class ScriptStep:
+    """A shell script run on the host (``/bin/sh -eu``); it must be safe to run twice."""
+
+    run: str = field("The script.", min_length=1, max_length=65536)
+    timeout_seconds: int = field(
+        "How long it may run before it is killed and failed.", default=300, minimum=1, maximum=7200
+    )
+
+
+@dataclass(kw_only=True)
+class ScriptSteps:
+    """The steps of a package installed by scripts."""
+
+    check: ScriptStep = field(
+        "Prints the installed version on stdout (nothing if not installed); exit 0 either way."
+    )
+    install: ScriptStep = field("Installs the package at this version.")
+    upgrade: ScriptStep | None = field(
+        "Moves an installed older version to this one; install is used when omitted.",
+        default=None,
+    )
+    remove: ScriptStep | None = field("Removes the package.", default=None)
+    verify: ScriptStep | None = field("Exits 0 only if the installed package works.", default=None)
+
+
+@dataclass(kw_only=True)
+class AptInstall:
+    """Install a Debian package with apt-get."""
+
+    package: str = field("The Debian package name.", min_length=1, max_length=128)
+    version: str = field(
+        "The exact Debian version; empty means the newest.", default="", max_length=128
+    )
+
+
+@dataclass(kw_only=True)
+class BinaryInstall:
+    """Install a binary file (and optionally a systemd unit that runs it)."""
+
+    url: str = field("Where to fetch the binary from.", min_length=1, max_length=2048)
+    sha256: str = field(
+        "Its SHA-256; a download that does not match is refused.", pattern=r"^[a-f0-9]{64}$"
+    )
+    path: str = field("Where to put it on the host.", pattern=r"^/", max_length=1024)
+    systemd_unit: str = field(
+        "A systemd unit file to install and start with it.", default="", max_length=65536
+    )
+
+
+@dataclass(kw_only=True)
+class InstallMethod:
+    """How the package is installed: exactly one of script, apt or binary."""
+
+    script: ScriptSteps | None = field("Script steps.", default=None)
+    apt: AptInstall | None = field("An apt package.", default=None)
+    binary: BinaryInstall | None = field("A binary and systemd unit.", default=None)
+    __rules__ = (
+        Rule(
+            "[has(self.script), has(self.apt), has(self.binary)].filter(x, x).size() == 1",
+            "set exactly one of install.script (with at least check and install steps), "
+            "install.apt or install.binary",
+        ),
+    )
+
+
+@dataclass(kw_only=True)
+class Package:
+    """One package on the host."""
+
+    name: str = field(
+        "Unique within the package version, e.g. containerd.",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+    )
+    kind: PackageKind = field("What the package is; Kubelet is the one that joins the node.")
+    version: str = field(
+        "The version check must report once installed.", min_length=1, max_length=128
+    )
+    config: dict[str, str] = field(
+        "Settings passed to the steps as environment variables KOKPIT_CONFIG_<KEY>.",
+        default_factory=dict,
+        max_properties=64,
+    )
+    install: InstallMethod = field("How to install, upgrade, remove and verify it.")
+
+
+@dataclass(kw_only=True)
+class MachinePackageVersionSpec:
+    """The packages a Machine runs, applied in order (and removed in reverse)."""
+
+    packages: list[Package] = field(
+        "The packages, in install order. Names are unique.",
+        min_items=1,
+        max_items=64,
+        list_type="map",
+        list_map_keys=("name",),
+        rules=(
+            Rule(
+                "self.filter(p, p.kind == 'Kubelet').size() <= 1",
+                "at most one package may be the Kubelet",
+            ),
+        ),
+    )
+
+
+MACHINE_PACKAGE_VERSION = Kind(
+    group="kokpit.io",
+    version="v1alpha1",
+    kind="MachinePackageVersion",
+    plural="machinepackageversions",
+    spec=MachinePackageVersionSpec,
+    status=None,
+    scope="Cluster",
+    short_names=("mpv",),
+    description=(
+        "MachinePackageVersion is one tested set of host packages (system configuration, "
+        "kernel patches, container runtime, kubelet). It is immutable: to change anything, "
+        "create a new one and point Machines at it."
+    ),
+    printer_columns=(PrinterColumn("Packages", ".spec.packages[*].name"),),
+    rules=(
+        Rule(
+            "self.spec == oldSelf.spec",
+            "a MachinePackageVersion's spec is immutable; create a new MachinePackageVersion "
+            "and point the Machines at it",
+            field_path=".spec",
+        ),
+    ),
+)
