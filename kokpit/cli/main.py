@@ -7,7 +7,13 @@ import argparse
 import sys
 
 from kokpit.cli import demo, local
-from kokpit.local import AssetsError, ClusterError, KubectlError, UnknownReleaseError
+from kokpit.local import (
+    AssetsError,
+    ClusterError,
+    ComponentFailedError,
+    KubectlError,
+    UnknownReleaseError,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,7 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (AssetsError, ClusterError, KubectlError, UnknownReleaseError) as e:
+    except (
+        AssetsError,
+        ClusterError,
+        ComponentFailedError,
+        KubectlError,
+        UnknownReleaseError,
+    ) as e:
         print(f"kokpit: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,15 +8,10 @@ tested against it; ``make demo`` runs on it.
 
 from kokpit.local.assets import Assets, AssetsError, CorruptAssetsError
 from kokpit.local.assets import ensure as ensure_assets
-from kokpit.local.cluster import (
-    AlreadyRunningError,
-    ClusterError,
-    ClusterStatus,
-    ComponentFailedError,
-    LocalCluster,
-)
+from kokpit.local.cluster import AlreadyRunningError, ClusterError, ClusterStatus, LocalCluster
 from kokpit.local.components import Settings
 from kokpit.local.kubectl import Kubectl, KubectlError
+from kokpit.local.supervisor import ComponentFailedError, Supervisor
 from kokpit.local.versions import DEFAULT_RELEASE, RELEASES, Release, UnknownReleaseError, release
 
 __all__ = [
@@ -34,6 +29,7 @@ __all__ = [
     "LocalCluster",
     "Release",
     "Settings",
+    "Supervisor",
     "UnknownReleaseError",
     "ensure_assets",
     "release",

@@ -12,23 +12,18 @@ else, so objects survive ``down``/``up``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kokpit.local import components, kubeconfig, process
+from kokpit.local import components, kubeconfig
 from kokpit.local.assets import Assets
-from kokpit.local.components import Component, Health, Layout, Ports, Settings
-from kokpit.local.health import healthy
+from kokpit.local.components import Layout, Ports, Settings
 from kokpit.local.pki import ADMIN, CONTROLLER_MANAGER, KWOK, SCHEDULER
-from kokpit.local.process import ProcessRef
-
-LOG_TAIL_LINES = 15
+from kokpit.local.supervisor import ComponentStatus, Supervisor
 
 
 class ClusterError(RuntimeError):
@@ -37,26 +32,6 @@ class ClusterError(RuntimeError):
 
 class AlreadyRunningError(ClusterError):
     pass
-
-
-class ComponentFailedError(ClusterError):
-    """A component exited or never became healthy."""
-
-    def __init__(self, component: str, what: str, log: Path) -> None:
-        self.component = component
-        self.log = log
-        last = process.tail(log, LOG_TAIL_LINES) or "(the log is empty)"
-        indented = "\n".join(f"    {line}" for line in last.splitlines())
-        super().__init__(f"{component} {what}; its log is {log}, ending with:\n{indented}")
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    pid: int | None
-    running: bool
-    healthy: bool
-    log: Path
 
 
 @dataclass(frozen=True)
@@ -82,6 +57,7 @@ class LocalCluster:
     def __init__(self, data_dir: Path, *, name: str = "kokpit-local") -> None:
         self.layout = Layout(data_dir)
         self.name = name
+        self.supervisor = Supervisor(self.layout)
 
     @property
     def kubeconfig(self) -> Path:
@@ -89,7 +65,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str | None:
-        ports = self._state().get("ports")
+        ports = self.supervisor.state().get("ports")
         return f"https://127.0.0.1:{ports['apiserver']}" if ports else None
 
     def up(
@@ -121,25 +97,17 @@ class LocalCluster:
         ports = self._choose_ports()
         self.layout.pki.ensure()
         self._write_kubeconfigs(ports)
-        state: dict[str, Any] = {
-            "kubernetes": assets.kubernetes_version,
-            "assets": str(assets.root),
-            "ports": dataclasses.asdict(ports),
-            "processes": {},
-        }
-        self._save(state)
+        self.supervisor.update(
+            kubernetes=assets.kubernetes_version,
+            assets=str(assets.root),
+            ports=dataclasses.asdict(ports),
+        )
         try:
             for make in components.ALL:
                 component = make(assets, self.layout, ports, settings)
                 started = time.monotonic()
-                ref = process.spawn(component.argv, self.layout.log(component.name))
-                state["processes"][component.name] = {
-                    **ref.to_json(),
-                    "argv": component.argv,
-                    "health": dataclasses.asdict(component.health),
-                }
-                self._save(state)
-                self._wait_healthy(component, ref, settings.start_timeout_s)
+                self.supervisor.start(component)
+                self.supervisor.wait_healthy(component, settings.start_timeout_s)
                 progress(f"  {component.name:<24} ready in {time.monotonic() - started:4.1f} s")
         except BaseException:
             self.down()
@@ -147,64 +115,30 @@ class LocalCluster:
 
     def down(self, *, wipe: bool = False) -> None:
         """Stop every component (kwok first, etcd last); ``wipe`` also deletes all data."""
-        state = self._state()
-        for name, ref in reversed(list(state.get("processes", {}).items())):
-            process.stop(ProcessRef.from_json(ref), timeout=10.0 if name != "etcd" else 20.0)
-        if state:
-            state["processes"] = {}
-            self._save(state)
+        self.supervisor.stop_all()
         if wipe:
             shutil.rmtree(self.layout.root, ignore_errors=True)
 
     def restart(self, name: str, *, timeout_s: float = 90.0) -> None:
         """Stop one component and start it again with the same command line (for fault tests
         and for picking up new flags); returns once it is healthy again."""
-        state = self._state()
-        entry = state.get("processes", {}).get(name)
-        if entry is None:
-            raise ClusterError(f"no component {name!r} in {self.layout.state}")
-        process.stop(ProcessRef.from_json(entry))
-        component = Component(name, entry["argv"], Health(**entry["health"]))
-        ref = process.spawn(component.argv, self.layout.log(name))
-        state["processes"][name] = {**entry, **ref.to_json()}
-        self._save(state)
-        self._wait_healthy(component, ref, timeout_s)
+        try:
+            self.supervisor.restart(name, timeout_s=timeout_s)
+        except KeyError as e:
+            raise ClusterError(str(e)) from e
 
     def status(self) -> ClusterStatus:
-        state = self._state()
-        statuses = []
-        for name, ref_json in state.get("processes", {}).items():
-            ref = ProcessRef.from_json(ref_json)
-            running = process.alive(ref)
-            ok = running and healthy(Health(**ref_json["health"]), self.layout)
-            statuses.append(ComponentStatus(name, ref.pid, running, ok, self.layout.log(name)))
         return ClusterStatus(
             data_dir=self.layout.root,
-            kubernetes_version=state.get("kubernetes"),
+            kubernetes_version=self.supervisor.state().get("kubernetes"),
             server=self.server,
             kubeconfig=self.kubeconfig,
-            components=statuses,
-        )
-
-    def _wait_healthy(self, component: Component, ref: ProcessRef, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not process.alive(ref):
-                raise ComponentFailedError(
-                    component.name, "exited during start", self.layout.log(component.name)
-                )
-            if healthy(component.health, self.layout):
-                return
-            time.sleep(0.2)
-        raise ComponentFailedError(
-            component.name,
-            f"did not become healthy within {timeout_s:.0f} s ({component.health.url})",
-            self.layout.log(component.name),
+            components=self.supervisor.statuses(),
         )
 
     def _choose_ports(self) -> Ports:
         """Reuse the ports of the last run where they are still free; pick free ones otherwise."""
-        previous: dict[str, int] = self._state().get("ports", {})
+        previous: dict[str, int] = self.supervisor.state().get("ports", {})
         taken: set[int] = set()
         chosen: dict[str, int] = {}
         for field in dataclasses.fields(Ports):
@@ -223,18 +157,6 @@ class LocalCluster:
             path = self.layout.component_kubeconfig(who.file)
             path.parent.mkdir(exist_ok=True)
             kubeconfig.write(path, server=server, pki=pki, who=who, cluster_name=self.name)
-
-    def _state(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.layout.state.read_text())
-        except FileNotFoundError:
-            return {}
-        return data
-
-    def _save(self, state: dict[str, Any]) -> None:
-        tmp = self.layout.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.rename(self.layout.state)
 
 
 def _port_free(port: int) -> bool:
