@@ -6,6 +6,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 K8S     ?= v1.36.3
+K8S_PREVIOUS ?= v1.35.4
 PYTEST  ?= $(PY) -m pytest
 
 .PHONY: help venv assets demo test test-unit test-e2e test-slow lint fmt generate bench lock clean
@@ -23,10 +24,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# The default release, and the previous minor that upgrade and rollback tests start from.
 assets: $(STAMP)
 	$(PY) -m kokpit local build --version $(K8S)
+	$(PY) -m kokpit local build --version $(K8S_PREVIOUS)
 
-demo: assets
+demo: $(STAMP)
+	$(PY) -m kokpit local build --version $(K8S)
 	$(PY) -m kokpit demo
 
 test: lint assets

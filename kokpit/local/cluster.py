@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ class LocalCluster:
             self.down()
 
         self.layout.root.mkdir(parents=True, exist_ok=True)
-        ports = self._choose_ports()
+        ports = Ports.choose(self.supervisor.state().get("ports", {}))
         self.layout.pki.ensure()
         self._write_kubeconfigs(ports)
         self.supervisor.update(
@@ -104,7 +103,7 @@ class LocalCluster:
         )
         try:
             for make in components.ALL:
-                component = make(assets, self.layout, ports, settings)
+                component = components.build(make, assets, self.layout, ports, settings)
                 started = time.monotonic()
                 self.supervisor.start(component)
                 self.supervisor.wait_healthy(component, settings.start_timeout_s)
@@ -136,42 +135,10 @@ class LocalCluster:
             components=self.supervisor.statuses(),
         )
 
-    def _choose_ports(self) -> Ports:
-        """Reuse the ports of the last run where they are still free; pick free ones otherwise."""
-        previous: dict[str, int] = self.supervisor.state().get("ports", {})
-        taken: set[int] = set()
-        chosen: dict[str, int] = {}
-        for field in dataclasses.fields(Ports):
-            port = previous.get(field.name)
-            if port is None or port in taken or not _port_free(port):
-                port = _free_port(taken)
-            taken.add(port)
-            chosen[field.name] = port
-        return Ports(**chosen)
-
     def _write_kubeconfigs(self, ports: Ports) -> None:
         server = f"https://127.0.0.1:{ports.apiserver}"
         pki = self.layout.pki
         kubeconfig.write(self.kubeconfig, server=server, pki=pki, who=ADMIN, cluster_name=self.name)
         for who in (CONTROLLER_MANAGER, SCHEDULER, KWOK):
             path = self.layout.component_kubeconfig(who.file)
-            path.parent.mkdir(exist_ok=True)
             kubeconfig.write(path, server=server, pki=pki, who=who, cluster_name=self.name)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in taken:
-            return port

@@ -8,13 +8,16 @@ and the URL that says it is healthy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kokpit.local.assets import Assets
 from kokpit.local.pki import PKI
 
-#: Service ClusterIP range; the first address (10.96.0.1) is in the serving certificate.
+#: Service ClusterIP range of the meta-cluster; its first address is in the serving certificate.
 SERVICE_CIDR = "10.96.0.0/16"
 #: Pod IPs kwok hands out to simulated pods.
 POD_CIDR = "10.64.0.0/16"
@@ -30,6 +33,19 @@ class Ports:
     controller_manager: int
     scheduler: int
     kwok: int
+
+    @classmethod
+    def choose(cls, previous: Mapping[str, int]) -> Ports:
+        """Reuse ``previous`` ports that are free now; pick free loopback ports for the rest."""
+        taken: set[int] = set()
+        chosen: dict[str, int] = {}
+        for f in dataclasses.fields(cls):
+            port = previous.get(f.name)
+            if port is None or port in taken or not _port_free(port):
+                port = _free_port(taken)
+            taken.add(port)
+            chosen[f.name] = port
+        return cls(**chosen)
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,9 @@ class Component:
     health: Health
 
 
+Builder = Callable[["Assets", "Layout", "Ports", "Settings"], "Component"]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Tunables of the local control plane."""
@@ -94,6 +113,9 @@ class Settings:
     etcd_unsafe_no_fsync: bool = True
     #: How long one component may take to become healthy before ``up`` gives up.
     start_timeout_s: float = 90.0
+    service_cidr: str = SERVICE_CIDR
+    #: Extra flags per component name (``{"kube-apiserver": {"v": "2"}}``), overriding defaults.
+    flags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def etcd(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:
@@ -131,7 +153,7 @@ def apiserver(assets: Assets, layout: Layout, ports: Ports, settings: Settings) 
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={settings.service_cidr}",
         "--allow-privileged=true",
         # The advertise address is loopback, which the kubernetes Service's endpoints may not
         # hold; nothing in a meta-cluster without real pods needs that endpoint.
@@ -211,5 +233,41 @@ def kwok(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Co
     return Component("kwok", argv, Health(f"http://127.0.0.1:{ports.kwok}/healthz"))
 
 
+def with_flags(component: Component, flags: Mapping[str, str]) -> Component:
+    """``component`` with ``--name=value`` flags added, replacing any default of the same name."""
+    if not flags:
+        return component
+    names = {f"--{name}" for name in flags}
+    kept = [a for a in component.argv[1:] if a.split("=", 1)[0] not in names]
+    extra = [f"--{name}={value}" for name, value in sorted(flags.items())]
+    return Component(component.name, [component.argv[0], *kept, *extra], component.health)
+
+
+def build(
+    make: Builder, assets: Assets, layout: Layout, ports: Ports, settings: Settings
+) -> Component:
+    """Build a component's command line, with the settings' extra flags for it applied."""
+    component = make(assets, layout, ports, settings)
+    return with_flags(component, settings.flags.get(component.name, {}))
+
+
 #: Start order; each waits for the one before it to be healthy.
-ALL = (etcd, apiserver, controller_manager, scheduler, kwok)
+ALL: tuple[Builder, ...] = (etcd, apiserver, controller_manager, scheduler, kwok)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in taken:
+            return port

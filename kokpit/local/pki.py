@@ -57,6 +57,24 @@ class PKI:
     """Paths of the PEM files in a cluster's ``pki/`` directory."""
 
     dir: Path
+    #: Client certificates to issue.
+    clients: tuple[Identity, ...] = CLIENTS
+    #: Addresses the serving certificate is valid for besides :data:`APISERVER_IPS` (a
+    #: business cluster's first Service IP, say).
+    extra_ips: tuple[str, ...] = ()
+
+    def material(self) -> dict[str, bytes]:
+        """Every PEM file by name: what a business cluster keeps in its Secret."""
+        return {p.name: p.read_bytes() for p in sorted(self.dir.glob("*.*")) if p.is_file()}
+
+    def write(self, material: dict[str, bytes]) -> None:
+        """Write PEM files (from a Secret) that differ from what is on disk; keys stay 0600."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, data in material.items():
+            path = self.dir / name
+            if not path.exists() or path.read_bytes() != data:
+                path.touch(mode=0o600)
+                path.write_bytes(data)
 
     @property
     def ca_cert(self) -> Path:
@@ -105,7 +123,8 @@ class PKI:
         if not self.serving_cert.exists():
             key = _new_key()
             sans: list[x509.GeneralName] = [x509.DNSName(d) for d in APISERVER_DNS]
-            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in APISERVER_IPS]
+            ips = dict.fromkeys((*APISERVER_IPS, *self.extra_ips))
+            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
             cert = (
                 _builder(_name("kube-apiserver"), ca_cert.subject, key.public_key())
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -114,7 +133,7 @@ class PKI:
                 .sign(ca_key, hashes.SHA256())
             )
             _write(self.serving_key, self.serving_cert, key, cert)
-        for who in CLIENTS:
+        for who in self.clients:
             if not self.client_cert(who).exists():
                 key = _new_key()
                 cert = (

@@ -1,0 +1,68 @@
+"""Where a business cluster's control plane runs.
+
+The Cluster-Operator decides *what* each component should run (version, flags) and in which
+order; a :class:`ControlPlaneRuntime` makes one component so and reports its health. Every
+method is idempotent and returns without waiting for health, so the operator stays
+level-triggered: apply a step, requeue, read health, take the next step — and a restarted
+operator simply applies the same step again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+ComponentName = Literal["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+#: Creation and upgrade order, as the version-skew policy requires; deletion is the reverse.
+ORDER: tuple[ComponentName, ...] = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """The business cluster a runtime works on, and what all its components share."""
+
+    uid: str
+    #: ``namespace/name``, for logs and messages.
+    key: str
+    #: PEM files by name (``ca.crt``, ``apiserver.key``, ...), from the cluster's PKI Secret.
+    pki: Mapping[str, bytes] = field(repr=False)
+    service_cidr: str = "10.96.0.0/12"
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    name: ComponentName
+    version: str
+    flags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    ready: bool
+    #: The version running now (None when the component does not run).
+    version: str | None
+    detail: str = ""
+
+
+class PlanError(Exception):
+    """The runtime cannot apply a plan (for example: no binaries for that version); the
+    message is for a person and ends up in a condition."""
+
+
+class ControlPlaneRuntime(Protocol):
+    async def apply(self, cp: ControlPlane, plan: ComponentPlan) -> None:
+        """Make ``plan.name`` run ``plan`` (start it, or replace what runs); do not wait."""
+
+    async def health(self, cp: ControlPlane, name: ComponentName) -> ComponentHealth: ...
+
+    async def endpoint(self, cp: ControlPlane) -> str | None:
+        """The business API server's URL, once it has one."""
+
+    async def delete(self, cp: ControlPlane) -> None:
+        """Stop every component and delete everything the runtime made for ``cp``."""

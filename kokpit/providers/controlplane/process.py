@@ -1,0 +1,134 @@
+"""The ``process`` runtime: a business control plane as local processes.
+
+The embedded default behind ``make demo``: each component runs from the cached Kubernetes
+binaries of its version (see :mod:`kokpit.local.assets`), detached, so it keeps running across
+an operator restart; what runs is recorded per cluster in ``<root>/<uid>/state.json`` by the
+same :class:`~kokpit.local.supervisor.Supervisor` as the local meta-cluster, and health is the
+components' real ``/health``, ``/readyz`` and ``/healthz``.
+
+The runtime never builds binaries (a build takes minutes; an operator must not block on it):
+a version that is not cached is a :class:`~kokpit.providers.controlplane.PlanError` saying
+which ``kokpit local build`` to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from kokpit.local import assets as local_assets
+from kokpit.local import components, kubeconfig
+from kokpit.local.assets import Assets
+from kokpit.local.components import Layout, Ports, Settings
+from kokpit.local.pki import ADMIN, CONTROLLER_MANAGER, PKI, SCHEDULER
+from kokpit.local.supervisor import Supervisor
+from kokpit.local.versions import RELEASES, Release
+from kokpit.providers.controlplane import (
+    ComponentHealth,
+    ComponentName,
+    ComponentPlan,
+    ControlPlane,
+    PlanError,
+)
+
+#: The identities a business control plane's PKI issues client certificates for.
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER)
+_BUILDERS = {
+    "etcd": components.etcd,
+    "kube-apiserver": components.apiserver,
+    "kube-controller-manager": components.controller_manager,
+    "kube-scheduler": components.scheduler,
+}
+
+
+def first_service_ip(service_cidr: str) -> str:
+    return str(next(ipaddress.ip_network(service_cidr).hosts()))
+
+
+def business_pki(directory: Path, service_cidr: str) -> PKI:
+    """The PKI of a business cluster: what the Cluster-Operator generates into its Secret."""
+    return PKI(directory, clients=CLIENTS, extra_ips=(first_service_ip(service_cidr),))
+
+
+def cached_assets(name: ComponentName, version: str) -> Assets:
+    """Binaries for ``name`` at ``version`` from the cache (etcd: the release that ships it)."""
+    candidates: list[Release] = list(RELEASES)
+    for r in candidates:
+        if name != "etcd" and r.version != version:
+            continue
+        directory = local_assets.release_dir(r)
+        if not (directory / local_assets.MANIFEST).exists():
+            continue
+        if name == "etcd" and local_assets.read_manifest(directory).get("etcd") != version:
+            continue
+        found = local_assets.find(r)
+        if found is not None:
+            return found
+    hint = version if name != "etcd" else "the Kubernetes release that ships this etcd"
+    raise PlanError(
+        f"no cached binaries for {name} {version}; run `kokpit local build --version {hint}`"
+    )
+
+
+class ProcessRuntime:
+    def __init__(
+        self, root: Path, assets_for: Callable[[ComponentName, str], Assets] = cached_assets
+    ) -> None:
+        self.root = root
+        self.assets_for = assets_for
+
+    def _layout(self, cp: ControlPlane) -> Layout:
+        return Layout(self.root / cp.uid)
+
+    async def apply(self, cp: ControlPlane, plan: ComponentPlan) -> None:
+        await asyncio.to_thread(self._apply, cp, plan)
+
+    def _apply(self, cp: ControlPlane, plan: ComponentPlan) -> None:
+        layout = self._layout(cp)
+        supervisor = Supervisor(layout)
+        layout.pki.write(dict(cp.pki))
+        ports = self._ports(supervisor)
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        for who, path in (
+            (ADMIN, layout.kubeconfig),
+            (CONTROLLER_MANAGER, layout.component_kubeconfig(CONTROLLER_MANAGER.file)),
+            (SCHEDULER, layout.component_kubeconfig(SCHEDULER.file)),
+        ):
+            kubeconfig.write(path, server=server, pki=layout.pki, who=who, cluster_name=cp.key)
+        settings = Settings(service_cidr=cp.service_cidr, flags={plan.name: dict(plan.flags)})
+        assets = self.assets_for(plan.name, plan.version)
+        component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)
+        supervisor.ensure(component)
+        versions = {**supervisor.state().get("versions", {}), plan.name: plan.version}
+        supervisor.update(versions=versions)
+
+    async def health(self, cp: ControlPlane, name: ComponentName) -> ComponentHealth:
+        supervisor = Supervisor(self._layout(cp))
+        version = supervisor.state().get("versions", {}).get(name)
+        if not supervisor.running(name):
+            return ComponentHealth(False, None, f"{name} is not running")
+        ok = await asyncio.to_thread(supervisor.healthy, name)
+        return ComponentHealth(ok, version, "" if ok else f"{name} is not healthy yet")
+
+    async def endpoint(self, cp: ControlPlane) -> str | None:
+        ports = Supervisor(self._layout(cp)).state().get("ports")
+        return f"https://127.0.0.1:{ports['apiserver']}" if ports else None
+
+    async def delete(self, cp: ControlPlane) -> None:
+        layout = self._layout(cp)
+        await asyncio.to_thread(Supervisor(layout).stop_all)
+        await asyncio.to_thread(shutil.rmtree, layout.root, True)
+
+    def _ports(self, supervisor: Supervisor) -> Ports:
+        """Chosen once per cluster and kept: its kubeconfigs and endpoint depend on them (and
+        while the cluster runs, its own processes hold them)."""
+        recorded = supervisor.state().get("ports")
+        if recorded:
+            return Ports(**recorded)
+        ports = Ports.choose({})
+        supervisor.update(ports=dataclasses.asdict(ports))
+        return ports
