@@ -14,26 +14,37 @@ from kokpit.local.pki import PKI, Identity
 
 
 def render(*, server: str, pki: PKI, who: Identity, cluster_name: str) -> str:
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
+    return render_data(
+        server=server,
+        ca=pki.ca_cert.read_bytes(),
+        cert=pki.client_cert(who).read_bytes(),
+        key=pki.client_key(who).read_bytes(),
+        user=who.file,
+        cluster_name=cluster_name,
+    )
 
-    user = who.file
+
+def render_data(
+    *, server: str, ca: bytes, cert: bytes, key: bytes, user: str, cluster_name: str
+) -> str:
+    """A kubeconfig from PEM bytes (for one kept in a Secret)."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
                 "name": cluster_name,
-                "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_cert)},
+                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
             }
         ],
         "users": [
             {
                 "name": user,
-                "user": {
-                    "client-certificate-data": b64(pki.client_cert(who)),
-                    "client-key-data": b64(pki.client_key(who)),
-                },
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
             }
         ],
         "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],

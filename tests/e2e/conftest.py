@@ -83,3 +83,14 @@ def widget_crd(kubectl: Kubectl) -> Resource:
         "wait", "--for=condition=Established", "crd/widgets.test.kokpit.io", "--timeout=60s"
     )
     return samples.WIDGETS
+
+
+CRDS = Path(__file__).parents[2] / "config" / "crd"
+
+
+@pytest.fixture(scope="session")
+def kokpit_crds(kubectl: Kubectl) -> None:
+    """kokpit's CRDs (config/crd), installed once per session."""
+    kubectl.run("apply", "--server-side", "-f", str(CRDS))
+    for path in CRDS.glob("*.yaml"):
+        kubectl.run("wait", "--for=condition=Established", f"crd/{path.stem}", "--timeout=60s")

@@ -124,6 +124,19 @@ class HistoryEntry:
 
 
 @dataclass(kw_only=True)
+class Step:
+    """The control-plane change in progress, recorded before it is made (so a restarted
+    operator resumes it rather than repeating or skipping it)."""
+
+    component: str = field("The component being changed.")
+    version: str = field("The version it is being moved to.")
+    package_version: str = field("The package version this step belongs to.")
+    started_at: str = field(
+        "When the step started; its health deadline counts from here.", format="date-time"
+    )
+
+
+@dataclass(kw_only=True)
 class SecretRef:
     """A Secret in the Cluster's namespace."""
 
@@ -150,6 +163,12 @@ class ClusterStatus:
     endpoint: str | None = field("URL of the business cluster's API server.", default=None)
     admin_kubeconfig_secret_ref: SecretRef | None = field(
         "The Secret holding an admin kubeconfig for the business cluster.", default=None
+    )
+    step: Step | None = field("The change in progress, if any.", default=None)
+    failed_package_version: str | None = field(
+        "A package version that failed its health checks and was rolled back; it is not tried "
+        "again until spec.packageVersion names a different one.",
+        default=None,
     )
     history: list[HistoryEntry] = field(
         "Package versions applied, oldest first; a rollback returns to the last entry before "

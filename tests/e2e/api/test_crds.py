@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kokpit.local import Kubectl, KubectlError
-
-CRDS = Path(__file__).parents[3] / "config" / "crd"
-
-
-@pytest.fixture(scope="session")
-def kokpit_crds(kubectl: Kubectl) -> None:
-    kubectl.run("apply", "--server-side", "-f", str(CRDS))
-    for path in CRDS.glob("*.yaml"):
-        kubectl.run("wait", "--for=condition=Established", f"crd/{path.stem}", "--timeout=60s")
 
 
 def package(name: str, version: str = "v1.36.3") -> dict[str, Any]:

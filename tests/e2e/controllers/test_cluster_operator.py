@@ -1,0 +1,265 @@
+"""The Cluster-Operator with the process runtime: real business control planes, created,
+upgraded, rolled back after a failed health check, resumed after the operator dies, deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
+from kokpit.local import Kubectl, LocalCluster
+from kokpit.local.assets import read_manifest, release_dir
+from kokpit.local.versions import Release
+from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
+from kokpit.runtime.resources import EVENTS, SECRETS
+
+pytestmark = pytest.mark.usefixtures("kokpit_crds")
+
+
+def package(
+    name: str,
+    release: Release,
+    *,
+    apiserver_flags: dict[str, str] | None = None,
+    deadline: int = 60,
+) -> dict[str, Any]:
+    v = release.version
+    etcd = str(read_manifest(release_dir(release))["etcd"])
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "ClusterPackageVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": v,
+            "components": {
+                "etcd": {"version": etcd},
+                "kubeAPIServer": {"version": v, "flags": apiserver_flags or {}},
+                "kubeControllerManager": {"version": v},
+                "kubeScheduler": {"version": v},
+            },
+            "healthChecks": [
+                {"component": c, "path": "/readyz", "deadlineSeconds": deadline}
+                for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+            ],
+        },
+    }
+
+
+class Operator:
+    """The Cluster-Operator in this process, which a test can kill and start again."""
+
+    def __init__(self, config: ClientConfig, root: Path) -> None:
+        self.config, self.root = config, root
+        self.task: asyncio.Task[None] | None = None
+        self.client: Client | None = None
+
+    async def start(self) -> None:
+        self.client = Client(self.config)
+        manager = Manager(self.client, ManagerOptions(health_port=None))
+        recorder = EventRecorder(
+            self.client, "kokpit.io/cluster-operator", "test", min_update_interval=0
+        )
+        setup(manager, ProcessRuntime(self.root), recorder, ClusterOptions(poll_interval=0.5))
+        self.task = asyncio.create_task(manager.start())
+
+    async def kill(self) -> None:
+        assert self.task is not None
+        assert self.client is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.client.close()
+
+
+@pytest.fixture
+async def operator(local_cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[Operator]:
+    op = Operator(ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp")
+    await op.start()
+    yield op
+    await op.kill()
+
+
+async def until(
+    client: Client,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    seconds: float = 180,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    obj: dict[str, Any] = {}
+    while loop.time() < deadline:
+        with contextlib.suppress(NotFound):
+            obj = await client.get(CLUSTERS, name, namespace=namespace)
+            if check(obj):
+                return obj
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out; status: {json.dumps(obj.get('status'), indent=1)}")
+
+
+def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            found: dict[str, Any] = c
+            return found
+    return {}
+
+
+def running(version: str) -> Callable[[dict[str, Any]], bool]:
+    def check(obj: dict[str, Any]) -> bool:
+        s = obj.get("status", {})
+        return bool(
+            s.get("kubernetesVersion") == version and cond(obj, "Ready").get("status") == "True"
+        )
+
+    return check
+
+
+async def business_kubectl(
+    client: Client, kubectl: Kubectl, namespace: str, name: str, tmp_path: Path
+) -> Kubectl:
+    secret = await client.get(SECRETS, f"{name}-admin-kubeconfig", namespace=namespace)
+    path = tmp_path / f"{name}.kubeconfig"
+    path.write_bytes(base64.b64decode(secret["data"]["value"]))
+    return Kubectl(kubectl.binary, path)
+
+
+def version_of(k: Kubectl) -> str:
+    return str(json.loads(k.run("get", "--raw", "/version"))["gitVersion"])
+
+
+async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
+    client: Client, kubectl: Kubectl, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    tag = secrets.token_hex(3)
+    old, new, broken = f"old-{tag}", f"new-{tag}", f"broken-{tag}"
+    await client.create(PACKAGE_VERSIONS, package(old, Release("v1.35.4")))
+    await client.create(PACKAGE_VERSIONS, package(new, Release("v1.36.3")))
+    await client.create(
+        PACKAGE_VERSIONS,
+        package(broken, Release("v1.36.3"), apiserver_flags={"no-such-flag": "x"}, deadline=15),
+    )
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "biz", "namespace": namespace},
+            "spec": {"packageVersion": old, "runtime": "process"},
+        },
+    )
+
+    # Create: a real business API server, reachable with the admin kubeconfig Secret.
+    obj = await until(client, namespace, "biz", running("v1.35.4"))
+    assert obj["status"]["phase"] == "Running"
+    biz = await business_kubectl(client, kubectl, namespace, "biz", tmp_path)
+    assert version_of(biz) == "v1.35.4"
+    biz.run("create", "configmap", "keep", "--from-literal=answer=42")
+
+    # A broken kube-apiserver flag: its health check fails, and the cluster rolls back.
+    await client.patch(CLUSTERS, "biz", {"spec": {"packageVersion": broken}}, namespace=namespace)
+    obj = await until(
+        client,
+        namespace,
+        "biz",
+        lambda o: cond(o, "RolledBack").get("status") == "True" and running("v1.35.4")(o),
+    )
+    assert obj["status"]["failedPackageVersion"] == broken
+    assert broken in cond(obj, "RolledBack")["message"]
+    assert version_of(biz) == "v1.35.4"
+    assert biz.get("configmap", "keep")["data"] == {"answer": "42"}
+    await asyncio.sleep(3)
+    still = await client.get(CLUSTERS, "biz", namespace=namespace)
+    assert still["status"].get("step") is None, "the failed version is not retried"
+
+    # Upgrade, with the operator killed once a step is under way; the new one finishes it.
+    await client.patch(CLUSTERS, "biz", {"spec": {"packageVersion": new}}, namespace=namespace)
+    await until(
+        client,
+        namespace,
+        "biz",
+        lambda o: (o["status"].get("step") or {}).get("component") == "kube-apiserver",
+    )
+    await operator.kill()
+    await operator.start()
+    obj = await until(client, namespace, "biz", running("v1.36.3"))
+    assert cond(obj, "RolledBack")["status"] == "False"
+    assert version_of(biz) == "v1.36.3"
+    assert biz.get("configmap", "keep")["data"] == {"answer": "42"}
+    assert [h["packageVersion"] for h in obj["status"]["history"]] == [old, new]
+    events = (await client.list(EVENTS, namespace=namespace)).items
+    steps = [e["note"] for e in events if e["reason"] == "StepStarted" and new in e["note"]]
+    assert sorted(steps) == sorted(set(steps)), f"no step of the upgrade started twice: {steps}"
+    assert any("kube-scheduler" in s for s in steps), "and none was skipped"
+
+    # Delete: processes stopped, Secrets gone.
+    uid = obj["metadata"]["uid"]
+    await client.delete(CLUSTERS, "biz", namespace=namespace)
+    for _ in range(120):
+        try:
+            await client.get(CLUSTERS, "biz", namespace=namespace)
+        except NotFound:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("the Cluster was not deleted")
+    assert not (operator.root / uid).exists()
+    for suffix in ("pki", "admin-kubeconfig"):
+        with pytest.raises(NotFound):
+            await client.get(SECRETS, f"biz-{suffix}", namespace=namespace)
+    for name in (old, new, broken):
+        await client.delete(PACKAGE_VERSIONS, name)
+
+
+async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_crashes(
+    client: Client, namespace: str, operator: Operator
+) -> None:
+    tag = secrets.token_hex(3)
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "waiting", "namespace": namespace},
+            "spec": {"packageVersion": f"later-{tag}", "runtime": "process"},
+        },
+    )
+    obj = await until(
+        client,
+        namespace,
+        "waiting",
+        lambda o: cond(o, "PackageVersionResolved").get("reason") == "NotFound",
+    )
+    assert obj["status"]["phase"] == "Pending"
+    assert f"later-{tag}" in cond(obj, "PackageVersionResolved")["message"]
+
+    await client.create(PACKAGE_VERSIONS, package(f"later-{tag}", Release("v1.35.4")))
+    await until(client, namespace, "waiting", running("v1.35.4"))  # the new package requeued it
+
+    skip = package(f"skip-{tag}", Release("v1.36.3"))
+    skip["spec"]["kubernetesVersion"] = "v1.37.2"
+    await client.create(PACKAGE_VERSIONS, skip)
+    await client.patch(
+        CLUSTERS, "waiting", {"spec": {"packageVersion": f"skip-{tag}"}}, namespace=namespace
+    )
+    obj = await until(
+        client,
+        namespace,
+        "waiting",
+        lambda o: cond(o, "Upgrading").get("reason") == "VersionSkewNotAllowed",
+    )
+    assert "allowVersionSkip" in cond(obj, "Upgrading")["message"]
+    assert obj["status"]["kubernetesVersion"] == "v1.35.4", "nothing was touched"
+    await client.delete(CLUSTERS, "waiting", namespace=namespace)
+    for name in (f"later-{tag}", f"skip-{tag}"):
+        await client.delete(PACKAGE_VERSIONS, name)
