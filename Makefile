@@ -29,8 +29,7 @@ assets: $(STAMP)
 	$(PY) -m kokpit local build --version $(K8S)
 	$(PY) -m kokpit local build --version $(K8S_PREVIOUS)
 
-demo: $(STAMP)
-	$(PY) -m kokpit local build --version $(K8S)
+demo: assets
 	$(PY) -m kokpit demo
 
 test: lint assets

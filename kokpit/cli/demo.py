@@ -17,11 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from kokpit.cli import demo_business
 from kokpit.cli.local import cluster_of, print_env
 from kokpit.local import AlreadyRunningError, Kubectl, ensure_assets, release, samples
 from kokpit.local import nodes as kwok_nodes
 
-NAMESPACE = "kokpit-demo"
+NAMESPACE = demo_business.NAMESPACE
 NODES = 20
 REPLICAS = 60
 
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         "from binaries built from Go modules"
     )
     owned = True
+    operator: demo_business.OperatorThread | None = None
     try:
         cluster.up(assets, progress=_step)
     except AlreadyRunningError:
@@ -67,14 +69,20 @@ def run(args: argparse.Namespace) -> int:
             f"({min(per_node.values())}-{max(per_node.values())} per node)"
         )
 
-        _step("4. Look around with kubectl:")
+        _step("4. A business cluster, kept by the Cluster-Operator (control plane as processes)")
+        operator = demo_business.story(cluster, kubectl, _step)
+
+        _step("5. Look around with kubectl:")
         print_env(cluster, assets.bin("kubectl").parent)
         print("kubectl get nodes\nkubectl get pods -n kokpit-demo -o wide")
+        print("kubectl get clusters,clusterpackageversions -A; kubectl get events -n kokpit-demo")
         print(f"# component logs: {cluster.layout.root / 'logs'}", flush=True)
         if not args.no_wait:
             _step("Press Ctrl-C to stop.")
             _wait_for_signal()
     finally:
+        if operator is not None:
+            demo_business.tear_down(operator, kubectl)
         if owned:
             cluster.down()  # first: a closed terminal or pipe must not keep the cluster running
             _step(

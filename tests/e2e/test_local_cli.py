@@ -123,5 +123,9 @@ def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=600)
     assert demo.returncode == 0, demo.stderr
     assert "60/60 pods Running" in demo.stderr
+    assert "its API server answers v1.35.4" in demo.stderr
+    assert "rolls back by itself: k8s-v1.36.3-broken failed its health checks" in demo.stderr
+    assert "Ready at v1.36.3; the data is still there" in demo.stderr
+    assert "Task was destroyed" not in demo.stderr
     assert f"export KUBECONFIG={data / 'kubeconfig'}" in demo.stdout
     assert kokpit("local", "--data-dir", str(data), "status").returncode == 3, "demo stopped it"

@@ -17,6 +17,8 @@ import pytest
 from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.assets import read_manifest, release_dir
+from kokpit.local.components import Layout
+from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
@@ -86,6 +88,9 @@ async def operator(local_cluster: LocalCluster, tmp_path: Path) -> AsyncIterator
     await op.start()
     yield op
     await op.kill()
+    # Whatever a failed test left running: stop it, so no control plane outlives the test.
+    for directory in op.root.glob("*"):
+        Supervisor(Layout(directory)).stop_all()
 
 
 async def until(
@@ -105,6 +110,18 @@ async def until(
                 return obj
         await asyncio.sleep(0.5)
     raise AssertionError(f"timed out; status: {json.dumps(obj.get('status'), indent=1)}")
+
+
+async def deleted(client: Client, namespace: str, name: str) -> None:
+    """Delete a Cluster and wait until its finalizer has run and it is gone."""
+    await client.delete(CLUSTERS, name, namespace=namespace)
+    for _ in range(120):
+        try:
+            await client.get(CLUSTERS, name, namespace=namespace)
+        except NotFound:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"Cluster {name} was not deleted")
 
 
 def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -204,15 +221,7 @@ async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
 
     # Delete: processes stopped, Secrets gone.
     uid = obj["metadata"]["uid"]
-    await client.delete(CLUSTERS, "biz", namespace=namespace)
-    for _ in range(120):
-        try:
-            await client.get(CLUSTERS, "biz", namespace=namespace)
-        except NotFound:
-            break
-        await asyncio.sleep(0.5)
-    else:
-        raise AssertionError("the Cluster was not deleted")
+    await deleted(client, namespace, "biz")
     assert not (operator.root / uid).exists()
     for suffix in ("pki", "admin-kubeconfig"):
         with pytest.raises(NotFound):
@@ -260,6 +269,7 @@ async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_
     )
     assert "allowVersionSkip" in cond(obj, "Upgrading")["message"]
     assert obj["status"]["kubernetesVersion"] == "v1.35.4", "nothing was touched"
-    await client.delete(CLUSTERS, "waiting", namespace=namespace)
+    await deleted(client, namespace, "waiting")
+    assert not list(operator.root.glob("*")), "its control plane is gone"
     for name in (f"later-{tag}", f"skip-{tag}"):
         await client.delete(PACKAGE_VERSIONS, name)

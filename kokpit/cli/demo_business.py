@@ -1,0 +1,237 @@
+"""The business-cluster part of ``kokpit demo``: the Cluster-Operator, running in a thread of
+the demo, creates a real business control plane (process runtime), upgrades it, and rolls back
+a broken package version by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from kokpit.api.schema import crd
+from kokpit.api.v1alpha1 import KINDS
+from kokpit.controllers.cluster import CLUSTERS, ClusterOptions, setup
+from kokpit.local import Kubectl, LocalCluster
+from kokpit.local.assets import find, read_manifest
+from kokpit.local.versions import RELEASES, Release
+from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
+from kokpit.runtime.resources import SECRETS
+
+NAMESPACE = "kokpit-demo"
+NAME = "team-a"
+
+
+def package(release: Release, name: str, **apiserver_flags: str) -> dict[str, Any]:
+    assets = find(release)
+    assert assets is not None
+    etcd = str(read_manifest(assets.root)["etcd"])
+    v = release.version
+    checks = [
+        {"component": c, "path": "/readyz", "deadlineSeconds": 20}
+        for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    ]
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "ClusterPackageVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": v,
+            "components": {
+                "etcd": {"version": etcd},
+                "kubeAPIServer": {"version": v, "flags": apiserver_flags},
+                "kubeControllerManager": {"version": v},
+                "kubeScheduler": {"version": v},
+            },
+            "healthChecks": checks,
+        },
+    }
+
+
+class OperatorThread:
+    """The Cluster-Operator on an event loop of its own, beside the (synchronous) demo."""
+
+    def __init__(self, kubeconfig: Path, root: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.kubeconfig, self.root = kubeconfig, root
+        self.task: asyncio.Task[None] | None = None
+        self.client: Client | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        self.call(self._start)
+
+    async def _start(self) -> None:
+        self.client = Client(ClientConfig.from_kubeconfig(self.kubeconfig))
+        manager = Manager(self.client, ManagerOptions(health_port=None))
+        recorder = EventRecorder(self.client, "kokpit.io/cluster-operator", "demo")
+        setup(manager, ProcessRuntime(self.root), recorder, ClusterOptions(poll_interval=0.5))
+        self.task = asyncio.create_task(manager.start())
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            if self.task is not None:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+            if self.client is not None:
+                await self.client.close()
+
+        self.call(stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def wait_for(
+    operator: OperatorThread,
+    check: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float = 240,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+
+        async def get() -> dict[str, Any]:
+            assert operator.client is not None
+            return await operator.client.get(CLUSTERS, NAME, namespace=NAMESPACE)
+
+        obj = operator.call(get)
+        if check(obj):
+            return obj
+        time.sleep(0.5)
+    raise TimeoutError(f"the business cluster did not {what}: {json.dumps(obj.get('status'))}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_]
+    return found[0] if found else {}
+
+
+def at(version: str) -> Callable[[dict[str, Any]], bool]:
+    def check(obj: dict[str, Any]) -> bool:
+        return bool(
+            obj.get("status", {}).get("kubernetesVersion") == version
+            and condition(obj, "Ready").get("status") == "True"
+        )
+
+    return check
+
+
+def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -> OperatorThread:
+    """Walk through the Cluster-Operator; returns it running, for the caller to stop."""
+    new, old = RELEASES[0], RELEASES[1]
+    kubectl.apply([crd(kind) for kind in KINDS])
+    for kind in KINDS:
+        kubectl.run("wait", "--for=condition=Established", f"crd/{kind.plural}.{kind.group}")
+    operator = OperatorThread(cluster.kubeconfig, cluster.layout.root / "controlplanes")
+    operator.start()
+    start = old if find(old) is not None else new
+    packages = [package(start, f"k8s-{start.version}")]
+    if start is old:
+        packages += [
+            package(new, f"k8s-{new.version}"),
+            package(new, f"k8s-{new.version}-broken", **{"no-such-flag": "x"}),
+        ]
+    kubectl.apply(packages)
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": NAME, "namespace": NAMESPACE},
+                "spec": {"packageVersion": f"k8s-{start.version}", "runtime": "process"},
+            }
+        ]
+    )
+    say(f"   Cluster {NAMESPACE}/{NAME} → ClusterPackageVersion k8s-{start.version}")
+    wait_for(operator, at(start.version), "become Ready")
+    business = business_kubectl(operator, kubectl, cluster.layout.root)
+    say(
+        f"   Ready: its API server answers {version(business)}; "
+        f"kubectl --kubeconfig {business.kubeconfig} get ns"
+    )
+    if start is not old:
+        say(
+            f"   (build {old.version} with `kokpit local build --version {old.version}` to see "
+            "an upgrade and an automatic rollback here)"
+        )
+        return operator
+    business.run("create", "configmap", "survivor", "--from-literal=hello=world")
+
+    say("   Upgrade to a package whose kube-apiserver has a broken flag: the health check")
+    patch(kubectl, f"k8s-{new.version}-broken")
+    obj = wait_for(
+        operator,
+        lambda o: condition(o, "RolledBack").get("status") == "True" and at(old.version)(o),
+        "roll back",
+    )
+    say(
+        f"   fails and the operator rolls back by itself: {condition(obj, 'RolledBack')['message']}"
+    )
+    say(f"   Upgrade to k8s-{new.version}, component by component (etcd, kube-apiserver, ...)")
+    patch(kubectl, f"k8s-{new.version}")
+    wait_for(operator, at(new.version), "upgrade")
+    data = business.get("configmap", "survivor")["data"]
+    say(f"   Ready at {version(business)}; the data is still there: {data}")
+    return operator
+
+
+def patch(kubectl: Kubectl, package_version: str) -> None:
+    kubectl.run(
+        "patch",
+        "cluster",
+        "-n",
+        NAMESPACE,
+        NAME,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"packageVersion": package_version}}),
+    )
+
+
+def business_kubectl(operator: OperatorThread, kubectl: Kubectl, root: Path) -> Kubectl:
+    async def secret() -> dict[str, Any]:
+        assert operator.client is not None
+        return await operator.client.get(SECRETS, f"{NAME}-admin-kubeconfig", namespace=NAMESPACE)
+
+    path = root / f"{NAME}.kubeconfig"
+    path.touch(mode=0o600)
+    path.write_bytes(base64.b64decode(operator.call(secret)["data"]["value"]))
+    return Kubectl(kubectl.binary, path)
+
+
+def version(business: Kubectl) -> str:
+    return str(json.loads(business.run("get", "--raw", "/version"))["gitVersion"])
+
+
+def tear_down(operator: OperatorThread, kubectl: Kubectl) -> None:
+    """Delete the business cluster through the operator (its finalizer stops the processes)."""
+    kubectl.run("delete", "cluster", "-n", NAMESPACE, NAME, "--ignore-not-found", "--wait=false")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+
+        async def gone() -> bool:
+            assert operator.client is not None
+            try:
+                await operator.client.get(CLUSTERS, NAME, namespace=NAMESPACE)
+            except NotFound:
+                return True
+            return False
+
+        if operator.call(gone):
+            break
+        time.sleep(0.5)
+    operator.stop()
