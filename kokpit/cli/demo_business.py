@@ -73,7 +73,12 @@ class OperatorThread:
         self.client = Client(ClientConfig.from_kubeconfig(self.kubeconfig))
         manager = Manager(self.client, ManagerOptions(health_port=None))
         recorder = EventRecorder(self.client, "kokpit.io/cluster-operator", "demo")
-        setup(manager, ProcessRuntime(self.root), recorder, ClusterOptions(poll_interval=0.5))
+        setup(
+            manager,
+            {"process": ProcessRuntime(self.root)},
+            recorder,
+            ClusterOptions(poll_interval=0.5),
+        )
         self.task = asyncio.create_task(manager.start())
 
     def call(self, fn: Callable[[], Any]) -> Any:

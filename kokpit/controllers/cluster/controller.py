@@ -11,6 +11,7 @@ requeues the Clusters that name it, found through an index, not a scan). Reconci
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kokpit.controllers.cluster import phases, status
@@ -54,14 +55,14 @@ class ClusterReconciler:
         client: Client,
         clusters: Informer,
         packages: Informer,
-        runtime: ControlPlaneRuntime,
+        runtimes: Mapping[str, ControlPlaneRuntime],
         recorder: EventRecorder,
         options: ClusterOptions,
     ) -> None:
         self.client = client
         self.clusters = clusters
         self.packages = packages
-        self.runtime = runtime
+        self.runtimes = runtimes
         self.recorder = recorder
         self.options = options
         self._helpers: dict[str, PatchHelper] = {}
@@ -104,13 +105,20 @@ class ClusterReconciler:
                 if not await phase(self, scope):
                     break
         except PlanError as e:
-            scope.blocked = ("HealthCheckFailed", str(e))
+            scope.blocked = ("CannotApply", str(e))
             await self.recorder.event(cluster, "Warning", "CannotApply", str(e))
             scope.requeue(self.options.failed_retry_interval)
         finally:
             status.update(scope)
             await helper.patch(cluster)
         return Result(requeue_after=scope.requeue_after)
+
+    def runtime_for(self, scope: ClusterScope) -> ControlPlaneRuntime:
+        name = scope.spec.get("runtime", "kubernetes")
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            raise PlanError(f"the {name} runtime is not enabled in this operator")
+        return runtime
 
     async def write(self, scope: ClusterScope) -> None:
         """Write the scope's object now (a step's intent, before the step is made)."""
@@ -119,7 +127,7 @@ class ClusterReconciler:
 
 def setup(
     manager: Manager,
-    runtime: ControlPlaneRuntime,
+    runtimes: Mapping[str, ControlPlaneRuntime],
     recorder: EventRecorder,
     options: ClusterOptions | None = None,
 ) -> Controller:
@@ -128,7 +136,7 @@ def setup(
     clusters = manager.cache.informer(CLUSTERS)
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
     packages = manager.cache.informer(PACKAGE_VERSIONS)
-    reconciler = ClusterReconciler(manager.client, clusters, packages, runtime, recorder, options)
+    reconciler = ClusterReconciler(manager.client, clusters, packages, runtimes, recorder, options)
 
     def clusters_using(package: dict[str, object]) -> list[Request]:
         name = package["metadata"]["name"]  # type: ignore[index]

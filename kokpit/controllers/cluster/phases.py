@@ -91,9 +91,7 @@ async def reconcile_pki(r: ClusterReconciler, scope: ClusterScope) -> bool:
             "CertificatesCreated",
             f"CA, serving and client certificates stored in Secret {name}",
         )
-    scope.control_plane = ControlPlane(
-        uid=meta["uid"], key=scope.key, pki=material, service_cidr=cidr
-    )
+    scope.control_plane = control_plane(scope, material)
     return True
 
 
@@ -103,7 +101,7 @@ async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> 
     cp, status = scope.control_plane, scope.status
     target = scope.package["metadata"]["name"]
     for name in ORDER:
-        scope.health[name] = await r.runtime.health(cp, name)
+        scope.health[name] = await r.runtime_for(scope).health(cp, name)
     for name in ORDER:
         plan = plan_for(scope.package, name)
         health = scope.health[name]
@@ -126,14 +124,14 @@ async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> 
                     "Provisioning" if not status.get("packageVersion") else "Upgrading"
                 )
             await r.write(scope)  # the intent is in the API server before the change is made
-            await r.runtime.apply(cp, plan)
+            await r.runtime_for(scope).apply(cp, plan)
             await r.recorder.event(
                 scope.cluster, "Normal", "StepStarted", f"{name} → {plan.version} ({target})"
             )
             scope.requeue(r.options.poll_interval)
             return False
         if health.version != plan.version:  # recorded but maybe never made: make it (again)
-            await r.runtime.apply(cp, plan)
+            await r.runtime_for(scope).apply(cp, plan)
         elapsed = (datetime.now(UTC) - _parse(step["startedAt"])).total_seconds()
         if elapsed > deadline(scope.package, name):
             await _step_failed(r, scope, name, plan.version, health.detail)
@@ -146,7 +144,7 @@ async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> 
 
 async def reconcile_admin_kubeconfig(r: ClusterReconciler, scope: ClusterScope) -> bool:
     assert scope.control_plane is not None
-    endpoint = await r.runtime.endpoint(scope.control_plane)
+    endpoint = await r.runtime_for(scope).endpoint(scope.control_plane)
     if endpoint is None:
         return True
     pki = scope.control_plane.pki
@@ -169,16 +167,30 @@ async def reconcile_admin_kubeconfig(r: ClusterReconciler, scope: ClusterScope) 
 async def reconcile_delete(r: ClusterReconciler, scope: ClusterScope) -> None:
     """Stop the control plane and delete everything the Cluster owned."""
     meta = scope.cluster["metadata"]
-    cp = ControlPlane(uid=meta["uid"], key=scope.key, pki={})
-    await r.runtime.delete(cp)
+    await r.runtime_for(scope).delete(control_plane(scope, {}))
     for suffix in ("pki", "admin-kubeconfig"):
         with contextlib.suppress(NotFound):
             await r.client.delete(SECRETS, f"{meta['name']}-{suffix}", namespace=meta["namespace"])
 
 
+def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
+    meta, spec = scope.cluster["metadata"], scope.spec
+    return ControlPlane(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        pki=pki,
+        service_cidr=spec["network"]["serviceCIDR"],
+        replicas=spec["controlPlane"]["replicas"],
+        etcd_replicas=spec["controlPlane"]["etcdReplicas"],
+    )
+
+
 def plan_for(package: Object, name: ComponentName) -> ComponentPlan:
     spec = package["spec"]["components"][SPEC_KEYS[name]]
-    return ComponentPlan(name, spec["version"], dict(spec.get("flags") or {}))
+    return ComponentPlan(
+        name, spec["version"], dict(spec.get("flags") or {}), spec.get("image", "")
+    )
 
 
 def deadline(package: Object, name: ComponentName) -> float:

@@ -38,10 +38,8 @@ def upgrading(scope: ClusterScope) -> Condition:
     if step:
         message = f"{step['component']} → {step['version']} ({step['packageVersion']})"
         return (UPGRADING, "True", "StepInProgress", message)
-    if scope.blocked and scope.blocked[0] == "VersionSkewNotAllowed":
-        return (UPGRADING, "False", "VersionSkewNotAllowed", scope.blocked[1])
-    if scope.blocked and scope.blocked[0] == "HealthCheckFailed":
-        return (UPGRADING, "False", "HealthCheckFailed", scope.blocked[1])
+    if scope.blocked and scope.blocked[0] != "NotFound":  # skew, failed health, cannot apply
+        return (UPGRADING, "False", scope.blocked[0], scope.blocked[1])
     return (UPGRADING, "False", "UpToDate", "")
 
 

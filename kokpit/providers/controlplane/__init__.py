@@ -27,12 +27,19 @@ ORDER: tuple[ComponentName, ...] = (
 class ControlPlane:
     """The business cluster a runtime works on, and what all its components share."""
 
+    #: The Cluster object's namespace, name and uid (what the runtime's objects are owned by).
+    namespace: str
+    name: str
     uid: str
-    #: ``namespace/name``, for logs and messages.
-    key: str
     #: PEM files by name (``ca.crt``, ``apiserver.key``, ...), from the cluster's PKI Secret.
-    pki: Mapping[str, bytes] = field(repr=False)
+    pki: Mapping[str, bytes] = field(repr=False, default_factory=dict)
     service_cidr: str = "10.96.0.0/12"
+    replicas: int = 1
+    etcd_replicas: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class ComponentPlan:
     name: ComponentName
     version: str
     flags: Mapping[str, str] = field(default_factory=dict)
+    #: Container image (kubernetes runtime); empty means the upstream image of ``version``.
+    image: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from kokpit.local.assets import read_manifest, release_dir
 from kokpit.local.components import Layout
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
+from kokpit.providers.controlplane import ControlPlaneRuntime
+from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import EVENTS, SECRETS
@@ -70,7 +72,11 @@ class Operator:
         recorder = EventRecorder(
             self.client, "kokpit.io/cluster-operator", "test", min_update_interval=0
         )
-        setup(manager, ProcessRuntime(self.root), recorder, ClusterOptions(poll_interval=0.5))
+        runtimes: dict[str, ControlPlaneRuntime] = {
+            "process": ProcessRuntime(self.root),
+            "kubernetes": KubernetesRuntime(self.client),
+        }
+        setup(manager, runtimes, recorder, ClusterOptions(poll_interval=0.5))
         self.task = asyncio.create_task(manager.start())
 
     async def kill(self) -> None:
@@ -273,3 +279,54 @@ async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_
     assert not list(operator.root.glob("*")), "its control plane is gone"
     for name in (f"later-{tag}", f"skip-{tag}"):
         await client.delete(PACKAGE_VERSIONS, name)
+
+
+@pytest.mark.usefixtures("shared_nodes")
+async def test_fifty_kube_on_kube_clusters_become_ready_on_kwok_nodes(
+    client: Client, kubectl: Kubectl, namespace: str, operator: Operator
+) -> None:
+    name = f"p-{secrets.token_hex(3)}"
+    await client.create(PACKAGE_VERSIONS, package(name, Release("v1.36.3")))
+    for i in range(50):
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": f"k{i:02d}", "namespace": namespace},
+                "spec": {
+                    "packageVersion": name,
+                    "runtime": "kubernetes",
+                    "controlPlane": {"etcdReplicas": 3, "replicas": 2},
+                },
+            },
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 300
+    ready: list[str] = []
+    while loop.time() < deadline:
+        items = (await client.list(CLUSTERS, namespace=namespace)).items
+        ready = [c["metadata"]["name"] for c in items if cond(c, "Ready").get("status") == "True"]
+        if len(ready) == 50:
+            break
+        await asyncio.sleep(1)
+    assert len(ready) == 50, f"{len(ready)}/50 Ready"
+    pods = kubectl.get("pods", "-n", namespace, "-l", "kokpit.io/cluster=k07")["items"]
+    components = sorted(p["metadata"]["labels"]["kokpit.io/component"] for p in pods)
+    assert (
+        components
+        == ["etcd"] * 3
+        + ["kube-apiserver"] * 2
+        + ["kube-controller-manager"] * 2
+        + ["kube-scheduler"] * 2
+    )
+    assert all(p["spec"].get("nodeName") for p in pods), "placed by the real scheduler"
+    endpoint = (await client.get(CLUSTERS, "k07", namespace=namespace))["status"]["endpoint"]
+    assert endpoint == f"https://k07-kube-apiserver.{namespace}.svc:6443"
+
+    await deleted(client, namespace, "k07")
+    left = kubectl.get(
+        "deployments,statefulsets,services,secrets", "-n", namespace, "-l", "kokpit.io/cluster=k07"
+    )["items"]
+    assert left == [], "deleting a Cluster leaves no orphans"
+    await client.delete(PACKAGE_VERSIONS, name)

@@ -43,7 +43,7 @@ async def test_create_upgrade_adopt_delete(tmp_path: Path, kubectl: Kubectl) -> 
     pki = business_pki(tmp_path / "pki", "10.100.0.0/16")
     pki.ensure()
     cp = ControlPlane(
-        uid="uid-1", key="team-a/c1", pki=pki.material(), service_cidr="10.100.0.0/16"
+        namespace="team-a", name="c1", uid="uid-1", pki=pki.material(), service_cidr="10.100.0.0/16"
     )
     runtime = ProcessRuntime(tmp_path / "controlplanes")
     try:
