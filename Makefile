@@ -66,6 +66,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 bench: assets $(BENCH_STAMP)
 	$(PY) -m bench.local
 	$(PY) -m bench.runtime
+	$(PY) -m bench.cluster
 
 # Re-pin dependencies after editing pyproject.toml.
 lock: $(STAMP)

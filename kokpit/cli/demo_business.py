@@ -19,40 +19,15 @@ from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import KINDS
 from kokpit.controllers.cluster import CLUSTERS, ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
-from kokpit.local.assets import find, read_manifest
-from kokpit.local.versions import RELEASES, Release
+from kokpit.local.assets import find
+from kokpit.local.samples import cluster_package
+from kokpit.local.versions import RELEASES
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import SECRETS
 
 NAMESPACE = "kokpit-demo"
 NAME = "team-a"
-
-
-def package(release: Release, name: str, **apiserver_flags: str) -> dict[str, Any]:
-    assets = find(release)
-    assert assets is not None
-    etcd = str(read_manifest(assets.root)["etcd"])
-    v = release.version
-    checks = [
-        {"component": c, "path": "/readyz", "deadlineSeconds": 20}
-        for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-    ]
-    return {
-        "apiVersion": "kokpit.io/v1alpha1",
-        "kind": "ClusterPackageVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "kubernetesVersion": v,
-            "components": {
-                "etcd": {"version": etcd},
-                "kubeAPIServer": {"version": v, "flags": apiserver_flags},
-                "kubeControllerManager": {"version": v},
-                "kubeScheduler": {"version": v},
-            },
-            "healthChecks": checks,
-        },
-    }
 
 
 class OperatorThread:
@@ -144,11 +119,16 @@ def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -
     operator = OperatorThread(cluster.kubeconfig, cluster.layout.root / "controlplanes")
     operator.start()
     start = old if find(old) is not None else new
-    packages = [package(start, f"k8s-{start.version}")]
+    packages = [cluster_package(f"k8s-{start.version}", start, deadline_seconds=20)]
     if start is old:
         packages += [
-            package(new, f"k8s-{new.version}"),
-            package(new, f"k8s-{new.version}-broken", **{"no-such-flag": "x"}),
+            cluster_package(f"k8s-{new.version}", new, deadline_seconds=20),
+            cluster_package(
+                f"k8s-{new.version}-broken",
+                new,
+                deadline_seconds=20,
+                apiserver_flags={"no-such-flag": "x"},
+            ),
         ]
     kubectl.apply(packages)
     kubectl.apply(

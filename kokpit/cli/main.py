@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import demo, local
+from kokpit.cli import demo, local, operator
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.register(sub)
     demo.register(sub)
+    operator.register(sub)
     return p
 
 

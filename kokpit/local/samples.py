@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kokpit.local.assets import read_manifest, release_dir
 from kokpit.local.nodes import SIMULATED_LABEL
+from kokpit.local.versions import Release
 from kokpit.runtime.resources import Resource
 
 WIDGETS = Resource("test.kokpit.io", "v1", "widgets", "Widget")
@@ -81,4 +83,48 @@ def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def cluster_package(
+    name: str,
+    release: Release,
+    *,
+    apiserver_flags: dict[str, str] | None = None,
+    deadline_seconds: int = 60,
+) -> dict[str, Any]:
+    """A ClusterPackageVersion of a built release (etcd at the version the release ships)."""
+    v = release.version
+    etcd = str(read_manifest(release_dir(release))["etcd"])
+    checks = [
+        {"component": c, "path": "/readyz", "deadlineSeconds": deadline_seconds} for c in COMPONENTS
+    ]
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "ClusterPackageVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetesVersion": v,
+            "components": {
+                "etcd": {"version": etcd},
+                "kubeAPIServer": {"version": v, "flags": apiserver_flags or {}},
+                "kubeControllerManager": {"version": v},
+                "kubeScheduler": {"version": v},
+            },
+            "healthChecks": checks,
+        },
+    }
+
+
+def cluster(
+    namespace: str, name: str, package_version: str, runtime: str, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"packageVersion": package_version, "runtime": runtime, **spec},
     }

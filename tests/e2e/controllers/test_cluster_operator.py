@@ -16,8 +16,8 @@ import pytest
 
 from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
-from kokpit.local.assets import read_manifest, release_dir
 from kokpit.local.components import Layout
+from kokpit.local.samples import cluster_package
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ControlPlaneRuntime
@@ -36,26 +36,9 @@ def package(
     apiserver_flags: dict[str, str] | None = None,
     deadline: int = 60,
 ) -> dict[str, Any]:
-    v = release.version
-    etcd = str(read_manifest(release_dir(release))["etcd"])
-    return {
-        "apiVersion": "kokpit.io/v1alpha1",
-        "kind": "ClusterPackageVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "kubernetesVersion": v,
-            "components": {
-                "etcd": {"version": etcd},
-                "kubeAPIServer": {"version": v, "flags": apiserver_flags or {}},
-                "kubeControllerManager": {"version": v},
-                "kubeScheduler": {"version": v},
-            },
-            "healthChecks": [
-                {"component": c, "path": "/readyz", "deadlineSeconds": deadline}
-                for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-            ],
-        },
-    }
+    return cluster_package(
+        name, release, apiserver_flags=apiserver_flags, deadline_seconds=deadline
+    )
 
 
 class Operator:
