@@ -163,9 +163,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 print(scale, flush=True)
 
-                # One real control plane: create, upgrade, failed upgrade → rollback.
+                # One real control plane: create, a failed upgrade that rolls back, an upgrade.
                 await client.create(CLUSTERS, cluster(NS, "real", f"k8s-{old.version}", "process"))
                 create_steps = await steps(client, "real", ready)
+                broken = cluster_package(
+                    "broken", new, deadline_seconds=15, apiserver_flags={"no-such-flag": "x"}
+                )
+                await client.create(PACKAGE_VERSIONS, broken)
+                await client.patch(
+                    CLUSTERS, "real", {"spec": {"packageVersion": "broken"}}, namespace=NS
+                )
+                rollback_steps = await steps(
+                    client,
+                    "real",
+                    lambda o: ready(o) and o["status"].get("failedPackageVersion") == "broken",
+                )
                 await client.patch(
                     CLUSTERS,
                     "real",
@@ -176,21 +188,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     client,
                     "real",
                     lambda o: ready(o) and o["status"].get("kubernetesVersion") == new.version,
-                )
-                await client.create(
-                    PACKAGE_VERSIONS,
-                    cluster_package(
-                        "broken-2", new, deadline_seconds=15, apiserver_flags={"no-such-flag": "x"}
-                    ),
-                )
-                # (from v1.36.3, a broken v1.36.3 package: only kube-apiserver changes)
-                await client.patch(
-                    CLUSTERS, "real", {"spec": {"packageVersion": "broken-2"}}, namespace=NS
-                )
-                rollback_steps = await steps(
-                    client,
-                    "real",
-                    lambda o: ready(o) and o["status"].get("failedPackageVersion") == "broken-2",
                 )
                 await client.delete(CLUSTERS, "real", namespace=NS)
                 await asyncio.sleep(5)
