@@ -14,10 +14,12 @@ which ``kokpit local build`` to run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kokpit.local import assets as local_assets
@@ -88,7 +90,13 @@ class ProcessRuntime:
         await asyncio.to_thread(self._apply, cp, plan)
 
     def _apply(self, cp: ControlPlane, plan: ComponentPlan) -> None:
+        # An operator task cancelled mid-apply leaves this thread running, and its successor
+        # (or another replica) may apply to the same cluster: one at a time, across processes.
         layout = self._layout(cp)
+        with _exclusive(layout):
+            self._apply_locked(cp, plan, layout)
+
+    def _apply_locked(self, cp: ControlPlane, plan: ComponentPlan, layout: Layout) -> None:
         supervisor = Supervisor(layout)
         layout.pki.write(dict(cp.pki))
         ports = self._ports(supervisor)
@@ -120,8 +128,13 @@ class ProcessRuntime:
 
     async def delete(self, cp: ControlPlane) -> None:
         layout = self._layout(cp)
-        await asyncio.to_thread(Supervisor(layout).stop_all)
-        await asyncio.to_thread(shutil.rmtree, layout.root, True)
+
+        def delete() -> None:
+            with _exclusive(layout):
+                Supervisor(layout).stop_all()
+            shutil.rmtree(layout.root, ignore_errors=True)
+
+        await asyncio.to_thread(delete)
 
     def _ports(self, supervisor: Supervisor) -> Ports:
         """Chosen once per cluster and kept: its kubeconfigs and endpoint depend on them (and
@@ -132,3 +145,12 @@ class ProcessRuntime:
         ports = Ports.choose({})
         supervisor.update(ports=dataclasses.asdict(ports))
         return ports
+
+
+@contextlib.contextmanager
+def _exclusive(layout: Layout) -> Iterator[None]:
+    """One writer per control plane at a time, across threads and processes."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with (layout.root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
