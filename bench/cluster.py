@@ -102,8 +102,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             names = kwok_nodes.ensure_nodes(kubectl, args.nodes)
             kwok_nodes.wait_ready(kubectl, names)
             kubectl.apply([crd(k) for k in KINDS] + [namespace(NS)])
-            for k in KINDS:
-                kubectl.run("wait", "--for=condition=Established", f"crd/{k.plural}.{k.group}")
+            kubectl.wait_established(*(f"{k.plural}.{k.group}" for k in KINDS))
             log = (Path(tmp) / "operator.log").open("w")
             operator = subprocess.Popen(
                 [

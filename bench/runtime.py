@@ -190,10 +190,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster = LocalCluster(Path(tmp))
         cluster.up(assets, progress=lambda _: None)
         try:
-            Kubectl(assets.bin("kubectl"), cluster.kubeconfig).apply([widget_crd()])
-            Kubectl(assets.bin("kubectl"), cluster.kubeconfig).run(
-                "wait", "--for=condition=Established", "crd/widgets.test.kokpit.io"
-            )
+            kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
+            kubectl.apply([widget_crd()])
+            kubectl.wait_established("widgets.test.kokpit.io")
             config = ClientConfig.from_kubeconfig(cluster.kubeconfig, qps=5000, burst=10000)
             async with Client(config) as client:
                 results = {t: await measure(t, cluster, client, args) for t in args.targets}

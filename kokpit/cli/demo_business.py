@@ -114,8 +114,7 @@ def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -
     """Walk through the Cluster-Operator; returns it running, for the caller to stop."""
     new, old = RELEASES[0], RELEASES[1]
     kubectl.apply([crd(kind) for kind in KINDS])
-    for kind in KINDS:
-        kubectl.run("wait", "--for=condition=Established", f"crd/{kind.plural}.{kind.group}")
+    kubectl.wait_established(*(f"{kind.plural}.{kind.group}" for kind in KINDS))
     operator = OperatorThread(cluster.kubeconfig, cluster.layout.root / "controlplanes")
     operator.start()
     start = old if find(old) is not None else new

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,19 @@ class Kubectl:
     def get(self, *args: str) -> Any:
         """``kubectl get ... -o json``, parsed."""
         return json.loads(self.run("get", *args, "-o", "json"))
+
+    def wait_established(self, *crds: str, timeout_s: float = 60.0) -> None:
+        """Wait until each CRD (by name) is Established. Polls, because ``kubectl wait`` fails
+        outright on a CRD whose status has no conditions yet."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(crds)
+        while pending:
+            path = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+            pending = [c for c in pending if self.run("get", "crd", c, "-o", path) != "True"]
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"CRDs not Established after {timeout_s:.0f} s: {pending}")
+            if pending:
+                time.sleep(0.2)
 
     def apply(self, objects: Sequence[dict[str, Any]], *, field_manager: str = "kokpit") -> None:
         """Server-side apply a list of objects in one kubectl call."""

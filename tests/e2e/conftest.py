@@ -79,9 +79,7 @@ def widget_crd(kubectl: Kubectl) -> Resource:
     """The sample Widget CRD (:mod:`kokpit.local.samples`), installed once."""
     crd = samples.widget_crd()
     kubectl.apply([crd])
-    kubectl.run(
-        "wait", "--for=condition=Established", "crd/widgets.test.kokpit.io", "--timeout=60s"
-    )
+    kubectl.wait_established("widgets.test.kokpit.io")
     return samples.WIDGETS
 
 
@@ -92,5 +90,4 @@ CRDS = Path(__file__).parents[2] / "config" / "crd"
 def kokpit_crds(kubectl: Kubectl) -> None:
     """kokpit's CRDs (config/crd), installed once per session."""
     kubectl.run("apply", "--server-side", "-f", str(CRDS))
-    for path in CRDS.glob("*.yaml"):
-        kubectl.run("wait", "--for=condition=Established", f"crd/{path.stem}", "--timeout=60s")
+    kubectl.wait_established(*(path.stem for path in CRDS.glob("*.yaml")))

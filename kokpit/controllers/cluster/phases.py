@@ -105,7 +105,7 @@ async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> 
     for name in ORDER:
         plan = plan_for(scope.package, name)
         health = scope.health[name]
-        if health.ready and health.version == plan.version:
+        if health.ready and health.plan == plan.digest:
             continue
         step = status.get("step") or {}
         if (step.get("component"), step.get("version"), step.get("packageVersion")) != (
@@ -130,7 +130,7 @@ async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> 
             )
             scope.requeue(r.options.poll_interval)
             return False
-        if health.version != plan.version:  # recorded but maybe never made: make it (again)
+        if health.plan != plan.digest:  # recorded but maybe never made: make it (again)
             await r.runtime_for(scope).apply(cp, plan)
         elapsed = (datetime.now(UTC) - _parse(step["startedAt"])).total_seconds()
         if elapsed > deadline(scope.package, name):

@@ -9,6 +9,8 @@ operator simply applies the same step again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -50,6 +52,12 @@ class ComponentPlan:
     #: Container image (kubernetes runtime); empty means the upstream image of ``version``.
     image: str = ""
 
+    @property
+    def digest(self) -> str:
+        """Identifies the whole plan: a change of flags or image is a change, like a version."""
+        text = json.dumps([self.name, self.version, sorted(self.flags.items()), self.image])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class ComponentHealth:
@@ -57,6 +65,8 @@ class ComponentHealth:
     #: The version running now (None when the component does not run).
     version: str | None
     detail: str = ""
+    #: The :attr:`ComponentPlan.digest` of what runs (None when unknown).
+    plan: str | None = None
 
 
 class PlanError(Exception):

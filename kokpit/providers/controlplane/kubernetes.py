@@ -30,6 +30,8 @@ from kokpit.runtime import Client, NotFound, Resource
 from kokpit.runtime.resources import DEPLOYMENTS, SECRETS, SERVICES, STATEFULSETS
 
 PKI_DIR = "/etc/kubernetes/pki"
+#: The digest of the plan a workload runs (a flag change rolls the pods like a version change).
+PLAN_ANNOTATION = "kokpit.io/plan"
 KUBECONFIG_DIR = "/etc/kubernetes/kubeconfig"
 #: Default images by component, when the package version names none.
 IMAGES = {
@@ -72,14 +74,15 @@ class KubernetesRuntime:
             return ComponentHealth(False, None, f"{name} does not exist")
         meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
         version = (meta.get("labels") or {}).get("kokpit.io/version")
+        digest = (meta.get("annotations") or {}).get(PLAN_ANNOTATION)
         want = spec.get("replicas", 1)
         settled = status.get("observedGeneration", 0) >= meta.get("generation", 0)
         updated = status.get("updatedReplicas", 0) >= want
         ready = status.get("readyReplicas", 0) >= want
         if settled and updated and ready:
-            return ComponentHealth(True, version)
+            return ComponentHealth(True, version, plan=digest)
         detail = f"{status.get('readyReplicas', 0)}/{want} replicas ready"
-        return ComponentHealth(False, version, detail)
+        return ComponentHealth(False, version, detail, digest)
 
     async def endpoint(self, cp: ControlPlane) -> str | None:
         return f"https://{_name(cp, 'kube-apiserver')}.{cp.namespace}.svc:6443"
@@ -185,7 +188,7 @@ class KubernetesRuntime:
             ],
             "volumeMounts": mounts,
         }
-        template = {
+        template: dict[str, Any] = {
             "metadata": {"labels": {**labels, "kokpit.io/version": plan.version}},
             "spec": {
                 "containers": [container],
@@ -194,6 +197,8 @@ class KubernetesRuntime:
             },
         }
         meta = self._meta(cp, plan.name, **{"kokpit.io/version": plan.version})
+        meta["annotations"] = {PLAN_ANNOTATION: plan.digest}
+        template["metadata"]["annotations"] = {PLAN_ANNOTATION: plan.digest}
         if plan.name == "etcd":
             spec: dict[str, Any] = {
                 "replicas": cp.etcd_replicas,

@@ -111,16 +111,21 @@ class ProcessRuntime:
         assets = self.assets_for(plan.name, plan.version)
         component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)
         supervisor.ensure(component)
-        versions = {**supervisor.state().get("versions", {}), plan.name: plan.version}
-        supervisor.update(versions=versions)
+        state = supervisor.state()
+        supervisor.update(
+            versions={**state.get("versions", {}), plan.name: plan.version},
+            plans={**state.get("plans", {}), plan.name: plan.digest},
+        )
 
     async def health(self, cp: ControlPlane, name: ComponentName) -> ComponentHealth:
         supervisor = Supervisor(self._layout(cp))
-        version = supervisor.state().get("versions", {}).get(name)
+        state = supervisor.state()
+        version = state.get("versions", {}).get(name)
+        digest = state.get("plans", {}).get(name)
         if not supervisor.running(name):
-            return ComponentHealth(False, None, f"{name} is not running")
+            return ComponentHealth(False, None, f"{name} is not running", digest)
         ok = await asyncio.to_thread(supervisor.healthy, name)
-        return ComponentHealth(ok, version, "" if ok else f"{name} is not healthy yet")
+        return ComponentHealth(ok, version, "" if ok else f"{name} is not healthy yet", digest)
 
     async def endpoint(self, cp: ControlPlane) -> str | None:
         ports = Supervisor(self._layout(cp)).state().get("ports")

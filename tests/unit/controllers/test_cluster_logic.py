@@ -1,6 +1,7 @@
 import pytest
 
 from kokpit.controllers.cluster.skew import skew_error
+from kokpit.providers.controlplane import ComponentPlan
 
 
 @pytest.mark.parametrize(
@@ -17,3 +18,13 @@ from kokpit.controllers.cluster.skew import skew_error
 )
 def test_version_skew_policy(current: str | None, target: str, allowed: bool) -> None:
     assert (skew_error(current, target) is None) == allowed
+
+
+def test_a_flag_or_image_change_is_a_different_plan() -> None:
+    base = ComponentPlan("kube-apiserver", "v1.36.3")
+    assert base.digest == ComponentPlan("kube-apiserver", "v1.36.3", {}).digest
+    assert base.digest != ComponentPlan("kube-apiserver", "v1.36.3", {"v": "2"}).digest
+    assert (
+        base.digest != ComponentPlan("kube-apiserver", "v1.36.3", image="mirror/apiserver").digest
+    )
+    assert base.digest != ComponentPlan("kube-apiserver", "v1.36.4").digest
