@@ -241,11 +241,6 @@ class Cache:
         for informer in list(self._informers.values()):
             await informer.synced.wait()
 
-    def get(self, resource: Resource, name: str, namespace: str | None = None) -> Object | None:
-        """Read from the cluster-wide informer of ``resource`` (a Reader's get)."""
-        store = self.informer(resource).store
-        return store.get(f"{namespace}/{name}" if namespace else name)
-
     def _run(self, scope: Scope, informer: Informer) -> None:
         self._tasks[scope] = asyncio.get_running_loop().create_task(
             informer.start(), name=f"informer-{scope.resource}"
