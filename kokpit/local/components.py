@@ -89,6 +89,13 @@ class Health:
     #: "none" for plain HTTP, "self-signed" for a component's own serving certificate, and
     #: "client-cert" for kube-apiserver (verified against our CA, with the admin certificate).
     tls: str = "none"
+    #: How long one probe may take.
+    timeout_s: float = 2.0
+
+    def probing(self, path: str, timeout_s: float) -> Health:
+        """The same endpoint, asked on another path (``/livez`` instead of ``/readyz``)."""
+        base = self.url.split("/", 3)[:3]
+        return dataclasses.replace(self, url="/".join(base) + path, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,12 @@ from functools import cache
 from kokpit.local.components import Health, Layout
 from kokpit.local.pki import ADMIN
 
-PROBE_TIMEOUT_S = 2.0
-
 
 def healthy(health: Health, layout: Layout) -> bool:
     """True when the component answers its health URL with 200 ``ok``."""
     try:
         with urllib.request.urlopen(
-            health.url, timeout=PROBE_TIMEOUT_S, context=_context(health.tls, layout)
+            health.url, timeout=health.timeout_s, context=_context(health.tls, layout)
         ) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):

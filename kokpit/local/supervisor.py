@@ -72,6 +72,9 @@ class Supervisor:
         """Run ``component``: keep the recorded process if it is alive with the same command
         line, else (re)start it. Returns True when it started a process."""
         if self.running(component.name) and self.argv(component.name) == component.argv:
+            state = self.state()
+            state["processes"][component.name]["health"] = dataclasses.asdict(component.health)
+            self._save(state)
             return False
         self.stop(component.name)
         self.start(component)

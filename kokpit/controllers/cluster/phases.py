@@ -20,7 +20,13 @@ from kokpit.api.conditions import now
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
 from kokpit.local.kubeconfig import render_data
-from kokpit.providers.controlplane import ORDER, ComponentName, ComponentPlan, ControlPlane
+from kokpit.providers.controlplane import (
+    ORDER,
+    ComponentName,
+    ComponentPlan,
+    ControlPlane,
+    Probe,
+)
 from kokpit.providers.controlplane.process import business_pki
 from kokpit.runtime import NotFound
 from kokpit.runtime.resources import SECRETS
@@ -188,16 +194,27 @@ def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
 
 def plan_for(package: Object, name: ComponentName) -> ComponentPlan:
     spec = package["spec"]["components"][SPEC_KEYS[name]]
+    check = _health_check(package, name)
+    probe = (
+        Probe(check["path"], check.get("timeoutSeconds", 5), check.get("failureThreshold", 3))
+        if check
+        else None
+    )
     return ComponentPlan(
-        name, spec["version"], dict(spec.get("flags") or {}), spec.get("image", "")
+        name, spec["version"], dict(spec.get("flags") or {}), spec.get("image", ""), probe
     )
 
 
 def deadline(package: Object, name: ComponentName) -> float:
+    check = _health_check(package, name)
+    return float(check.get("deadlineSeconds", DEFAULT_DEADLINE_S)) if check else DEFAULT_DEADLINE_S
+
+
+def _health_check(package: Object, name: ComponentName) -> dict[str, Any] | None:
     for check in package["spec"].get("healthChecks") or []:
         if check["component"] == name:
-            return float(check.get("deadlineSeconds", DEFAULT_DEADLINE_S))
-    return DEFAULT_DEADLINE_S
+            return dict(check)
+    return None
 
 
 async def _step_failed(

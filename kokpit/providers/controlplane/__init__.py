@@ -45,17 +45,51 @@ class ControlPlane:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The HTTP health check of a component (a package version's ``healthChecks`` entry)."""
+
+    path: str
+    timeout_seconds: int = 5
+    failure_threshold: int = 3
+
+
+#: Used when a package version names no health check for a component.
+DEFAULT_PROBES: Mapping[ComponentName, Probe] = {
+    "etcd": Probe("/health"),
+    "kube-apiserver": Probe("/readyz"),
+    "kube-controller-manager": Probe("/healthz"),
+    "kube-scheduler": Probe("/healthz"),
+}
+
+
+@dataclass(frozen=True)
 class ComponentPlan:
     name: ComponentName
     version: str
     flags: Mapping[str, str] = field(default_factory=dict)
     #: Container image (kubernetes runtime); empty means the upstream image of ``version``.
     image: str = ""
+    #: How to tell the component is healthy; None means :data:`DEFAULT_PROBES`.
+    probe: Probe | None = None
+
+    @property
+    def health_probe(self) -> Probe:
+        return self.probe or DEFAULT_PROBES[self.name]
 
     @property
     def digest(self) -> str:
-        """Identifies the whole plan: a change of flags or image is a change, like a version."""
-        text = json.dumps([self.name, self.version, sorted(self.flags.items()), self.image])
+        """Identifies the whole plan: a change of flags, image or probe is a change, like a
+        version."""
+        probe = self.health_probe
+        text = json.dumps(
+            [
+                self.name,
+                self.version,
+                sorted(self.flags.items()),
+                self.image,
+                [probe.path, probe.timeout_seconds, probe.failure_threshold],
+            ]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

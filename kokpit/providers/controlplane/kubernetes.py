@@ -187,6 +187,7 @@ class KubernetesRuntime:
                 *_flags(_default_flags(cp, plan.name), plan.flags),
             ],
             "volumeMounts": mounts,
+            "readinessProbe": _readiness_probe(plan),
         }
         template: dict[str, Any] = {
             "metadata": {"labels": {**labels, "kokpit.io/version": plan.version}},
@@ -235,6 +236,27 @@ class KubernetesRuntime:
 
 def _name(cp: ControlPlane, component: str) -> str:
     return f"{cp.name}-{component}"
+
+
+#: The port and scheme each component serves its health endpoints on.
+HEALTH_PORTS: dict[str, tuple[int, str]] = {
+    "etcd": (2379, "HTTP"),
+    "kube-apiserver": (6443, "HTTPS"),
+    "kube-controller-manager": (10257, "HTTPS"),
+    "kube-scheduler": (10259, "HTTPS"),
+}
+
+
+def _readiness_probe(plan: ComponentPlan) -> dict[str, Any]:
+    """The package version's health check, as the pod's readiness probe: workload status
+    (ready replicas) then says what the probe says."""
+    probe, (port, scheme) = plan.health_probe, HEALTH_PORTS[plan.name]
+    return {
+        "httpGet": {"path": probe.path, "port": port, "scheme": scheme},
+        "timeoutSeconds": probe.timeout_seconds,
+        "failureThreshold": probe.failure_threshold,
+        "periodSeconds": 5,
+    }
 
 
 def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:

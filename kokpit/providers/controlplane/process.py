@@ -110,6 +110,9 @@ class ProcessRuntime:
         settings = Settings(service_cidr=cp.service_cidr, flags={plan.name: dict(plan.flags)})
         assets = self.assets_for(plan.name, plan.version)
         component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)
+        probe = plan.health_probe
+        health = component.health.probing(probe.path, probe.timeout_seconds)
+        component = dataclasses.replace(component, health=health)
         supervisor.ensure(component)
         state = supervisor.state()
         supervisor.update(

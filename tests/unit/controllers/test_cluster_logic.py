@@ -1,7 +1,10 @@
 import pytest
 
+from kokpit.controllers.cluster.phases import DEFAULT_DEADLINE_S, SPEC_KEYS, deadline, plan_for
 from kokpit.controllers.cluster.skew import skew_error
-from kokpit.providers.controlplane import ComponentPlan
+from kokpit.local.components import Health
+from kokpit.providers.controlplane import DEFAULT_PROBES, ComponentPlan, Probe
+from kokpit.providers.controlplane.kubernetes import _readiness_probe
 
 
 @pytest.mark.parametrize(
@@ -28,3 +31,44 @@ def test_a_flag_or_image_change_is_a_different_plan() -> None:
         base.digest != ComponentPlan("kube-apiserver", "v1.36.3", image="mirror/apiserver").digest
     )
     assert base.digest != ComponentPlan("kube-apiserver", "v1.36.4").digest
+
+
+def package_with(checks: list[dict[str, object]]) -> dict[str, object]:
+    component = {"version": "v1.36.3"}
+    return {
+        "spec": {
+            "components": {key: component for key in SPEC_KEYS.values()},
+            "healthChecks": checks,
+        }
+    }
+
+
+def test_a_package_health_check_becomes_the_components_probe_and_deadline() -> None:
+    package = package_with(
+        [
+            {
+                "component": "kube-apiserver",
+                "path": "/livez",
+                "timeoutSeconds": 9,
+                "deadlineSeconds": 40,
+            }
+        ]
+    )
+    plan = plan_for(package, "kube-apiserver")
+    assert plan.health_probe == Probe("/livez", 9, 3)
+    assert deadline(package, "kube-apiserver") == 40
+    # Components without a check keep their defaults.
+    assert plan_for(package, "etcd").health_probe == DEFAULT_PROBES["etcd"]
+    assert deadline(package, "etcd") == DEFAULT_DEADLINE_S
+    # A changed probe is a changed plan: the runtime must apply it.
+    assert plan.digest != plan_for(package_with([]), "kube-apiserver").digest
+
+
+def test_the_probe_reaches_the_process_health_url_and_the_pod_readiness_probe() -> None:
+    health = Health("https://127.0.0.1:6443/readyz", tls="client-cert")
+    assert health.probing("/livez", 9) == Health(
+        "https://127.0.0.1:6443/livez", tls="client-cert", timeout_s=9
+    )
+    probe = _readiness_probe(ComponentPlan("kube-scheduler", "v1.36.3", probe=Probe("/livez", 7)))
+    assert probe["httpGet"] == {"path": "/livez", "port": 10259, "scheme": "HTTPS"}
+    assert probe["timeoutSeconds"] == 7
