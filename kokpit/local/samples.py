@@ -12,6 +12,7 @@ from typing import Any
 from kokpit.local.assets import read_manifest, release_dir
 from kokpit.local.nodes import SIMULATED_LABEL
 from kokpit.local.versions import Release
+from kokpit.providers.controlplane import DEFAULT_PROBES
 from kokpit.runtime.resources import Resource
 
 WIDGETS = Resource("test.kokpit.io", "v1", "widgets", "Widget")
@@ -86,9 +87,6 @@ def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-
-
 def cluster_package(
     name: str,
     release: Release,
@@ -100,7 +98,8 @@ def cluster_package(
     v = release.version
     etcd = str(read_manifest(release_dir(release))["etcd"])
     checks = [
-        {"component": c, "path": "/readyz", "deadlineSeconds": deadline_seconds} for c in COMPONENTS
+        {"component": c, "path": probe.path, "deadlineSeconds": deadline_seconds}
+        for c, probe in DEFAULT_PROBES.items()
     ]
     return {
         "apiVersion": "kokpit.io/v1alpha1",
