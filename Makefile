@@ -1,6 +1,7 @@
 # kokpit — the two commands a newcomer needs are `make demo` and `make test`.
-# Every target installs what it needs: the virtualenv from requirements.lock (hash-pinned)
-# and the Kubernetes binaries (built once from Go modules into ~/.cache/kokpit/bin).
+# Every target installs what it needs: the virtualenv from requirements.lock (hash-pinned),
+# the Kubernetes binaries (built once from Go modules into ~/.cache/kokpit/bin) and, for the
+# tests, OpenSSH's sshd (from apt, when missing).
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -9,12 +10,13 @@ K8S     ?= v1.36.3
 K8S_PREVIOUS ?= v1.35.4
 PYTEST  ?= $(PY) -m pytest
 
-.PHONY: help venv assets demo test test-unit test-e2e test-slow lint fmt generate bench lock clean
+.PHONY: help venv assets host-deps demo test test-unit test-e2e test-slow lint fmt generate bench \
+	lock clean
 
 help:
 	@echo "make demo   start the local meta-cluster and walk through kokpit"
 	@echo "make test   lint, unit tests and e2e tests on a real local control plane"
-	@echo "other: venv assets test-unit test-e2e test-slow lint fmt generate bench lock clean"
+	@echo "other: venv assets host-deps test-unit test-e2e test-slow lint fmt generate bench lock clean"
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,19 +31,27 @@ assets: $(STAMP)
 	$(PY) -m kokpit local build --version $(K8S)
 	$(PY) -m kokpit local build --version $(K8S_PREVIOUS)
 
+# The ssh executor's e2e tests run real OpenSSH servers as simulated hosts (tests/e2e/hosts.py).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+host-deps:
+	@test -x /usr/sbin/sshd || $(APT) install -y -q openssh-server \
+		|| { $(APT) update -q && $(APT) install -y -q openssh-server; }
+
 demo: assets
 	$(PY) -m kokpit demo
 
-test: lint assets
+test: lint assets host-deps
 	$(PYTEST)
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
 
-test-e2e: assets
+test-e2e: assets host-deps
 	$(PYTEST) tests/e2e -m "not slow"
 
-test-slow: assets
+test-slow: assets host-deps
 	$(PYTEST) -m slow
 
 lint: $(STAMP)

@@ -9,6 +9,14 @@ from typing import Any, Literal
 
 from kokpit.api.schema import field
 
+#: A qualified name: CamelCase, optionally behind a DNS prefix (``example.com/NetworkReady``).
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+#: What a condition's reason must look like.
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
 
 @dataclass(kw_only=True)
 class Condition:
@@ -17,14 +25,14 @@ class Condition:
     type: str = field(
         "The aspect this condition describes, in CamelCase (for example Ready).",
         max_length=316,
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        pattern=CONDITION_TYPE_PATTERN,
     )
     status: Literal["True", "False", "Unknown"] = field("Whether the condition holds.")
     reason: str = field(
         "A CamelCase word a program can switch on, saying why the condition is in this state.",
         min_length=1,
         max_length=1024,
-        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        pattern=REASON_PATTERN,
     )
     message: str = field("What happened, for a person.", max_length=32768)
     last_transition_time: str = field(

@@ -1,7 +1,9 @@
-"""``kokpit operator cluster``: run the Cluster-Operator.
+"""``kokpit operator cluster|machine``: run the Cluster-Operator or the Machine-Operator.
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes,process]
                             [--process-root DIR] [--leader-elect] [--health-port N]
+    kokpit operator machine [--kubeconfig PATH] [--executors ssh,sim]
+                            [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
 """
@@ -10,15 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kokpit.controllers.cluster import ClusterOptions, setup
+from kokpit.controllers import cluster, machine
+from kokpit.controllers.cluster import ClusterOptions
+from kokpit.controllers.machine import MachineOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.machine import Executor
+from kokpit.providers.machine.sim import SimExecutor
+from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.runtime import (
     Client,
     ClientConfig,
@@ -39,7 +48,7 @@ def register(sub: Any) -> None:
     )
     which = p.add_subparsers(dest="operator", required=True, metavar="OPERATOR")
     c = which.add_parser("cluster", help="the Cluster-Operator")
-    c.add_argument("--kubeconfig", type=Path, default=None)
+    _common(c, workers=8)
     c.add_argument(
         "--runtimes",
         default="kubernetes,process",
@@ -50,11 +59,31 @@ def register(sub: Any) -> None:
         type=Path,
         default=Path.home() / ".local" / "share" / "kokpit" / "controlplanes",
     )
-    c.add_argument("--leader-elect", action="store_true")
-    c.add_argument("--namespace", default="kokpit-system", help="where the leader Lease lives")
-    c.add_argument("--health-port", type=int, default=8081)
-    c.add_argument("--workers", type=int, default=8)
     c.set_defaults(run=run_cluster)
+    m = which.add_parser("machine", help="the Machine-Operator")
+    _common(m, workers=16)
+    m.add_argument("--executors", default="ssh,sim", help="executors to enable (default: both)")
+    m.add_argument("--sim-latency", type=float, default=0.0, help="seconds per simulated step")
+    m.add_argument(
+        "--sim-failure-rate", type=float, default=0.0, help="share of simulated steps that fail"
+    )
+    m.add_argument("--recheck-interval", type=float, default=600.0)
+    m.add_argument(
+        "--cluster-qps",
+        type=float,
+        default=50.0,
+        help="API requests per second per business cluster",
+    )
+    m.set_defaults(run=run_machine)
+
+
+def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
+    p.add_argument("--kubeconfig", type=Path, default=None)
+    p.add_argument("--leader-elect", action="store_true")
+    p.add_argument("--namespace", default="kokpit-system", help="where the leader Lease lives")
+    p.add_argument("--health-port", type=int, default=8081)
+    p.add_argument("--workers", type=int, default=workers)
+    p.add_argument("--qps", type=float, default=200.0, help="API requests per second")
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -64,22 +93,59 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 
 async def _cluster(args: argparse.Namespace) -> None:
-    config = ClientConfig.load(args.kubeconfig, qps=200, burst=400)
+    async with _manager(args, "cluster") as (manager, recorder):
+        available: dict[str, ControlPlaneRuntime] = {
+            "kubernetes": KubernetesRuntime(manager.client),
+            "process": ProcessRuntime(args.process_root),
+        }
+        runtimes = {n: available[n] for n in args.runtimes.split(",") if n}
+        options = ClusterOptions(max_concurrent_reconciles=args.workers)
+        cluster.setup(manager, runtimes, recorder, options)
+        await manager.start()
+
+
+def run_machine(args: argparse.Namespace) -> int:
+    configure()
+    asyncio.run(_machine(args))
+    return 0
+
+
+async def _machine(args: argparse.Namespace) -> None:
+    async with _manager(args, "machine") as (manager, recorder):
+        available: dict[str, Executor] = {
+            "ssh": SSHExecutor(),
+            "sim": SimExecutor(latency=args.sim_latency, failure_rate=args.sim_failure_rate),
+        }
+        executors = {n: available[n] for n in args.executors.split(",") if n}
+        options = MachineOptions(
+            max_concurrent_reconciles=args.workers,
+            recheck_interval=args.recheck_interval,
+            cluster_qps=args.cluster_qps,
+            cluster_burst=int(args.cluster_qps * 2),
+        )
+        reconciler = machine.setup(manager, executors, recorder, options)
+        try:
+            await manager.start()
+        finally:
+            await reconciler.close()
+            for executor in available.values():
+                await executor.close()
+
+
+@contextlib.asynccontextmanager
+async def _manager(
+    args: argparse.Namespace, name: str
+) -> AsyncIterator[tuple[Manager, EventRecorder]]:
+    """A manager for operator ``name``: client, optional leader election, health server."""
+    config = ClientConfig.load(args.kubeconfig, qps=args.qps, burst=int(args.qps * 2))
     identity = f"{socket.gethostname()}_{os.getpid()}"
     async with Client(config) as client:
         election = (
-            LeaderElectionConfig(args.namespace, "kokpit-cluster-operator", identity)
+            LeaderElectionConfig(args.namespace, f"kokpit-{name}-operator", identity)
             if args.leader_elect
             else None
         )
         manager = Manager(
             client, ManagerOptions(leader_election=election, health_port=args.health_port)
         )
-        available: dict[str, ControlPlaneRuntime] = {
-            "kubernetes": KubernetesRuntime(client),
-            "process": ProcessRuntime(args.process_root),
-        }
-        runtimes = {n: available[n] for n in args.runtimes.split(",") if n}
-        recorder = EventRecorder(client, "kokpit.io/cluster-operator", identity)
-        setup(manager, runtimes, recorder, ClusterOptions(max_concurrent_reconciles=args.workers))
-        await manager.start()
+        yield manager, EventRecorder(client, f"kokpit.io/{name}-operator", identity)

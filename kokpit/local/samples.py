@@ -92,6 +92,7 @@ def cluster_package(
     release: Release,
     *,
     apiserver_flags: dict[str, str] | None = None,
+    controller_manager_flags: dict[str, str] | None = None,
     deadline_seconds: int = 60,
 ) -> dict[str, Any]:
     """A ClusterPackageVersion of a built release (etcd at the version the release ships)."""
@@ -110,7 +111,7 @@ def cluster_package(
             "components": {
                 "etcd": {"version": etcd},
                 "kubeAPIServer": {"version": v, "flags": apiserver_flags or {}},
-                "kubeControllerManager": {"version": v},
+                "kubeControllerManager": {"version": v, "flags": controller_manager_flags or {}},
                 "kubeScheduler": {"version": v},
             },
             "healthChecks": checks,

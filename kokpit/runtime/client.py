@@ -92,6 +92,9 @@ class RetryPolicy:
         return None
 
 
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
 @dataclass
 class Client:
     """Talks to one API server. Use as ``async with Client(config) as client``."""
@@ -208,6 +211,22 @@ class Client:
         created: Object = await self.request("POST", res.path(ns), body=obj)
         return created
 
+    async def evict(self, namespace: str, name: str) -> None:
+        """Evict a pod through the Eviction API, which honours PodDisruptionBudgets. A budget
+        that forbids it now raises :class:`~kokpit.runtime.errors.TooManyRequests` at once
+        (not retried here: the caller decides when to try again)."""
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        await self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+            body=eviction,
+            retry=NO_RETRY,
+        )
+
     async def replace(
         self, res: Resource, obj: Object, *, subresource: str | None = None
     ) -> Object:
@@ -297,11 +316,15 @@ class Client:
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        """One API call, decoded; errors are typed, retries follow :class:`RetryPolicy`."""
+        """One API call, decoded; errors are typed, retries follow ``retry`` (default: the
+        client's :class:`RetryPolicy`)."""
         data = None if body is None else orjson.dumps(body)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        response = await self._send(method, path, params, data, content_type, accept, timeout)
+        response = await self._send(
+            method, path, params, data, content_type, accept, timeout, retry or self.retry
+        )
         async with response:
             payload = await response.read()
         return orjson.loads(payload) if payload else None
@@ -315,6 +338,7 @@ class Client:
         content_type: str | None,
         accept: str,
         client_timeout: aiohttp.ClientTimeout,
+        retry: RetryPolicy | None = None,
     ) -> aiohttp.ClientResponse:
         """Send with rate limiting and retries; returns a 2xx response that is still open."""
         session = self._ensure_session()
@@ -354,7 +378,7 @@ class Client:
                     failure = error_from(
                         response.status, await response.read(), response.headers.get("Retry-After")
                     )
-            delay = self.retry.delay(method, failure, attempt, apply=apply)
+            delay = (retry or self.retry).delay(method, failure, attempt, apply=apply)
             if delay is None:
                 raise failure
             attempt += 1

@@ -68,14 +68,36 @@ class ClientConfig:
         """Load ``path`` (default ``$KUBECONFIG``, then ``~/.kube/config``)."""
         path = Path(path or os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
         try:
-            doc = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+            text = path.read_text()
+        except OSError as e:
             raise ConfigError(f"cannot read kubeconfig {path}: {e}") from e
-        base = path.parent
+        return cls.from_kubeconfig_data(
+            text, context=context, base=path.parent, source=str(path), **overrides
+        )
+
+    @classmethod
+    def from_kubeconfig_data(
+        cls,
+        text: str | bytes,
+        *,
+        context: str | None = None,
+        base: Path | None = None,
+        source: str = "data",
+        **overrides: Any,
+    ) -> ClientConfig:
+        """A kubeconfig's contents (a business cluster's, from a Secret); relative file
+        references resolve against ``base`` (default: the current directory)."""
+        base = base or Path.cwd()
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse kubeconfig {source}: {e}") from e
+        if not isinstance(doc, dict):
+            raise ConfigError(f"cannot parse kubeconfig {source}: not a mapping")
         ctx_name = context or doc.get("current-context")
-        ctx = _named(doc, "contexts", ctx_name, path)["context"]
-        cluster = _named(doc, "clusters", ctx["cluster"], path)["cluster"]
-        user = _named(doc, "users", ctx["user"], path).get("user") or {}
+        ctx = _named(doc, "contexts", ctx_name, source)["context"]
+        cluster = _named(doc, "clusters", ctx["cluster"], source)["cluster"]
+        user = _named(doc, "users", ctx["user"], source).get("user") or {}
         token_file = user.get("tokenFile")
         return cls(
             server=cluster["server"].rstrip("/"),
@@ -112,12 +134,12 @@ class ClientConfig:
         return cls.from_kubeconfig(kubeconfig, **overrides)
 
 
-def _named(doc: dict[str, Any], section: str, name: str | None, path: Path) -> dict[str, Any]:
+def _named(doc: dict[str, Any], section: str, name: str | None, source: str) -> dict[str, Any]:
     for entry in doc.get(section) or []:
         if entry.get("name") == name:
             found: dict[str, Any] = entry
             return found
-    raise ConfigError(f"kubeconfig {path} has no {section[:-1]} named {name!r}")
+    raise ConfigError(f"kubeconfig {source} has no {section[:-1]} named {name!r}")
 
 
 def _data(section: dict[str, Any], key: str, base: Path) -> bytes | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kokpit.api.conditions import Condition
+from kokpit.api.conditions import CONDITION_TYPE_PATTERN, Condition
 from kokpit.api.schema import Kind, PrinterColumn, Rule, field
 
 # Condition types.
@@ -46,8 +46,8 @@ class ReadinessGate:
     condition_type: str = field(
         "The node condition type, reported in the node's Condition ConfigMap by the operator "
         "that owns it (e.g. network.example.com/Ready).",
-        min_length=1,
         max_length=316,
+        pattern=CONDITION_TYPE_PATTERN,
     )
     mode: Literal["Bootstrap", "Continuous"] = field(
         "Bootstrap gates only hold a new node back; Continuous gates also make a Ready node "
@@ -73,9 +73,11 @@ class MachineSpec:
         ),
     )
     port: int = field("SSH port.", default=22, minimum=1, maximum=65535)
-    ssh_secret_ref: LocalRef = field(
+    ssh_secret_ref: LocalRef | None = field(
         "Secret with the SSH credentials: username, privateKey, and knownHosts, the pinned "
-        "host key. A host whose key does not match is refused, never trusted on first use."
+        "host key. A host whose key does not match is refused, never trusted on first use. "
+        "Required with the ssh executor.",
+        default=None,
     )
     package_version: str = field(
         "Name of the MachinePackageVersion to apply.", min_length=1, max_length=253
@@ -96,6 +98,13 @@ class MachineSpec:
         max_items=32,
         list_type="map",
         list_map_keys=("conditionType",),
+    )
+    __rules__ = (
+        Rule(
+            "self.executor != 'ssh' || has(self.sshSecretRef)",
+            "spec.sshSecretRef is required with the ssh executor: name the Secret holding "
+            "username, privateKey and knownHosts",
+        ),
     )
 
 
@@ -128,6 +137,16 @@ class MachineStatus:
     phase: MachinePhase | None = field("Where the machine is in its lifecycle.", default=None)
     observed_generation: int | None = field("The generation last reconciled.", default=None)
     node_name: str | None = field("The Node this host registered as.", default=None)
+    package_version: str | None = field(
+        "The MachinePackageVersion last applied in full: its remove steps are the ones used "
+        "for packages that the desired version no longer has.",
+        default=None,
+    )
+    bootstrapped: bool = field(
+        "Every readiness gate has passed once since the node joined; from then on only "
+        "Continuous gates can make it unschedulable again.",
+        default=False,
+    )
     packages: list[InstalledPackage] = field(
         "Each package's installed version.", default_factory=list
     )

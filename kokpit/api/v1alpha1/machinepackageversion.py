@@ -48,7 +48,10 @@ class AptInstall:
 
     package: str = field("The Debian package name.", min_length=1, max_length=128)
     version: str = field(
-        "The exact Debian version; empty means the newest.", default="", max_length=128
+        "The exact Debian version to install; empty means the package's version. The check "
+        "step reports the installed Debian version, so it must equal the package's version.",
+        default="",
+        max_length=128,
     )
 
 
