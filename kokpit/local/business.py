@@ -71,21 +71,7 @@ def business_cluster(
         )
         kubeconfig = workdir / "biz.kubeconfig"
         kubeconfig.write_bytes(base64.b64decode(secret["data"]["value"]))
-        with (workdir / "kwok.log").open("wb") as kwok_log:
-            kwok = subprocess.Popen(
-                [
-                    str(assets.bin("kwok")),
-                    f"--kubeconfig={kubeconfig}",
-                    f"--config={assets.kwok_stages}",
-                    "--manage-all-nodes=false",
-                    f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                    f"--server-address=127.0.0.1:{free_port()}",
-                    "--node-ip=127.0.0.1",
-                    f"--node-lease-duration-seconds={lease_seconds}",
-                ],
-                stdout=kwok_log,
-                stderr=subprocess.STDOUT,
-            )
+        kwok = start_kwok(assets, kubeconfig, workdir, lease_seconds=lease_seconds)
         yield BusinessCluster(
             namespace, name, kubeconfig, Kubectl(assets.bin("kubectl"), kubeconfig)
         )
@@ -97,6 +83,28 @@ def business_cluster(
             meta.run("delete", "cluster", "-n", namespace, name, "--wait=true", "--timeout=60s")
         operator.terminate()
         operator.wait(30)
+
+
+def start_kwok(
+    assets: Assets, kubeconfig: Path, workdir: Path, *, lease_seconds: int = 40
+) -> subprocess.Popen[bytes]:
+    """KWOK for a business cluster: it plays the kubelet of the nodes annotated for it (the
+    ones Machines register), logging to ``workdir/kwok.log``."""
+    with (workdir / "kwok.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(assets.bin("kwok")),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={assets.kwok_stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--node-ip=127.0.0.1",
+                f"--node-lease-duration-seconds={lease_seconds}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def free_port() -> int:

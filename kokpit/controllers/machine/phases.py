@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from kokpit.api.conditions import now
@@ -107,7 +108,7 @@ async def reconcile_node(r: MachineReconciler, scope: MachineScope) -> bool:
             r.forget(scope)
             scope.requeue(0.5)
             return False
-    await _publish_conditions(r, client, node, verdict)
+    node = await _publish_conditions(r, client, node, verdict)
     await _set_taint(client, node, not verdict.passed)
     r.mark_published(scope, verdict)
     return True
@@ -321,11 +322,15 @@ async def _register(r: MachineReconciler, scope: MachineScope, client: Client) -
 
 async def _publish_conditions(
     r: MachineReconciler, client: Client, node: Object, verdict: gates.Verdict
-) -> None:
+) -> Object:
     """Server-side apply of the reported conditions on the node's status, as their own field
     manager: the kubelet's (KWOK's) conditions are left alone, and a condition no longer
     reported is removed with our ownership of it."""
     current = {c["type"]: c for c in (node.get("status") or {}).get("conditions") or []}
+    if all(_published(current.get(r.type), r) for r in verdict.conditions) and not (
+        _ours(node, r.options.gates_field_manager) - {r.type for r in verdict.conditions}
+    ):
+        return node  # nothing to change: no write
     stamp = now()
     conditions = []
     for report in verdict.conditions:
@@ -341,7 +346,7 @@ async def _publish_conditions(
                 "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,  # type: ignore[index]
             }
         )
-    await client.apply(
+    return await client.apply(
         NODES,
         {
             "apiVersion": "v1",
@@ -354,24 +359,51 @@ async def _publish_conditions(
     )
 
 
+def _published(condition: Object | None, report: gates.Report) -> bool:
+    return condition is not None and all(
+        condition.get(k) == v
+        for k, v in (
+            ("status", report.status),
+            ("reason", report.reason),
+            ("message", report.message),
+        )
+    )
+
+
+def _ours(node: Object, manager: str) -> set[str]:
+    """The condition types ``manager`` owns on the node, from its managedFields."""
+    types: set[str] = set()
+    for entry in node["metadata"].get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("subresource") != "status":
+            continue
+        fields = (entry.get("fieldsV1") or {}).get("f:status", {}).get("f:conditions", {})
+        for key in fields:
+            if key.startswith("k:"):
+                types.add(json.loads(key[2:])["type"])
+    return types
+
+
 async def _set_taint(client: Client, node: Object, tainted: bool) -> None:
     """Add or remove the not-ready taint; conditional on the node's resourceVersion, because
     taints are one list that the node lifecycle controller writes too."""
-    taints = (node.get("spec") or {}).get("taints") or []
-    has = any(_is_gate_taint(t) for t in taints)
-    if has == tainted:
-        return
-    new = [t for t in taints if not _is_gate_taint(t)]
-    if tainted:
-        new.append(gates.NOT_READY_TAINT)
-    await client.patch(
-        NODES,
-        node["metadata"]["name"],
-        {
-            "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-            "spec": {"taints": new},
-        },
-    )
+    name = node["metadata"]["name"]
+    for attempt in range(3):
+        taints = (node.get("spec") or {}).get("taints") or []
+        if any(_is_gate_taint(t) for t in taints) == tainted:
+            return
+        new = [t for t in taints if not _is_gate_taint(t)]
+        if tainted:
+            new.append(gates.NOT_READY_TAINT)
+        rv = node["metadata"]["resourceVersion"]
+        try:
+            await client.patch(
+                NODES, name, {"metadata": {"resourceVersion": rv}, "spec": {"taints": new}}
+            )
+            return
+        except Conflict:  # the kubelet (KWOK) wrote the node in between: read it again
+            if attempt == 2:
+                raise
+            node = await client.get(NODES, name)
 
 
 def _is_gate_taint(taint: dict[str, Any]) -> bool:

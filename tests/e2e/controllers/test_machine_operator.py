@@ -33,6 +33,7 @@ from kokpit.runtime import (
     Client,
     ClientConfig,
     EventRecorder,
+    Forbidden,
     Manager,
     ManagerOptions,
     NotFound,
@@ -40,6 +41,7 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.resources import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
+from tests.e2e.rbac import apply_rbac, service_account
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "machines-e2e"
@@ -105,8 +107,13 @@ class Operator:
 
 
 @pytest.fixture
-async def operator(local_cluster: LocalCluster, biz: BusinessCluster) -> AsyncIterator[Operator]:
-    op = Operator(ClientConfig.from_kubeconfig(local_cluster.kubeconfig))
+async def operator(
+    local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster
+) -> AsyncIterator[Operator]:
+    """The operator with the permissions of config/rbac/machine-operator.yaml."""
+    apply_rbac(kubectl, "machine-operator")
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    op = Operator(service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator"))
     await op.start()
     yield op
     await op.kill()
@@ -626,3 +633,37 @@ async def test_deleting_a_machine_drains_its_node_within_pod_disruption_budgets(
     with pytest.raises(NotFound):
         await business.get(NODES, "drained")
     biz.kubectl.run("delete", "deployment", "guarded", "-n", "default")
+
+
+async def test_a_reporter_may_patch_condition_configmaps_and_nothing_else(
+    operator: Operator,
+    client: Client,
+    kubectl: Kubectl,
+    local_cluster: LocalCluster,
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    await create_machine(client, "reported", "e2e-node", gates=[{"conditionType": "DiskReady"}])
+    await wait_machine(client, "reported", lambda o: bool(o.get("status", {}).get("nodeName")))
+    apply_rbac(kubectl, "node-condition-reporter")
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "storage-reports",
+        "-n",
+        NS,
+        "--clusterrole=kokpit-node-condition-reporter",
+        f"--serviceaccount={NS}:storage-operator",
+    )
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    async with Client(service_account(kubectl, admin, NS, "storage-operator")) as reporter:
+        await report(reporter, "reported", "disk", gate_report("DiskReady", "True"))
+        await wait_machine(client, "reported", is_ready)
+        with pytest.raises(Forbidden):  # cannot invent a node's ConfigMap
+            await report(reporter, "no-such-machine", "disk", gate_report("DiskReady", "True"))
+        with pytest.raises(Forbidden):
+            await reporter.get(SECRETS, "reported", namespace=NS)
+    await delete_machine(client, "reported")
