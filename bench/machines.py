@@ -79,23 +79,29 @@ def requests_made(port: int) -> float:
 
 
 async def report_gates(meta: Client, count: int) -> None:
-    """The network operator: report the gate True as soon as each ConfigMap exists."""
+    """The network operator: report the gate True as each ConfigMap appears (one watch)."""
+    selector = "kokpit.io/node-conditions=true"
+    version = (await meta.list(CONFIGMAPS, namespace=NS, label_selector=selector)).resource_version
     reported: set[str] = set()
-    gate_ok = gate("True")
     sem = asyncio.Semaphore(32)
+    tasks: set[asyncio.Task[None]] = set()
 
     async def one(name: str) -> None:
         async with sem:
-            await meta.patch(CONFIGMAPS, name, {"data": gate_ok}, namespace=NS)
+            await meta.patch(CONFIGMAPS, name, {"data": gate("True")}, namespace=NS)
 
     while len(reported) < count:
-        listed = await meta.list(
-            CONFIGMAPS, namespace=NS, label_selector="kokpit.io/node-conditions=true", limit=2000
-        )
-        new = [c["metadata"]["name"] for c in listed.items if c["metadata"]["name"] not in reported]
-        await asyncio.gather(*(one(n) for n in new))
-        reported.update(new)
-        await asyncio.sleep(1)
+        async for event in meta.watch(
+            CONFIGMAPS, namespace=NS, label_selector=selector, resource_version=version
+        ):
+            version = event.object["metadata"]["resourceVersion"]
+            name = event.object["metadata"].get("name")
+            if event.type == "ADDED" and name not in reported:
+                reported.add(name)
+                task = asyncio.create_task(one(name))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
 
 
 async def wait_ready(meta: Client, count: int, limit: float) -> float:

@@ -11,15 +11,23 @@ import argparse
 import collections
 import contextlib
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kokpit.cli import demo_business
+from kokpit.cli import demo_business, demo_machines
 from kokpit.cli.local import cluster_of, print_env
-from kokpit.local import AlreadyRunningError, Kubectl, ensure_assets, release, samples
+from kokpit.local import (
+    AlreadyRunningError,
+    Kubectl,
+    KubectlError,
+    ensure_assets,
+    release,
+    samples,
+)
 from kokpit.local import nodes as kwok_nodes
 
 NAMESPACE = demo_business.NAMESPACE
@@ -45,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     )
     owned = True
     operator: demo_business.OperatorThread | None = None
+    kwok: subprocess.Popen[bytes] | None = None
     try:
         cluster.up(assets, progress=_step)
     except AlreadyRunningError:
@@ -70,18 +79,30 @@ def run(args: argparse.Namespace) -> int:
         )
 
         _step("4. A business cluster, kept by the Cluster-Operator (control plane as processes)")
-        operator = demo_business.story(cluster, kubectl, _step)
+        operator, business = demo_business.story(cluster, kubectl, _step)
 
-        _step("5. Look around with kubectl:")
+        _step("5. Machines join it as nodes, held back until their readiness gates pass")
+        kwok = demo_machines.story(
+            kubectl, business, assets, cluster.layout.root, demo_business.NAME, _step
+        )
+
+        _step("6. Look around with kubectl:")
         print_env(cluster, assets.bin("kubectl").parent)
         print("kubectl get nodes\nkubectl get pods -n kokpit-demo -o wide")
         print("kubectl get clusters,clusterpackageversions -A; kubectl get events -n kokpit-demo")
+        print("kubectl get machines,machinepackageversions -A -o wide")
+        print(f"kubectl --kubeconfig {business.kubeconfig} get nodes")
         print(f"# component logs: {cluster.layout.root / 'logs'}", flush=True)
         if not args.no_wait:
             _step("Press Ctrl-C to stop.")
             _wait_for_signal()
     finally:
         if operator is not None:
+            with contextlib.suppress(KubectlError):  # what cannot be cleaned up stays visible
+                demo_machines.tear_down(kubectl)
+            if kwok is not None:
+                kwok.terminate()
+                kwok.wait(10)
             demo_business.tear_down(operator, kubectl)
         if owned:
             cluster.down()  # first: a closed terminal or pipe must not keep the cluster running

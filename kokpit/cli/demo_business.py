@@ -1,6 +1,7 @@
 """The business-cluster part of ``kokpit demo``: the Cluster-Operator, running in a thread of
 the demo, creates a real business control plane (process runtime), upgrades it, and rolls back
-a broken package version by itself."""
+a broken package version by itself. The Machine-Operator runs beside it, in the same manager,
+for the machines part (:mod:`.demo_machines`)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from typing import Any
 
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import KINDS
+from kokpit.controllers import machine
 from kokpit.controllers.cluster import CLUSTERS, ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.assets import find
 from kokpit.local.samples import cluster_package
 from kokpit.local.versions import RELEASES
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.machine.sim import SimExecutor
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import SECRETS
 
@@ -39,6 +42,7 @@ class OperatorThread:
         self.kubeconfig, self.root = kubeconfig, root
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
+        self.machines: machine.MachineReconciler | None = None
 
     def start(self) -> None:
         self.thread.start()
@@ -54,6 +58,8 @@ class OperatorThread:
             recorder,
             ClusterOptions(poll_interval=0.5),
         )
+        machines = EventRecorder(self.client, "kokpit.io/machine-operator", "demo")
+        self.machines = machine.setup(manager, {"sim": SimExecutor(latency=0.3)}, machines)
         self.task = asyncio.create_task(manager.start())
 
     def call(self, fn: Callable[[], Any]) -> Any:
@@ -66,6 +72,8 @@ class OperatorThread:
                 self.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.task
+            if self.machines is not None:
+                await self.machines.close()
             if self.client is not None:
                 await self.client.close()
 
@@ -110,8 +118,11 @@ def at(version: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -> OperatorThread:
-    """Walk through the Cluster-Operator; returns it running, for the caller to stop."""
+def story(
+    cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]
+) -> tuple[OperatorThread, Kubectl]:
+    """Walk through the Cluster-Operator; returns it running, for the caller to stop, and a
+    kubectl for the business cluster."""
     new, old = RELEASES[0], RELEASES[1]
     kubectl.apply([crd(kind) for kind in KINDS])
     kubectl.wait_established(*(f"{kind.plural}.{kind.group}" for kind in KINDS))
@@ -152,7 +163,7 @@ def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -
             f"   (build {old.version} with `kokpit local build --version {old.version}` to see "
             "an upgrade and an automatic rollback here)"
         )
-        return operator
+        return operator, business
     business.run("create", "configmap", "survivor", "--from-literal=hello=world")
 
     say("   Upgrade to a package whose kube-apiserver has a broken flag: the health check")
@@ -170,7 +181,7 @@ def story(cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]) -
     wait_for(operator, at(new.version), "upgrade")
     data = business.get("configmap", "survivor")["data"]
     say(f"   Ready at {version(business)}; the data is still there: {data}")
-    return operator
+    return operator, business
 
 
 def patch(kubectl: Kubectl, package_version: str) -> None:

@@ -1,0 +1,135 @@
+"""The machines part of ``kokpit demo``: the Machine-Operator installs the packages of three
+simulated hosts, joins them to the business cluster as nodes (KWOK plays their kubelets), and
+keeps them unschedulable until a network operator — played here by the demo — reports them
+ready in their Condition ConfigMaps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kokpit.local import Assets, Kubectl
+from kokpit.local.business import start_kwok
+
+NAMESPACE = "kokpit-demo"
+GATE = "example.com/NetworkReady"
+HOSTS = ("host-1", "host-2", "host-3")
+
+
+def script_package(name: str, kind: str, version: str) -> dict[str, Any]:
+    state = f'"$KOKPIT_ROOT/var/lib/kokpit/{name}"'
+    return {
+        "name": name,
+        "kind": kind,
+        "version": version,
+        "install": {
+            "script": {
+                "check": {"run": f"cat {state} 2>/dev/null || true"},
+                "install": {"run": f'mkdir -p "$(dirname {state})" && echo {version} > {state}'},
+                "remove": {"run": f"rm -f {state}"},
+            }
+        },
+    }
+
+
+def story(
+    kubectl: Kubectl,
+    business: Kubectl,
+    assets: Assets,
+    workdir: Path,
+    cluster: str,
+    say: Callable[[str], None],
+) -> subprocess.Popen[bytes]:
+    """Walk through the Machine-Operator; returns the business cluster's KWOK, for the caller
+    to stop after :func:`tear_down`."""
+    kwok = start_kwok(assets, business.kubeconfig, workdir)
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "MachinePackageVersion",
+                "metadata": {"name": "hosts-v1"},
+                "spec": {
+                    "packages": [
+                        script_package("sysctl", "SystemConfig", "1"),
+                        script_package("containerd", "ContainerRuntime", "2.0.5"),
+                        script_package("kubelet", "Kubelet", "1.36.3"),
+                    ]
+                },
+            },
+            *(machine(name, cluster) for name in HOSTS),
+        ]
+    )
+    say(f"   {len(HOSTS)} Machines (simulated hosts) → MachinePackageVersion hosts-v1")
+    machines = wait(kubectl, lambda ms: all(m.get("status", {}).get("nodeName") for m in ms))
+    nodes = business.get("nodes")["items"]
+    tainted = [n["metadata"]["name"] for n in nodes if _tainted(n)]
+    say(
+        f"   packages installed, {len(machines)} nodes joined the business cluster, "
+        f"{len(tainted)} held unschedulable (taint kokpit.io/not-ready: {GATE} not reported)"
+    )
+    for name in HOSTS:  # the network operator reports each node ready
+        report = {"type": GATE, "status": "True", "reason": "RoutesProgrammed", "message": ""}
+        kubectl.run(
+            "patch",
+            "configmap",
+            "-n",
+            NAMESPACE,
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"data": {"network": json.dumps(report)}}),
+        )
+    say(f"   the network operator reports {GATE}=True in each node's Condition ConfigMap")
+    wait(kubectl, lambda ms: all(_ready(m) for m in ms))
+    nodes = business.get("nodes")["items"]
+    free = [n["metadata"]["name"] for n in nodes if not _tainted(n)]
+    say(f"   every gate passes: {len(free)} nodes schedulable; kubectl get machines -n {NAMESPACE}")
+    return kwok
+
+
+def machine(name: str, cluster: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Machine",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "clusterRef": {"name": cluster},
+            "executor": "sim",
+            "address": "192.0.2.1",
+            "packageVersion": "hosts-v1",
+            "readinessGates": [{"conditionType": GATE}],
+        },
+    }
+
+
+def tear_down(kubectl: Kubectl) -> None:
+    """Delete the Machines (their finalizer drains and deletes the nodes)."""
+    kubectl.run("delete", "machines", "-n", NAMESPACE, "--all", "--wait=true", "--timeout=60s")
+
+
+def wait(
+    kubectl: Kubectl, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 120
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        machines = kubectl.get("machines", "-n", NAMESPACE)["items"]
+        if len(machines) == len(HOSTS) and check(machines):
+            return list(machines)
+        if time.monotonic() > deadline:
+            status = {m["metadata"]["name"]: m.get("status") for m in machines}
+            raise TimeoutError(f"the Machines did not get there: {json.dumps(status)}")
+        time.sleep(0.5)
+
+
+def _ready(machine: dict[str, Any]) -> bool:
+    conditions = machine.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _tainted(node: dict[str, Any]) -> bool:
+    return any(t["key"] == "kokpit.io/not-ready" for t in node["spec"].get("taints") or [])
