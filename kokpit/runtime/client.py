@@ -93,6 +93,7 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+CLOSE_GRACE_S = 0.1
 
 
 @dataclass
@@ -119,8 +120,12 @@ class Client:
 
     async def close(self) -> None:
         if self._session is not None:
-            await self._session.close()
-            self._session = None
+            session, self._session = self._session, None
+            await session.close()
+            # A TLS transport finishes closing a few loop turns after the session says it is
+            # closed (aiohttp's documented caveat); let it, rather than leave it to the garbage
+            # collector and its "unclosed transport" warning.
+            await asyncio.sleep(CLOSE_GRACE_S)
 
     # -- reads -------------------------------------------------------------------------
 

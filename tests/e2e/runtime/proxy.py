@@ -17,6 +17,7 @@ class Proxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self._open = True
 
     async def __aenter__(self) -> Proxy:
@@ -29,6 +30,10 @@ class Proxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        # Let every connection handler see its cut and its transports finish closing (an
+        # aborted transport closes on a later loop turn): none is left to the garbage collector.
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await asyncio.sleep(0)
 
     def cut(self) -> None:
         """Drop every open connection mid-stream."""
@@ -46,6 +51,10 @@ class Proxy:
         self._open = True
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         if not self._open:
             writer.transport.abort()
             return
