@@ -263,12 +263,21 @@ def setup(
         reconciler,
         ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles),
     )
-    controller.watch(machines)
+    controller.watch(machines, predicate=_spec_or_deletion_changed)
     controller.watch(reconciler.package_versions, machines_using)
     controller.watch(reconciler.cluster_informer, machines_of, _endpoint_changed)
     controller.watch(reconciler.condition_configmaps)  # same namespace and name as the Machine
     manager.add(controller)
     return reconciler
+
+
+def _spec_or_deletion_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """A Machine's own status writes (several per reconcile) need no reconcile of their own;
+    a new spec or a deletion does. Everything else comes back through requeues."""
+    if old is None:
+        return True
+    before, after = old["metadata"], new["metadata"]
+    return any(before.get(k) != after.get(k) for k in ("generation", "deletionTimestamp"))
 
 
 def _endpoint_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

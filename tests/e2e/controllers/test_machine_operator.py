@@ -238,17 +238,11 @@ def installed(host: SimulatedHost, name: str) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-async def delete_machine(client: Client, name: str, within: float = 60) -> None:
+async def delete_machine(client: Client, name: str) -> None:
+    """Delete a Machine and wait until its finalizer has run and it is gone."""
     with contextlib.suppress(NotFound):
         await client.delete(MACHINES, name, namespace=NS)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            await client.get(MACHINES, name, namespace=NS)
-        except NotFound:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"machine {name} was not deleted")
+    await gone(client, MACHINES, name, within=60)
 
 
 async def gone(client: Client, resource: Resource, name: str, within: float = 30) -> None:
