@@ -6,7 +6,9 @@ The helper sends at most two JSON merge patches — one for metadata and spec, o
 subresource — each only if something changed, so a reconcile that changes nothing writes
 nothing. A metadata patch that touches ``finalizers`` carries the resourceVersion it was based
 on, because a merge patch replaces lists whole and another controller's finalizer must not be
-lost; a stale version fails with Conflict and the reconcile is retried from fresh state.
+lost. The status patch always carries it: a reconcile that started from a cache that had not
+yet seen the last status write would otherwise put older facts back. A stale version fails with
+Conflict and the reconcile is retried from fresh state.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ class PatchHelper:
             )
         status = merge_patch(self._before.get("status") or {}, obj.get("status") or {})
         if status:
+            # Conditional, like the finalizers: a status computed from a stale read must not
+            # overwrite a newer one (the reconcile is retried from fresh state instead).
+            based_on = (written or self._before)["metadata"]["resourceVersion"]
             written = await self.client.patch(
                 self.resource,
                 meta["name"],
-                {"status": status},
+                {"metadata": {"resourceVersion": based_on}, "status": status},
                 namespace=meta.get("namespace"),
                 subresource="status",
             )

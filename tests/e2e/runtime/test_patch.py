@@ -60,3 +60,18 @@ async def test_a_finalizer_change_from_stale_state_conflicts(
     fresh = await client.get(widget_crd, "w", namespace=namespace)
     assert fresh["metadata"]["finalizers"] == ["other.io/keep"], "theirs was not overwritten"
     await client.patch(widget_crd, "w", {"metadata": {"finalizers": None}}, namespace=namespace)
+
+
+async def test_a_status_computed_from_a_stale_read_conflicts(
+    client: Client, namespace: str, widget_crd: Resource
+) -> None:
+    obj = await client.create(widget_crd, widget(namespace, "w"))
+    # A reconcile writes a status...
+    first = PatchHelper(client, widget_crd, copy.deepcopy(obj))
+    await first.patch({**copy.deepcopy(obj), "status": {"count": 2}})
+    # ...and the next one starts from a cache that has not seen that write yet.
+    stale = PatchHelper(client, widget_crd, copy.deepcopy(obj))
+    with pytest.raises(Conflict):
+        await stale.patch({**copy.deepcopy(obj), "status": {"count": 1}})
+    fresh = await client.get(widget_crd, "w", namespace=namespace)
+    assert fresh["status"] == {"count": 2}, "the newer status stands"
