@@ -29,6 +29,7 @@ from kokpit.local import (
     samples,
 )
 from kokpit.local import nodes as kwok_nodes
+from kokpit.runtime.log import configure
 
 NAMESPACE = demo_business.NAMESPACE
 NODES = 20
@@ -44,6 +45,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cluster = cluster_of(args)
+    logs = cluster.layout.root / "logs" / "operators.log"
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    configure(stream=logs.open("a"), json=True)  # the terminal is for the story
     assets = ensure_assets(release(None), progress=_step)
     kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
 
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print("kubectl get clusters,clusterpackageversions -A; kubectl get events -n kokpit-demo")
         print("kubectl get machines,machinepackageversions -A -o wide")
         print(f"kubectl --kubeconfig {business.kubeconfig} get nodes")
-        print(f"# component logs: {cluster.layout.root / 'logs'}", flush=True)
+        print(f"# component and operator logs: {cluster.layout.root / 'logs'}", flush=True)
         if not args.no_wait:
             _step("Press Ctrl-C to stop.")
             _wait_for_signal()

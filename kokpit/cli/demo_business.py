@@ -140,7 +140,7 @@ def story(
                 apiserver_flags={"no-such-flag": "x"},
             ),
         ]
-    kubectl.apply(packages)
+    replace_package_versions(kubectl, packages)
     kubectl.apply(
         [
             {
@@ -182,6 +182,15 @@ def story(
     data = business.get("configmap", "survivor")["data"]
     say(f"   Ready at {version(business)}; the data is still there: {data}")
     return operator, business
+
+
+def replace_package_versions(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
+    """Create the demo's package versions afresh: they are immutable, and the ones a previous
+    run (of an older kokpit) left in the kept data may differ."""
+    for obj in objects:
+        kind, name = obj["kind"].lower(), obj["metadata"]["name"]
+        kubectl.run("delete", kind, name, "--ignore-not-found", "--wait=true")
+    kubectl.apply(objects)
 
 
 def patch(kubectl: Kubectl, package_version: str) -> None:

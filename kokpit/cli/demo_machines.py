@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kokpit.cli.demo_business import replace_package_versions
 from kokpit.local import Assets, Kubectl
 from kokpit.local.business import start_kwok
 
@@ -47,23 +48,20 @@ def story(
     """Walk through the Machine-Operator; returns the business cluster's KWOK, for the caller
     to stop after :func:`tear_down`."""
     kwok = start_kwok(assets, business.kubeconfig, workdir)
-    kubectl.apply(
-        [
-            {
-                "apiVersion": "kokpit.io/v1alpha1",
-                "kind": "MachinePackageVersion",
-                "metadata": {"name": "hosts-v1"},
-                "spec": {
-                    "packages": [
-                        script_package("sysctl", "SystemConfig", "1"),
-                        script_package("containerd", "ContainerRuntime", "2.0.5"),
-                        script_package("kubelet", "Kubelet", "1.36.3"),
-                    ]
-                },
-            },
-            *(machine(name, cluster) for name in HOSTS),
-        ]
-    )
+    package_version = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "MachinePackageVersion",
+        "metadata": {"name": "hosts-v1"},
+        "spec": {
+            "packages": [
+                script_package("sysctl", "SystemConfig", "1"),
+                script_package("containerd", "ContainerRuntime", "2.0.5"),
+                script_package("kubelet", "Kubelet", "1.36.3"),
+            ]
+        },
+    }
+    replace_package_versions(kubectl, [package_version])
+    kubectl.apply([machine(name, cluster) for name in HOSTS])
     say(f"   {len(HOSTS)} Machines (simulated hosts) → MachinePackageVersion hosts-v1")
     machines = wait(kubectl, lambda ms: all(m.get("status", {}).get("nodeName") for m in ms))
     nodes = business.get("nodes")["items"]

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from kokpit.runtime import metrics
 from kokpit.runtime.client import Object
-from kokpit.runtime.errors import ApiError
+from kokpit.runtime.errors import ApiError, Conflict
 from kokpit.runtime.informer import Informer
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.queue import RateLimit, ShutDown, WorkQueue
@@ -184,6 +184,10 @@ class Controller:
             result = await self.reconciler.reconcile(request)
         except asyncio.CancelledError:
             raise
+        except Conflict:  # optimistic concurrency at work: someone wrote first
+            self._count("requeue")
+            self.queue.add_rate_limited(request)
+            log.info("conflict; reconciling again from fresh state")
         except TerminalError as e:
             self._count("error")
             metrics.RECONCILE_TERMINAL_ERRORS.labels(self.name).inc()

@@ -126,6 +126,9 @@ def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     assert "its API server answers v1.35.4" in demo.stderr
     assert "rolls back by itself: k8s-v1.36.3-broken failed its health checks" in demo.stderr
     assert "Ready at v1.36.3; the data is still there" in demo.stderr
+    assert "3 nodes joined the business cluster, 3 held unschedulable" in demo.stderr
+    assert "every gate passes: 3 nodes schedulable" in demo.stderr
+    assert "reconcile failed" not in demo.stderr  # operator logs go to a file, not the story
     assert "Task was destroyed" not in demo.stderr
     assert f"export KUBECONFIG={data / 'kubeconfig'}" in demo.stdout
     assert kokpit("local", "--data-dir", str(data), "status").returncode == 3, "demo stopped it"
