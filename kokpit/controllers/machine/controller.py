@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kokpit.controllers.cluster import CLUSTERS
 from kokpit.controllers.machine import gates, phases, status
 from kokpit.controllers.machine.clusters import ClusterClients
 from kokpit.controllers.machine.scope import MachineScope
@@ -44,7 +45,6 @@ MACHINES = Resource("kokpit.io", "v1alpha1", "machines", "Machine")
 PACKAGE_VERSIONS = Resource(
     "kokpit.io", "v1alpha1", "machinepackageversions", "MachinePackageVersion", namespaced=False
 )
-CLUSTERS = Resource("kokpit.io", "v1alpha1", "clusters", "Cluster")
 FINALIZER = "kokpit.io/machine"
 BY_PACKAGE = "spec.packageVersion"
 BY_CLUSTER = "spec.clusterRef.name"
@@ -95,7 +95,6 @@ class MachineReconciler:
         self._helpers: dict[str, PatchHelper] = {}
         # Work savers, keyed by Machine uid (see the module docstring).
         self._checked: dict[str, tuple[int, str, float]] = {}
-        self._joined: set[str] = set()
         self._published: dict[str, tuple[Any, float]] = {}
         self._failures: dict[str, int] = {}
 
@@ -188,10 +187,11 @@ class MachineReconciler:
         )
 
     def joined(self, scope: MachineScope) -> bool:
-        return bool(scope.status.get("nodeName")) and _uid(scope) in self._joined
-
-    def mark_joined(self, scope: MachineScope) -> None:
-        self._joined.add(_uid(scope))
+        """The node registered and its Condition ConfigMap exists (a node deleted behind our
+        back is found when it is next read, and registered again)."""
+        return bool(scope.status.get("nodeName")) and (
+            self.condition_configmaps.store.get(scope.key) is not None
+        )
 
     def published(self, scope: MachineScope, verdict: gates.Verdict) -> bool:
         """This process published this verdict on the node recently."""
@@ -207,14 +207,12 @@ class MachineReconciler:
 
     def forget(self, scope: MachineScope) -> None:
         """The node is gone: register it again."""
-        self._joined.discard(_uid(scope))
         self._published.pop(_uid(scope), None)
         scope.status["nodeName"] = None
 
     def _forget_all(self, scope: MachineScope) -> None:
         uid = _uid(scope)
         self._checked.pop(uid, None)
-        self._joined.discard(uid)
         self._published.pop(uid, None)
         self._failures.pop(uid, None)
 

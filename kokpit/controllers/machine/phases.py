@@ -15,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from kokpit.api.conditions import now
-from kokpit.controllers.machine import gates, packages
+from kokpit.controllers.machine import gates, packages, status
 from kokpit.controllers.machine.clusters import ClusterNotReady
 from kokpit.controllers.machine.packages import Change
 from kokpit.controllers.machine.scope import MachineScope, Object
@@ -316,7 +316,6 @@ async def _register(r: MachineReconciler, scope: MachineScope, client: Client) -
         field_manager=r.options.field_manager,
     )
     scope.status["nodeName"] = scope.name
-    r.mark_joined(scope)
     return node
 
 
@@ -419,7 +418,7 @@ def _mirror_gates(
     kept = [
         c
         for c in scope.status.get("conditions") or []
-        if "/" not in c["type"] or c["type"] in types
+        if c["type"] in types or c["type"] in status.OWN_CONDITIONS
     ]
     scope.status["conditions"] = kept
     scope.mirrored = {

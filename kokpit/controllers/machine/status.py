@@ -14,6 +14,9 @@ from kokpit.api.v1alpha1.machine import (
 )
 from kokpit.controllers.machine.scope import MachineScope
 
+#: The conditions this module computes; any other on a Machine is a mirrored readiness gate.
+OWN_CONDITIONS = frozenset({READY, HOST_REACHABLE, PACKAGES_INSTALLED, NODE_JOINED, GATES_PASSED})
+
 Status = Literal["True", "False", "Unknown"]
 Condition = tuple[str, Status, str, str]  # type, status, reason, message
 

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 
 from kokpit.controllers.machine import gates, packages
+from kokpit.controllers.machine.phases import _mirror_gates
+from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Host, Step
 from kokpit.providers.machine.sim import SimExecutor
 
@@ -187,3 +189,18 @@ async def test_sim_executor_plays_the_package_steps(failure_rate: float) -> None
     sim.host("ns/m1").reachable = False
     with pytest.raises(Exception, match="unreachable"):
         await sim.run(host, step("check"))
+
+
+def test_a_gate_dropped_from_the_spec_leaves_the_machines_conditions() -> None:
+    def cond(type_: str) -> dict[str, str]:
+        return {"type": type_, "status": "True", "reason": "R", "message": ""}
+
+    machine: dict[str, Any] = {
+        "metadata": {"name": "m", "namespace": "n"},
+        "spec": {},
+        "status": {"conditions": [cond("Ready"), cond("DiskReady"), cond("example.com/Net")]},
+    }
+    scope = MachineScope(machine)
+    _mirror_gates(scope, [{"conditionType": "example.com/Net"}], {})
+    assert [c["type"] for c in machine["status"]["conditions"]] == ["Ready", "example.com/Net"]
+    assert scope.mirrored["example.com/Net"].status == "Unknown"
