@@ -8,6 +8,8 @@
 - :mod:`.controller`: watches → keys → ``reconcile(request) -> Result``; :mod:`.patch` writes
   what a reconcile changed in one metadata and one status patch; :mod:`.events` records
   deduplicated Events.
+- :mod:`.reconcile`: the outline every operator's reconcile follows (finalizer, phases, one
+  status write, Events after it); :mod:`.memory`: what a process may remember to save work.
 - :mod:`.leader`, :mod:`.manager`: Lease leader election; runs everything with health and
   Prometheus metrics (:mod:`.metrics`, client-go's and controller-runtime's names).
 
@@ -42,14 +44,24 @@ from kokpit.runtime.events import EventRecorder
 from kokpit.runtime.informer import Cache, Informer, Scope, strip_unneeded
 from kokpit.runtime.leader import LeaderElectionConfig, LeaderElector, LeadershipLost
 from kokpit.runtime.manager import Manager, ManagerOptions, Runnable
+from kokpit.runtime.memory import Backoff, Recently
 from kokpit.runtime.patch import PatchHelper, merge_patch
 from kokpit.runtime.queue import RateLimit, WorkQueue
+from kokpit.runtime.reconcile import (
+    ObjectReconciler,
+    ObjectScope,
+    Outline,
+    Phase,
+    controlled_by,
+    owner_reference,
+)
 from kokpit.runtime.resources import Resource
 from kokpit.runtime.store import Store, by_field, by_label, object_key
 
 __all__ = [
     "AlreadyExists",
     "ApiError",
+    "Backoff",
     "Cache",
     "Client",
     "ClientConfig",
@@ -69,9 +81,14 @@ __all__ = [
     "ManagerOptions",
     "NotFound",
     "ObjectList",
+    "ObjectReconciler",
+    "ObjectScope",
+    "Outline",
     "PatchHelper",
     "PatchType",
+    "Phase",
     "RateLimit",
+    "Recently",
     "Reconciler",
     "Request",
     "Resource",
@@ -87,10 +104,12 @@ __all__ = [
     "WorkQueue",
     "by_field",
     "by_label",
+    "controlled_by",
     "for_object",
     "for_owner",
     "generation_changed",
     "merge_patch",
     "object_key",
+    "owner_reference",
     "strip_unneeded",
 ]
