@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from fixtures.samples import cluster
 from kokpit.api.schema import crd
-from kokpit.api.v1alpha1 import KINDS
-from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS
+from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
+from kokpit.api.v1alpha1 import CLUSTERS, KINDS
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
-from kokpit.local.samples import cluster, cluster_package, namespace
 from kokpit.local.versions import RELEASES
+from kokpit.local.workloads import namespace
+from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -28,12 +28,13 @@ from typing import Any
 
 from bench import machine as machine_info
 from bench.cluster import proc_stats, ready
+from fixtures.business import business_cluster
 from kokpit.api.schema import crd
-from kokpit.api.v1alpha1 import KINDS
-from kokpit.controllers.machine import MACHINES, PACKAGE_VERSIONS
+from kokpit.api.v1alpha1 import KINDS, MACHINES
+from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
-from kokpit.local.business import business_cluster, free_port
-from kokpit.local.samples import namespace
+from kokpit.local.nodes import free_port
+from kokpit.local.workloads import namespace
 from kokpit.runtime import Client, ClientConfig
 from kokpit.runtime.resources import CONFIGMAPS, NODES
 

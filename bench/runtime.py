@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from fixtures.samples import WIDGETS, widget, widget_crd
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
-from kokpit.local.pki import ADMIN
-from kokpit.local.samples import WIDGETS, widget, widget_crd
+from kokpit.pki import ADMIN
 from kokpit.runtime import Client, ClientConfig
 from kokpit.runtime.resources import NAMESPACES
 

@@ -19,9 +19,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from fixtures.samples import WIDGETS
 from kokpit.local.components import Layout
-from kokpit.local.pki import ADMIN
-from kokpit.local.samples import WIDGETS
+from kokpit.pki import ADMIN
 from kokpit.runtime import (
     Client,
     ClientConfig,

@@ -20,6 +20,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kokpit.api.resource import Resource
+
 MISSING: Any = dataclasses.MISSING
 
 
@@ -217,6 +219,13 @@ class Kind:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
+
+    @property
+    def resource(self) -> Resource:
+        """The descriptor the client addresses this kind's objects with."""
+        return Resource(
+            self.group, self.version, self.plural, self.kind, self.scope == "Namespaced"
+        )
 
 
 def crd(kind: Kind) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from kokpit.local import (
     KubectlError,
     ensure_assets,
     release,
-    samples,
+    workloads,
 )
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime.log import configure
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
         _step(f"3. Run a {REPLICAS}-replica Deployment: the real scheduler places every pod")
         kubectl.apply(
-            [samples.namespace(NAMESPACE), samples.deployment(NAMESPACE, "hello", REPLICAS)]
+            [workloads.namespace(NAMESPACE), workloads.deployment(NAMESPACE, "hello", REPLICAS)]
         )
         kubectl.run("rollout", "status", "-n", NAMESPACE, "deployment/hello", "--timeout=180s")
         pods = kubectl.get("pods", "-n", NAMESPACE, "-l", "app=hello")["items"]

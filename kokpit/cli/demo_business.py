@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from kokpit.api.schema import crd
-from kokpit.api.v1alpha1 import KINDS
+from kokpit.api.v1alpha1 import CLUSTERS, KINDS
 from kokpit.controllers import machine
-from kokpit.controllers.cluster import CLUSTERS, ClusterOptions, setup
+from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.assets import find
-from kokpit.local.samples import cluster_package
 from kokpit.local.versions import RELEASES
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import SECRETS
@@ -42,7 +42,13 @@ class OperatorThread:
         self.kubeconfig, self.root = kubeconfig, root
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
-        self.machines: machine.MachineReconciler | None = None
+        self.machines: machine.MachineOperator | None = None
+
+    def meta(self) -> Client:
+        """The meta-cluster client the operators' thread uses (once it has started)."""
+        if self.client is None:
+            raise RuntimeError("the operators have not started")
+        return self.client
 
     def start(self) -> None:
         self.thread.start()
@@ -93,8 +99,7 @@ def wait_for(
     while time.monotonic() < deadline:
 
         async def get() -> dict[str, Any]:
-            assert operator.client is not None
-            return await operator.client.get(CLUSTERS, NAME, namespace=NAMESPACE)
+            return await operator.meta().get(CLUSTERS, NAME, namespace=NAMESPACE)
 
         obj = operator.call(get)
         if check(obj):
@@ -208,8 +213,7 @@ def patch(kubectl: Kubectl, package_version: str) -> None:
 
 def business_kubectl(operator: OperatorThread, kubectl: Kubectl, root: Path) -> Kubectl:
     async def secret() -> dict[str, Any]:
-        assert operator.client is not None
-        return await operator.client.get(SECRETS, f"{NAME}-admin-kubeconfig", namespace=NAMESPACE)
+        return await operator.meta().get(SECRETS, f"{NAME}-admin-kubeconfig", namespace=NAMESPACE)
 
     path = root / f"{NAME}.kubeconfig"
     path.touch(mode=0o600)
@@ -228,9 +232,8 @@ def tear_down(operator: OperatorThread, kubectl: Kubectl) -> None:
     while time.monotonic() < deadline:
 
         async def gone() -> bool:
-            assert operator.client is not None
             try:
-                await operator.client.get(CLUSTERS, NAME, namespace=NAMESPACE)
+                await operator.meta().get(CLUSTERS, NAME, namespace=NAMESPACE)
             except NotFound:
                 return True
             return False

@@ -14,7 +14,7 @@ from typing import Any
 
 from kokpit.cli.demo_business import replace_package_versions
 from kokpit.local import Assets, Kubectl
-from kokpit.local.business import start_kwok
+from kokpit.local.nodes import start_kwok
 
 NAMESPACE = "kokpit-demo"
 GATE = "example.com/NetworkReady"

@@ -7,7 +7,7 @@ tested against it; ``make demo`` runs on it.
 """
 
 from kokpit.local.assets import Assets, AssetsError, CorruptAssetsError
-from kokpit.local.assets import ensure as ensure_assets
+from kokpit.local.build import ensure as ensure_assets
 from kokpit.local.cluster import AlreadyRunningError, ClusterError, ClusterStatus, LocalCluster
 from kokpit.local.components import Settings
 from kokpit.local.kubectl import Kubectl, KubectlError

@@ -12,15 +12,13 @@ distribution); such a directory is used as it is and never rebuilt.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,24 +98,6 @@ def find(release: Release) -> Assets | None:
     return Assets(directory, release.version)
 
 
-def ensure(release: Release, progress: Progress = print) -> Assets:
-    """Find the assets for ``release``, building them first when needed."""
-    from kokpit.local import build  # build pulls in the Go toolchain checks; import lazily
-
-    found = find(release)
-    if found is not None:
-        return found
-    with _lock(release):
-        found = find(release)  # another process may have built it while we waited
-        if found is not None:
-            return found
-        build.build(release, release_dir(release), progress)
-    found = find(release)
-    if found is None:
-        raise CorruptAssetsError(f"the build of {release.version} did not verify")
-    return found
-
-
 def from_override(directory: Path) -> Assets:
     """Assets from ``KOKPIT_ASSETS``: prebuilt binaries, used as they are."""
     required = [n for n in BINARIES if n != "kubectl"] + [KWOK_STAGES]
@@ -181,19 +161,6 @@ def discard(directory: Path) -> None:
     aside = directory.with_name(f".{directory.name}.corrupt-{time.time_ns()}")
     directory.rename(aside)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-@contextmanager
-def _lock(release: Release) -> Iterator[None]:
-    """One build per release at a time across processes."""
-    path = cache_root() / "bin" / f".{release.version}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _sha256(path: Path) -> str:

@@ -15,20 +15,27 @@ written (see :mod:`kokpit.local.assets`), so a killed build leaves nothing half-
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kokpit.local.assets import (
     KWOK_STAGES,
+    Assets,
     AssetsError,
+    CorruptAssetsError,
     Progress,
     binary_version,
     cache_root,
+    find,
+    release_dir,
     write_manifest,
 )
 from kokpit.local.versions import KWOK_VERSION, Release
@@ -238,7 +245,8 @@ def _compile(cmd: list[str], cwd: Path, env: dict[str, str], progress: Progress)
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert proc.stdout is not None
+    if proc.stdout is None:
+        raise RuntimeError("go build has no output pipe")
     lines: list[str] = []
     last_report = time.monotonic()
     for line in proc.stdout:
@@ -249,3 +257,32 @@ def _compile(cmd: list[str], cwd: Path, env: dict[str, str], progress: Progress)
     if proc.wait() != 0:
         tail = "\n".join(lines[-30:])
         raise BuildError(f"{' '.join(cmd[:2])} failed (exit {proc.returncode}):\n{tail}")
+
+
+def ensure(release: Release, progress: Progress = print) -> Assets:
+    """Find the assets for ``release``, building them first when needed."""
+    found = find(release)
+    if found is not None:
+        return found
+    with _lock(release):
+        found = find(release)  # another process may have built it while we waited
+        if found is not None:
+            return found
+        build(release, release_dir(release), progress)
+    found = find(release)
+    if found is None:
+        raise CorruptAssetsError(f"the build of {release.version} did not verify")
+    return found
+
+
+@contextlib.contextmanager
+def _lock(release: Release) -> Iterator[None]:
+    """One build per release at a time across processes."""
+    path = cache_root() / "bin" / f".{release.version}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

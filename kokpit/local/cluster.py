@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kokpit.local import components, kubeconfig
+from kokpit.local import components
 from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
-from kokpit.local.pki import ADMIN, CONTROLLER_MANAGER, KWOK, SCHEDULER
 from kokpit.local.supervisor import ComponentStatus, Supervisor
+from kokpit.pki import ADMIN, CONTROLLER_MANAGER, KWOK, SCHEDULER, kubeconfig
 
 
 class ClusterError(RuntimeError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kokpit.local.assets import Assets
-from kokpit.local.pki import PKI
+from kokpit.pki import PKI
 
 #: Service ClusterIP range of the meta-cluster; its first address is in the serving certificate.
 SERVICE_CIDR = "10.96.0.0/16"

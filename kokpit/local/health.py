@@ -8,7 +8,7 @@ import urllib.request
 from functools import cache
 
 from kokpit.local.components import Health, Layout
-from kokpit.local.pki import ADMIN
+from kokpit.pki import ADMIN
 
 
 def healthy(health: Health, layout: Layout) -> bool:

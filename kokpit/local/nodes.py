@@ -8,9 +8,13 @@ apply, so asking for N nodes twice is harmless, and asking for more adds only th
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+from kokpit.local.assets import Assets
 from kokpit.local.components import KWOK_NODE_ANNOTATION
 from kokpit.local.kubectl import Kubectl
 
@@ -77,3 +81,32 @@ READY_JSONPATH = (
     'jsonpath={range .items[*]}{.metadata.name}{" "}'
     '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
 )
+
+
+def start_kwok(
+    assets: Assets, kubeconfig: Path, workdir: Path, *, lease_seconds: int = 40
+) -> subprocess.Popen[bytes]:
+    """KWOK for a business cluster: it plays the kubelet of the nodes annotated for it (the
+    ones Machines register), logging to ``workdir/kwok.log``."""
+    with (workdir / "kwok.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(assets.bin("kwok")),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={assets.kwok_stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--node-ip=127.0.0.1",
+                f"--node-lease-duration-seconds={lease_seconds}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -1,4 +1,5 @@
-"""Certificates and keys for the local meta-cluster.
+"""Certificates and keys for a Kubernetes control plane: the local meta-cluster's and each
+business cluster's.
 
 One self-signed CA signs the kube-apiserver serving certificate and one client certificate per
 identity (the admin, the controller-manager, the scheduler, kwok). The kube-apiserver's x509

@@ -1,4 +1,4 @@
-"""Kubeconfig files for the local meta-cluster.
+"""Kubeconfigs: files for the local meta-cluster, and text for the Secrets of business clusters.
 
 Each file is self-contained (certificates embedded as base64), so it can be copied elsewhere,
 and is written as JSON, which every kubeconfig reader accepts since YAML is a superset of JSON.
@@ -10,7 +10,7 @@ import base64
 import json
 from pathlib import Path
 
-from kokpit.local.pki import PKI, Identity
+from kokpit.pki.certificates import PKI, Identity
 
 
 def render(*, server: str, pki: PKI, who: Identity, cluster_name: str) -> str:

@@ -151,7 +151,8 @@ class Informer:
 
     async def _watch(self) -> None:
         s = self.scope
-        assert self._resource_version is not None
+        if self._resource_version is None:
+            raise RuntimeError("watch before the first list")
         timeout = int(self.watch_timeout * (1 + random.random()))
         async for event in self.client.watch(
             s.resource,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release, samples
+from fixtures import samples
+from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
 

@@ -12,7 +12,7 @@ from typing import Any
 from kokpit.local import Kubectl
 from kokpit.local import nodes as kwok_nodes
 from kokpit.local.components import KWOK_NODE_ANNOTATION
-from kokpit.local.samples import deployment
+from kokpit.local.workloads import deployment
 from tests.e2e.conftest import SHARED_NODES
 from tests.e2e.support import condition, eventually, taint_keys
 

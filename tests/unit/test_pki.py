@@ -4,7 +4,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kokpit.local.pki import ADMIN, CLIENTS, CONTROLLER_MANAGER, PKI
+from kokpit.pki import ADMIN, CLIENTS, CONTROLLER_MANAGER, PKI
 
 
 def load(path: Path) -> x509.Certificate:

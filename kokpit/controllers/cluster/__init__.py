@@ -1,19 +1,6 @@
 """The Cluster-Operator (cluster desired-state keeper)."""
 
-from kokpit.controllers.cluster.controller import (
-    CLUSTERS,
-    FINALIZER,
-    PACKAGE_VERSIONS,
-    ClusterOptions,
-    ClusterReconciler,
-    setup,
-)
+from kokpit.controllers.cluster.controller import FINALIZER, setup
+from kokpit.controllers.cluster.options import ClusterOptions
 
-__all__ = [
-    "CLUSTERS",
-    "FINALIZER",
-    "PACKAGE_VERSIONS",
-    "ClusterOptions",
-    "ClusterReconciler",
-    "setup",
-]
+__all__ = ["FINALIZER", "ClusterOptions", "setup"]

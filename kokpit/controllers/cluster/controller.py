@@ -1,128 +1,36 @@
 """The Cluster-Operator: keeps each business cluster's control plane at its package version.
 
 Watches Clusters and ClusterPackageVersions (a package version appearing or changing
-requeues the Clusters that name it, found through an index, not a scan). Reconcile:
+requeues the Clusters that name it, found through an index, not a scan). The reconcile is the
+runtime's outline (:mod:`kokpit.runtime.reconcile`) with these phases (:mod:`.phases`):
 
-    cache get (gone → done) → deleting? delete phases → ensure finalizer → paused? →
-    scope → phases (package version, PKI, control plane, admin kubeconfig) →
-    conditions → one status patch.
+    normal:  package version → PKI → control plane, one component at a time → admin kubeconfig
+    delete:  stop the control plane, delete what the Cluster owns
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from kokpit.controllers.cluster import phases, status
+from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS, CLUSTERS
+from kokpit.controllers.cluster import status
+from kokpit.controllers.cluster.options import ClusterOptions
+from kokpit.controllers.cluster.phases import ClusterPhases
 from kokpit.controllers.cluster.scope import ClusterScope
-from kokpit.providers.controlplane import ControlPlaneRuntime, PlanError
+from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.runtime import (
-    Client,
     Controller,
     ControllerOptions,
     EventRecorder,
-    Informer,
     Manager,
-    PatchHelper,
+    ObjectReconciler,
+    Outline,
     Request,
-    Resource,
-    Result,
     by_field,
 )
 
-CLUSTERS = Resource("kokpit.io", "v1alpha1", "clusters", "Cluster")
-PACKAGE_VERSIONS = Resource(
-    "kokpit.io", "v1alpha1", "clusterpackageversions", "ClusterPackageVersion", namespaced=False
-)
 FINALIZER = "kokpit.io/cluster"
 BY_PACKAGE = "spec.packageVersion"
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    #: How often to look at a control-plane step in progress.
-    poll_interval: float = 1.0
-    #: How often to retry a cluster whose control plane failed and could not roll back.
-    failed_retry_interval: float = 30.0
-    field_manager: str = "kokpit-cluster-operator"
-    max_concurrent_reconciles: int = 8
-
-
-class ClusterReconciler:
-    def __init__(
-        self,
-        client: Client,
-        clusters: Informer,
-        packages: Informer,
-        runtimes: Mapping[str, ControlPlaneRuntime],
-        recorder: EventRecorder,
-        options: ClusterOptions,
-    ) -> None:
-        self.client = client
-        self.clusters = clusters
-        self.packages = packages
-        self.runtimes = runtimes
-        self.recorder = recorder
-        self.options = options
-        self._helpers: dict[str, PatchHelper] = {}
-
-    async def reconcile(self, request: Request) -> Result:
-        cached = self.clusters.store.get(request.key)
-        if cached is None:
-            return Result()
-        cluster = copy.deepcopy(cached)
-        helper = PatchHelper(self.client, CLUSTERS, cluster)
-        self._helpers[request.key] = helper
-        try:
-            return await self._reconcile(cluster, helper)
-        finally:
-            del self._helpers[request.key]
-
-    async def _reconcile(self, cluster: dict[str, object], helper: PatchHelper) -> Result:
-        meta = cluster["metadata"]
-        assert isinstance(meta, dict)
-        finalizers: list[str] = meta.setdefault("finalizers", [])
-        scope = ClusterScope(cluster)
-        if meta.get("deletionTimestamp"):
-            if FINALIZER in finalizers:
-                await phases.reconcile_delete(self, scope)
-                finalizers.remove(FINALIZER)
-                await helper.patch(cluster)
-            return Result()
-        if FINALIZER not in finalizers:
-            finalizers.append(FINALIZER)
-            await helper.patch(cluster)  # before anything is created that must be cleaned up
-        if scope.spec.get("paused"):
-            return Result()
-        try:
-            for phase in (
-                phases.reconcile_package_version,
-                phases.reconcile_pki,
-                phases.reconcile_control_plane,
-                phases.reconcile_admin_kubeconfig,
-            ):
-                if not await phase(self, scope):
-                    break
-        except PlanError as e:
-            scope.blocked = ("CannotApply", str(e))
-            await self.recorder.event(cluster, "Warning", "CannotApply", str(e))
-            scope.requeue(self.options.failed_retry_interval)
-        finally:
-            status.update(scope)
-            await helper.patch(cluster)
-        return Result(requeue_after=scope.requeue_after)
-
-    def runtime_for(self, scope: ClusterScope) -> ControlPlaneRuntime:
-        name = scope.spec.get("runtime", "kubernetes")
-        runtime = self.runtimes.get(name)
-        if runtime is None:
-            raise PlanError(f"the {name} runtime is not enabled in this operator")
-        return runtime
-
-    async def write(self, scope: ClusterScope) -> None:
-        """Write the scope's object now (a step's intent, before the step is made)."""
-        await self._helpers[scope.key].patch(scope.cluster)
 
 
 def setup(
@@ -135,8 +43,23 @@ def setup(
     options = options or ClusterOptions()
     clusters = manager.cache.informer(CLUSTERS)
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
-    packages = manager.cache.informer(PACKAGE_VERSIONS)
-    reconciler = ClusterReconciler(manager.client, clusters, packages, runtimes, recorder, options)
+    packages = manager.cache.informer(CLUSTER_PACKAGE_VERSIONS)
+    phases = ClusterPhases(manager.client, packages.store, runtimes, options)
+    outline: Outline[ClusterScope] = Outline(
+        resource=CLUSTERS,
+        finalizer=FINALIZER,
+        scope=ClusterScope,
+        phases=(
+            phases.resolve_package_version,
+            phases.reconcile_pki,
+            phases.reconcile_control_plane,
+            phases.reconcile_admin_kubeconfig,
+        ),
+        delete_phases=(phases.delete,),
+        update_status=status.update,
+        paused=lambda scope: bool(scope.spec.get("paused")),
+    )
+    reconciler = ObjectReconciler(manager.client, clusters.store, recorder, outline)
 
     def clusters_using(package: dict[str, object]) -> list[Request]:
         name = package["metadata"]["name"]  # type: ignore[index]

@@ -1,6 +1,10 @@
 """The steps of reconciling a Cluster. Each records facts in the scope; ``status.py`` turns
 them into conditions. A phase returns False to end this reconcile (waiting, or blocked).
 
+Only what carries the Cluster's controller ownerReference is used, changed or deleted: a Secret
+of the same name that somebody else made is a conflict reported in the conditions, never
+adopted and never deleted.
+
 The control plane changes one component at a time, in version-skew order. Every change is
 first recorded in ``status.step`` and written to the API server, and only then made — so an
 operator killed at any line resumes the same step (applying is idempotent) instead of
@@ -12,27 +16,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kokpit.api.conditions import now
+from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
-from kokpit.local.kubeconfig import render_data
+from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ORDER,
     ComponentName,
     ComponentPlan,
     ControlPlane,
+    ControlPlaneRuntime,
+    PlanError,
     Probe,
 )
 from kokpit.providers.controlplane.process import business_pki
-from kokpit.runtime import NotFound
+from kokpit.runtime import Client, NotFound, controlled_by, owner_reference
 from kokpit.runtime.resources import SECRETS
-
-if TYPE_CHECKING:
-    from kokpit.controllers.cluster.controller import ClusterReconciler
+from kokpit.runtime.store import Store
 
 #: The JSON names of the components in a ClusterPackageVersion.
 SPEC_KEYS: dict[ComponentName, str] = {
@@ -59,124 +65,255 @@ def target_package_version(scope: ClusterScope) -> str:
     return str(spec["packageVersion"])
 
 
-async def reconcile_package_version(r: ClusterReconciler, scope: ClusterScope) -> bool:
-    target = target_package_version(scope)
-    package = r.packages.store.get(target)
-    if package is None:
-        scope.blocked = ("NotFound", f"ClusterPackageVersion {target!r} does not exist")
-        return False
-    scope.package = package
-    current = scope.status.get("kubernetesVersion")
-    wanted = package["spec"]["kubernetesVersion"]
-    rolling_back = scope.status.get("phase") == "RollingBack"
-    if not rolling_back and not scope.spec.get("allowVersionSkip"):
-        why = skew_error(current, wanted)
-        if why is not None:
-            scope.blocked = ("VersionSkewNotAllowed", f"{why} (set spec.allowVersionSkip to force)")
+class ClusterPhases:
+    def __init__(
+        self,
+        client: Client,
+        packages: Store,
+        runtimes: Mapping[str, ControlPlaneRuntime],
+        options: ClusterOptions,
+    ) -> None:
+        self._client = client
+        self._packages = packages
+        self._runtimes = runtimes
+        self._options = options
+
+    async def resolve_package_version(self, scope: ClusterScope) -> bool:
+        target = target_package_version(scope)
+        package = self._packages.get(target)
+        if package is None:
+            scope.blocked = ("NotFound", f"ClusterPackageVersion {target!r} does not exist")
             return False
-    return True
+        scope.package = package
+        current = scope.status.get("kubernetesVersion")
+        wanted = package["spec"]["kubernetesVersion"]
+        rolling_back = scope.status.get("phase") == "RollingBack"
+        if not rolling_back and not scope.spec.get("allowVersionSkip"):
+            why = skew_error(current, wanted)
+            if why is not None:
+                message = f"{why} (set spec.allowVersionSkip to force)"
+                scope.blocked = ("VersionSkewNotAllowed", message)
+                return False
+        return True
 
+    async def reconcile_pki(self, scope: ClusterScope) -> bool:
+        """Certificates and keys live in a Secret owned by the Cluster; generated once."""
+        name = f"{scope.name}-pki"
+        cidr = scope.spec["network"]["serviceCIDR"]
+        secret = await self._owned_secret(scope, name)
+        if secret is _NOT_OURS:
+            return False
+        if secret is not None:
+            material = {k: _b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        else:
+            with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
+                pki = business_pki(Path(tmp), cidr)
+                pki.ensure()
+                material = pki.material()
+            await self._client.create(
+                SECRETS, _secret(scope.cluster, name, material, "kokpit.io/pki")
+            )
+            scope.event(
+                "Normal",
+                "CertificatesCreated",
+                f"CA, serving and client certificates stored in Secret {name}",
+            )
+        scope.control_plane = control_plane(scope, material)
+        return True
 
-async def reconcile_pki(r: ClusterReconciler, scope: ClusterScope) -> bool:
-    """Certificates and keys live in a Secret owned by the Cluster; generated once."""
-    meta = scope.cluster["metadata"]
-    name = f"{meta['name']}-pki"
-    cidr = scope.spec["network"]["serviceCIDR"]
-    try:
-        secret = await r.client.get(SECRETS, name, namespace=meta["namespace"])
-        material = {k: _b64decode(v) for k, v in (secret.get("data") or {}).items()}
-    except NotFound:
-        with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
-            pki = business_pki(Path(tmp), cidr)
-            pki.ensure()
-            material = pki.material()
-        await r.client.create(SECRETS, _secret(scope.cluster, name, material, "kokpit.io/pki"))
-        await r.recorder.event(
-            scope.cluster,
-            "Normal",
-            "CertificatesCreated",
-            f"CA, serving and client certificates stored in Secret {name}",
-        )
-    scope.control_plane = control_plane(scope, material)
-    return True
+    async def reconcile_control_plane(self, scope: ClusterScope) -> bool:
+        """Move the control plane one component at a time, each change recorded first."""
+        runtime = self._runtime(scope)
+        if runtime is None or scope.package is None or scope.control_plane is None:
+            return False
+        cp = scope.control_plane
+        target = scope.package["metadata"]["name"]
+        for name in ORDER:
+            scope.health[name] = await runtime.health(cp, name)
+        for name in ORDER:
+            plan = plan_for(scope.package, name)
+            health = scope.health[name]
+            if health.ready and health.plan == plan.digest:
+                continue
+            try:
+                return await self._step(scope, runtime, plan, target, health.plan, health.detail)
+            except PlanError as e:
+                scope.blocked = ("CannotApply", str(e))
+                scope.event("Warning", "CannotApply", str(e))
+                scope.requeue(self._options.failed_retry_interval)
+                return False
+        self._all_healthy(scope, target)
+        return True
 
-
-async def reconcile_control_plane(r: ClusterReconciler, scope: ClusterScope) -> bool:
-    assert scope.package is not None
-    assert scope.control_plane is not None
-    cp, status = scope.control_plane, scope.status
-    target = scope.package["metadata"]["name"]
-    for name in ORDER:
-        scope.health[name] = await r.runtime_for(scope).health(cp, name)
-    for name in ORDER:
-        plan = plan_for(scope.package, name)
-        health = scope.health[name]
-        if health.ready and health.plan == plan.digest:
-            continue
+    async def _step(
+        self,
+        scope: ClusterScope,
+        runtime: ControlPlaneRuntime,
+        plan: ComponentPlan,
+        target: str,
+        applied: str | None,
+        detail: str,
+    ) -> bool:
+        """Start the step that moves ``plan.name``, or watch the one in progress."""
+        status, cp = scope.status, scope.control_plane
+        if cp is None or scope.package is None:
+            return False
         step = status.get("step") or {}
         if (step.get("component"), step.get("version"), step.get("packageVersion")) != (
-            name,
+            plan.name,
             plan.version,
             target,
         ):
             status["step"] = {
-                "component": name,
+                "component": plan.name,
                 "version": plan.version,
                 "packageVersion": target,
                 "startedAt": now(),
             }
-            if status.get("phase") not in ("RollingBack",):
+            if status.get("phase") != "RollingBack":
                 status["phase"] = (
                     "Provisioning" if not status.get("packageVersion") else "Upgrading"
                 )
-            await r.write(scope)  # the intent is in the API server before the change is made
-            await r.runtime_for(scope).apply(cp, plan)
-            await r.recorder.event(
-                scope.cluster, "Normal", "StepStarted", f"{name} → {plan.version} ({target})"
-            )
-            scope.requeue(r.options.poll_interval)
+            await scope.persist()  # the intent is in the API server before the change is made
+            await runtime.apply(cp, plan)
+            scope.event("Normal", "StepStarted", f"{plan.name} → {plan.version} ({target})")
+            scope.requeue(self._options.poll_interval)
             return False
-        if health.plan != plan.digest:  # recorded but maybe never made: make it (again)
-            await r.runtime_for(scope).apply(cp, plan)
+        if applied != plan.digest:  # recorded but maybe never made: make it (again)
+            await runtime.apply(cp, plan)
         elapsed = (datetime.now(UTC) - _parse(step["startedAt"])).total_seconds()
-        if elapsed > deadline(scope.package, name):
-            await _step_failed(r, scope, name, plan.version, health.detail)
+        if elapsed > deadline(scope.package, plan.name):
+            self._step_failed(scope, plan.name, plan.version, detail)
             return False
-        scope.requeue(r.options.poll_interval)
+        scope.requeue(self._options.poll_interval)
         return False
-    await _all_healthy(r, scope, target)
-    return True
 
-
-async def reconcile_admin_kubeconfig(r: ClusterReconciler, scope: ClusterScope) -> bool:
-    assert scope.control_plane is not None
-    endpoint = await r.runtime_for(scope).endpoint(scope.control_plane)
-    if endpoint is None:
+    async def reconcile_admin_kubeconfig(self, scope: ClusterScope) -> bool:
+        runtime = self._runtime(scope)
+        if runtime is None or scope.control_plane is None:
+            return False
+        endpoint = await runtime.endpoint(scope.control_plane)
+        if endpoint is None:
+            return True
+        name = f"{scope.name}-admin-kubeconfig"
+        if await self._owned_secret(scope, name) is _NOT_OURS:
+            return False
+        pki = scope.control_plane.pki
+        text = render_data(
+            server=endpoint,
+            ca=pki["ca.crt"],
+            cert=pki["admin.crt"],
+            key=pki["admin.key"],
+            user="admin",
+            cluster_name=scope.name,
+        )
+        secret = _secret(scope.cluster, name, {"value": text.encode()}, "kokpit.io/kubeconfig")
+        await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
+        scope.status["endpoint"] = endpoint
+        scope.status["adminKubeconfigSecretRef"] = {"name": name}
         return True
-    pki = scope.control_plane.pki
-    name = f"{scope.cluster['metadata']['name']}-admin-kubeconfig"
-    text = render_data(
-        server=endpoint,
-        ca=pki["ca.crt"],
-        cert=pki["admin.crt"],
-        key=pki["admin.key"],
-        user="admin",
-        cluster_name=scope.cluster["metadata"]["name"],
-    )
-    secret = _secret(scope.cluster, name, {"value": text.encode()}, "kokpit.io/kubeconfig")
-    await r.client.apply(SECRETS, secret, field_manager=r.options.field_manager)
-    scope.status["endpoint"] = endpoint
-    scope.status["adminKubeconfigSecretRef"] = {"name": name}
-    return True
+
+    async def delete(self, scope: ClusterScope) -> bool:
+        """Stop the control plane and delete what the Cluster owns (and nothing else)."""
+        runtime = self._runtime(scope)
+        if runtime is None:
+            return False
+        await runtime.delete(control_plane(scope, {}))
+        for suffix in ("pki", "admin-kubeconfig"):
+            name = f"{scope.name}-{suffix}"
+            try:
+                secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
+            except NotFound:
+                continue
+            if controlled_by(secret, scope.cluster):
+                uid = secret["metadata"]["uid"]  # the one we checked, not a newer namesake
+                with contextlib.suppress(NotFound):
+                    await self._client.delete(SECRETS, name, namespace=scope.namespace, uid=uid)
+        return True
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _runtime(self, scope: ClusterScope) -> ControlPlaneRuntime | None:
+        kind = scope.spec.get("runtime", "kubernetes")
+        runtime = self._runtimes.get(kind)
+        if runtime is None:
+            enabled = ", ".join(sorted(self._runtimes)) or "none"
+            message = (
+                f"the {kind} runtime is not enabled in this operator (enabled: {enabled}); "
+                f"start it with --runtimes including {kind}"
+            )
+            scope.blocked = ("RuntimeNotEnabled", message)
+            scope.requeue(self._options.failed_retry_interval)
+        return runtime
+
+    async def _owned_secret(self, scope: ClusterScope, name: str) -> Object | None:
+        """The Secret ``name`` if the Cluster owns it, None if there is none, and
+        ``_NOT_OURS`` (with ``blocked`` set) if somebody else's has that name."""
+        try:
+            secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
+        except NotFound:
+            return None
+        if controlled_by(secret, scope.cluster):
+            return secret
+        message = (
+            f"Secret {name} exists and is not owned by this Cluster; kokpit will not use, "
+            f"change or delete it. Delete or rename it, or give the Cluster another name"
+        )
+        scope.blocked = ("SecretNotOwned", message)
+        scope.event("Warning", "SecretNotOwned", message)
+        scope.requeue(self._options.failed_retry_interval)
+        return _NOT_OURS
+
+    def _step_failed(self, scope: ClusterScope, name: str, version: str, detail: str) -> None:
+        status = scope.status
+        target = status["step"]["packageVersion"]
+        history = status.get("history") or []
+        message = f"{name} {version} did not become healthy in time ({detail or 'no detail'})"
+        status["step"] = None
+        if (
+            status.get("phase") != "RollingBack"
+            and history
+            and history[-1]["packageVersion"] != target
+        ):
+            status["phase"] = "RollingBack"
+            status["failedPackageVersion"] = target
+            last_good = history[-1]["packageVersion"]
+            scope.event("Warning", "RollingBack", f"{message}; rolling back to {last_good}")
+            scope.requeue(0.1)
+        else:
+            status["phase"] = "Failed"
+            scope.blocked = ("HealthCheckFailed", message)
+            scope.event("Warning", "HealthCheckFailed", message)
+            scope.requeue(self._options.failed_retry_interval)
+
+    def _all_healthy(self, scope: ClusterScope, target: str) -> None:
+        status = scope.status
+        if scope.package is None:
+            return
+        status["step"] = None
+        if status.get("phase") == "RollingBack":
+            failed = status.get("failedPackageVersion")
+            scope.event("Normal", "RolledBack", f"returned to {target} after {failed} failed")
+        elif status.get("packageVersion") != target:
+            status["failedPackageVersion"] = None  # a new version succeeded: rollback is history
+            scope.event("Normal", "PackageVersionApplied", target)
+        status["phase"] = "Running"
+        status["packageVersion"] = target
+        status["kubernetesVersion"] = scope.package["spec"]["kubernetesVersion"]
+        history = list(status.get("history") or [])
+        if not history or history[-1]["packageVersion"] != target:
+            history.append(
+                {
+                    "packageVersion": target,
+                    "kubernetesVersion": status["kubernetesVersion"],
+                    "appliedAt": now(),
+                }
+            )
+        status["history"] = history[-HISTORY_LIMIT:]
 
 
-async def reconcile_delete(r: ClusterReconciler, scope: ClusterScope) -> None:
-    """Stop the control plane and delete everything the Cluster owned."""
-    meta = scope.cluster["metadata"]
-    await r.runtime_for(scope).delete(control_plane(scope, {}))
-    for suffix in ("pki", "admin-kubeconfig"):
-        with contextlib.suppress(NotFound):
-            await r.client.delete(SECRETS, f"{meta['name']}-{suffix}", namespace=meta["namespace"])
+#: What :meth:`ClusterPhases._owned_secret` returns for a Secret that is somebody else's.
+_NOT_OURS: Object = {}
 
 
 def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
@@ -217,60 +354,6 @@ def _health_check(package: Object, name: ComponentName) -> dict[str, Any] | None
     return None
 
 
-async def _step_failed(
-    r: ClusterReconciler, scope: ClusterScope, name: str, version: str, detail: str
-) -> None:
-    status = scope.status
-    target = status["step"]["packageVersion"]
-    history = status.get("history") or []
-    message = f"{name} {version} did not become healthy in time ({detail or 'no detail'})"
-    status["step"] = None
-    if status.get("phase") != "RollingBack" and history and history[-1]["packageVersion"] != target:
-        status["phase"] = "RollingBack"
-        status["failedPackageVersion"] = target
-        await r.recorder.event(
-            scope.cluster,
-            "Warning",
-            "RollingBack",
-            f"{message}; rolling back to {history[-1]['packageVersion']}",
-        )
-        scope.requeue(0.1)
-    else:
-        status["phase"] = "Failed"
-        scope.blocked = ("HealthCheckFailed", message)
-        await r.recorder.event(scope.cluster, "Warning", "HealthCheckFailed", message)
-        scope.requeue(r.options.failed_retry_interval)
-
-
-async def _all_healthy(r: ClusterReconciler, scope: ClusterScope, target: str) -> None:
-    assert scope.package is not None
-    status = scope.status
-    status["step"] = None
-    if status.get("phase") == "RollingBack":
-        await r.recorder.event(
-            scope.cluster,
-            "Normal",
-            "RolledBack",
-            f"returned to {target} after {status.get('failedPackageVersion')} failed",
-        )
-    elif status.get("packageVersion") != target:
-        status["failedPackageVersion"] = None  # a new version succeeded: the rollback is history
-        await r.recorder.event(scope.cluster, "Normal", "PackageVersionApplied", target)
-    status["phase"] = "Running"
-    status["packageVersion"] = target
-    status["kubernetesVersion"] = scope.package["spec"]["kubernetesVersion"]
-    history = list(status.get("history") or [])
-    if not history or history[-1]["packageVersion"] != target:
-        history.append(
-            {
-                "packageVersion": target,
-                "kubernetesVersion": status["kubernetesVersion"],
-                "appliedAt": now(),
-            }
-        )
-    status["history"] = history[-HISTORY_LIMIT:]
-
-
 def _secret(owner: Object, name: str, data: dict[str, bytes], type_: str) -> Object:
     meta = owner["metadata"]
     return {
@@ -281,16 +364,7 @@ def _secret(owner: Object, name: str, data: dict[str, bytes], type_: str) -> Obj
             "name": name,
             "namespace": meta["namespace"],
             "labels": {"kokpit.io/cluster": meta["name"]},
-            "ownerReferences": [
-                {
-                    "apiVersion": owner["apiVersion"],
-                    "kind": owner["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(owner)],
         },
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }

@@ -1,19 +1,6 @@
 """The Machine-Operator (machine desired-state keeper and readiness gating)."""
 
-from kokpit.controllers.machine.controller import (
-    FINALIZER,
-    MACHINES,
-    PACKAGE_VERSIONS,
-    MachineOptions,
-    MachineReconciler,
-    setup,
-)
+from kokpit.controllers.machine.controller import FINALIZER, MachineOperator, setup
+from kokpit.controllers.machine.options import MachineOptions
 
-__all__ = [
-    "FINALIZER",
-    "MACHINES",
-    "PACKAGE_VERSIONS",
-    "MachineOptions",
-    "MachineReconciler",
-    "setup",
-]
+__all__ = ["FINALIZER", "MachineOperator", "MachineOptions", "setup"]

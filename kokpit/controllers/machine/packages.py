@@ -53,6 +53,12 @@ def next_change(
     return None
 
 
+def reported_version(stdout: str) -> str:
+    """The version a check step reports: its last non-blank line, stripped."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def retired(desired: Sequence[Object], applied: Sequence[Object]) -> list[Object]:
     """The packages of ``applied`` (the last applied version) that ``desired`` dropped."""
     names = {p["name"] for p in desired}

@@ -63,7 +63,9 @@ def gates_passed(scope: MachineScope) -> Condition | None:
 
 
 def ready(scope: MachineScope) -> Condition:
-    if scope.machine["metadata"].get("deletionTimestamp"):
+    if scope.config_problem:  # a person must change the set-up; nothing else matters yet
+        return (READY, "False", *scope.config_problem)
+    if scope.deleting:
         reason, message = scope.node_problem or scope.host_problem or ("Deleting", "")
         return (READY, "False", reason, message)
     conditions = scope.status.get("conditions") or []
@@ -85,9 +87,9 @@ NOT_READY_REASONS = {
 
 
 def phase(scope: MachineScope) -> str:
-    if scope.machine["metadata"].get("deletionTimestamp"):
+    if scope.deleting:
         return "Deleting"
-    if scope.host_problem and scope.host_problem[0] == "HostKeyMismatch":
+    if scope.config_problem or (scope.host_problem and scope.host_problem[0] == "HostKeyMismatch"):
         return "Failed"
     applied = scope.status.get("packageVersion")
     if applied is None:
@@ -99,7 +101,7 @@ def phase(scope: MachineScope) -> str:
 
 def update(scope: MachineScope) -> None:
     """Write every condition, the phase and observedGeneration into the scope's status."""
-    generation = scope.machine["metadata"].get("generation")
+    generation = scope.metadata.get("generation")
     status = scope.status
     for type_, report in scope.mirrored.items():
         status["conditions"] = set_condition(

@@ -19,7 +19,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from kokpit.local.kubeconfig import render_data
+from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ComponentHealth,
     ComponentName,

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kokpit.local import assets as local_assets
-from kokpit.local import components, kubeconfig
+from kokpit.local import components
 from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
-from kokpit.local.pki import ADMIN, CONTROLLER_MANAGER, PKI, SCHEDULER
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import RELEASES, Release
+from kokpit.pki import ADMIN, CONTROLLER_MANAGER, PKI, SCHEDULER, kubeconfig
 from kokpit.providers.controlplane import (
     ComponentHealth,
     ComponentName,

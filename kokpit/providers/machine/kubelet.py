@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kokpit.local.components import KWOK_NODE_ANNOTATION
 from kokpit.local.nodes import CAPACITY
@@ -30,9 +30,28 @@ class Registration:
     taints: Sequence[Mapping[str, str]] = ()
 
 
+class NodeTaken(Exception):
+    """A Node of that name exists and is not this Machine's: kokpit leaves it alone."""
+
+
+class NodeRegistrar(Protocol):
+    """How a Machine's Node comes to be in its business cluster: a choice of the executor.
+    KWOK registers simulated hosts' nodes; a real host's kubelet registers its own."""
+
+    async def register(self, client: Client, node: Registration) -> dict[str, Any]: ...
+
+
+def owned_by(node: Mapping[str, Any], machine: str) -> bool:
+    """The Node was registered for Machine ``machine`` (namespace/name): only such a Node is
+    gated, drained and deleted by kokpit."""
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    return bool(annotations.get(MACHINE_ANNOTATION) == machine)
+
+
 class KwokKubelet:
     async def register(self, client: Client, node: Registration) -> dict[str, Any]:
-        """Create the Node (a Node that exists already is kept: registering twice is fine)."""
+        """Create the Node. One that exists already is kept if it is this Machine's
+        (registering twice is fine) and refused with :class:`NodeTaken` if it is not."""
         obj = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -56,4 +75,10 @@ class KwokKubelet:
         try:
             return await client.create(NODES, obj)
         except AlreadyExists:
-            return await client.get(NODES, node.name)
+            existing = await client.get(NODES, node.name)
+            if not owned_by(existing, node.machine):
+                raise NodeTaken(
+                    f"a Node named {node.name} exists in the business cluster and was not "
+                    f"registered for this Machine; kokpit will not adopt, drain or delete it"
+                ) from None
+            return existing

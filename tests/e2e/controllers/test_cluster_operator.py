@@ -14,15 +14,17 @@ from typing import Any
 
 import pytest
 
-from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
+from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
+from kokpit.api.v1alpha1 import CLUSTERS
+from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.components import Layout
-from kokpit.local.samples import cluster_package
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import EVENTS, SECRETS
 

@@ -16,16 +16,12 @@ from typing import Any
 
 import pytest
 
+from fixtures.business import BusinessCluster, business_cluster
 from kokpit.api.conditions import get
-from kokpit.controllers.machine import (
-    MACHINES,
-    PACKAGE_VERSIONS,
-    MachineOptions,
-    MachineReconciler,
-    setup,
-)
+from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
+from kokpit.api.v1alpha1 import MACHINES
+from kokpit.controllers.machine import MachineOperator, MachineOptions, setup
 from kokpit.local import Assets, Kubectl, LocalCluster
-from kokpit.local.business import BusinessCluster, business_cluster
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
@@ -93,7 +89,7 @@ class Operator:
         self.ssh = SSHExecutor(connect_timeout=3)
         executors: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
         options = MachineOptions(min_backoff=0.5, max_backoff=3, retry_interval=1)
-        self.reconciler: MachineReconciler = setup(manager, executors, recorder, options)
+        self.reconciler: MachineOperator = setup(manager, executors, recorder, options)
         self.task = asyncio.create_task(manager.start())
 
     async def kill(self) -> None:

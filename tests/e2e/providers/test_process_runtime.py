@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from kokpit.local import Kubectl, kubeconfig
+from kokpit.local import Kubectl
 from kokpit.local.assets import read_manifest, release_dir
 from kokpit.local.components import Layout
-from kokpit.local.pki import ADMIN
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
+from kokpit.pki import ADMIN, kubeconfig
 from kokpit.providers.controlplane import ORDER, ComponentPlan, ControlPlane, PlanError
 from kokpit.providers.controlplane.process import ProcessRuntime, business_pki
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kokpit.local.samples import widget
+from fixtures.samples import widget
 from kokpit.runtime import (
     AlreadyExists,
     Client,

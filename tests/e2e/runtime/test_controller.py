@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from fixtures.samples import widget
 from kokpit.local import Kubectl, LocalCluster
-from kokpit.local.samples import widget
 from kokpit.runtime import (
     Client,
     ClientConfig,

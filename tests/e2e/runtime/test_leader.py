@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from fixtures.samples import widget
 from kokpit.local import LocalCluster
-from kokpit.local.samples import widget
 from kokpit.runtime import (
     Client,
     ClientConfig,

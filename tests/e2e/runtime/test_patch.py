@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from kokpit.local.samples import widget
+from fixtures.samples import widget
 from kokpit.runtime import Client, Conflict, Resource
 from kokpit.runtime import metrics as m
 from kokpit.runtime.patch import PatchHelper

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from kokpit.controllers.machine import gates, packages
-from kokpit.controllers.machine.phases import _mirror_gates
+from kokpit.controllers.machine.node import _mirror_gates
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Host, Step
 from kokpit.providers.machine.sim import SimExecutor

@@ -1,0 +1,15 @@
+"""The Cluster-Operator's settings, each with its default and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    #: How often to look at a control-plane step in progress.
+    poll_interval: float = 1.0
+    #: How often to retry a cluster whose control plane failed and could not roll back.
+    failed_retry_interval: float = 30.0
+    field_manager: str = "kokpit-cluster-operator"
+    max_concurrent_reconciles: int = 8

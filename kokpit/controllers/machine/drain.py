@@ -1,0 +1,106 @@
+"""Taking a Machine's Node out of its business cluster when the Machine is deleted: cordon,
+evict its pods through the Eviction API (PodDisruptionBudgets hold it back), and delete the
+Node once the packages are gone. Only a Node registered for this Machine is touched.
+
+A drain may wait forever on a budget that never allows an eviction. A Machine's
+``drainTimeoutSeconds`` ends the wait (counted from its deletion): the pods left are named in an
+Event and the delete goes on, as Cluster API's ``nodeDrainTimeout`` does."""
+
+from __future__ import annotations
+
+import contextlib
+
+from kokpit.controllers.machine.clusters import ClusterClients, ClusterNotReady
+from kokpit.controllers.machine.options import MachineOptions
+from kokpit.controllers.machine.scope import MachineScope, Object
+from kokpit.providers.machine.kubelet import owned_by
+from kokpit.runtime import Client, Conflict, NotFound, TooManyRequests
+from kokpit.runtime.resources import NODES, PODS
+
+
+class DrainPhases:
+    def __init__(self, clusters: ClusterClients, options: MachineOptions) -> None:
+        self._clusters = clusters
+        self._options = options
+
+    async def drain_node(self, scope: MachineScope) -> bool:
+        """Cordon the node and evict its pods; True once no pod that needs moving is left."""
+        client = await self._client(scope)
+        if client is None:
+            return scope.node_problem is None  # the cluster is gone, and its nodes with it
+        node = await _our_node(client, scope)
+        if node is None:
+            return True
+        name = node["metadata"]["name"]
+        if not (node.get("spec") or {}).get("unschedulable"):
+            await client.patch(NODES, name, {"spec": {"unschedulable": True}})
+        pods = (await client.list(PODS, field_selector=f"spec.nodeName={name}")).items
+        remaining, blocked = [], []
+        for pod in pods:
+            meta = pod["metadata"]
+            if _stays(pod):
+                continue
+            remaining.append(f"{meta['namespace']}/{meta['name']}")
+            if meta.get("deletionTimestamp"):
+                continue
+            try:
+                await client.evict(meta["namespace"], meta["name"])
+            except TooManyRequests as e:
+                blocked.append(f"{meta['namespace']}/{meta['name']}: {e}")
+            except (NotFound, Conflict):
+                pass
+        if not remaining:
+            return True
+        timeout = scope.spec.get("drainTimeoutSeconds")
+        if timeout is not None and scope.seconds_deleted() > float(timeout):
+            message = f"drain gave up after {timeout}s; pods left: {', '.join(remaining[:10])}"
+            scope.event("Warning", "DrainTimedOut", message)
+            return True
+        if blocked:
+            message = "eviction refused (PodDisruptionBudget): " + "; ".join(blocked[:5])
+            scope.node_problem = ("DrainBlocked", message)
+            scope.event("Warning", "DrainBlocked", message)
+        else:
+            scope.node_problem = ("Draining", f"waiting for {len(remaining)} pods to leave {name}")
+        scope.requeue(self._options.drain_poll_interval)
+        return False
+
+    async def delete_node(self, scope: MachineScope) -> bool:
+        client = await self._client(scope)
+        if client is not None and (node := await _our_node(client, scope)) is not None:
+            with contextlib.suppress(NotFound):
+                await client.delete(NODES, node["metadata"]["name"])
+        scope.status["nodeName"] = None
+        return client is not None or scope.node_problem is None
+
+    async def _client(self, scope: MachineScope) -> Client | None:
+        """The business cluster's client; None when there is no node to act on, or when the
+        cluster cannot be reached (then ``node_problem`` says so and a requeue is asked)."""
+        if not scope.status.get("nodeName"):
+            return None
+        try:
+            return await self._clusters.get(scope.namespace, scope.cluster_name)
+        except ClusterNotReady as e:
+            if self._clusters.exists(scope.namespace, scope.cluster_name):
+                scope.node_problem = ("ClusterNotReady", str(e))
+                scope.requeue(self._options.retry_interval)
+            return None
+
+
+async def _our_node(client: Client, scope: MachineScope) -> Object | None:
+    """The Machine's Node, if it exists and was registered for this Machine."""
+    try:
+        node = await client.get(NODES, scope.status["nodeName"])
+    except NotFound:
+        return None
+    return node if owned_by(node, scope.key) else None
+
+
+def _stays(pod: Object) -> bool:
+    """Pods a drain leaves: DaemonSet pods, static (mirror) pods, and finished pods."""
+    meta = pod["metadata"]
+    if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+        return True
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return True
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
