@@ -99,6 +99,23 @@ class MachineSpec:
         list_type="map",
         list_map_keys=("conditionType",),
     )
+    drain_timeout_seconds: int | None = field(
+        "How long a delete waits for the node's pods to be evicted (PodDisruptionBudgets may "
+        "hold them back), counted from the deletion; then the pods left are named in an Event "
+        "and the delete goes on. Unset: wait as long as it takes.",
+        default=None,
+        minimum=0,
+        maximum=604800,
+    )
+    host_cleanup_timeout_seconds: int | None = field(
+        "How long a delete keeps trying to remove the packages from a host it cannot reach, "
+        "counted from the deletion; then the packages are left on the host and an Event says "
+        "so. Unset: wait for the host. The annotation kokpit.io/skip-host-cleanup=true skips "
+        "the removal at once.",
+        default=None,
+        minimum=0,
+        maximum=604800,
+    )
     __rules__ = (
         Rule(
             "self.executor != 'ssh' || has(self.sshSecretRef)",

@@ -123,7 +123,8 @@ class HostPhases:
                     if not await self._change(scope, executor, change, installed):
                         return False
         except HostUnreachable as e:
-            if scope.seconds_deleted() > float(scope.spec.get("hostCleanupTimeoutSeconds", 1e12)):
+            timeout = scope.spec.get("hostCleanupTimeoutSeconds")
+            if timeout is not None and scope.seconds_deleted() > float(timeout):
                 message = f"packages left on the host, which is unreachable: {e}"
                 scope.event("Warning", "HostCleanupSkipped", message)
                 return True

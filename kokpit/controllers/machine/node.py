@@ -103,9 +103,9 @@ class NodePhases:
             labels=scope.spec.get("nodeLabels") or {},
             taints=taints,
         )
+        await self._ensure_configmap(scope)  # first: a refused one leaves no Node behind
         registrar = self._registrars[scope.spec.get("executor", "ssh")]
         node = await registrar.register(client, registration)
-        await self._ensure_configmap(scope)
         scope.status["nodeName"] = scope.name
         return node
 

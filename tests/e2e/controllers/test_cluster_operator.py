@@ -315,3 +315,40 @@ async def test_fifty_kube_on_kube_clusters_become_ready_on_kwok_nodes(
     )["items"]
     assert left == [], "deleting a Cluster leaves no orphans"
     await client.delete(PACKAGE_VERSIONS, name)
+
+
+async def test_a_secret_of_the_clusters_name_that_it_does_not_own_is_never_used_or_deleted(
+    client: Client, namespace: str, operator: Operator
+) -> None:
+    tag = secrets.token_hex(3)
+    await client.create(PACKAGE_VERSIONS, package(f"owned-{tag}", Release("v1.35.4")))
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "squatted-pki", "namespace": namespace},
+        "stringData": {"ca.key": "not kokpit's"},
+    }
+    await client.create(SECRETS, theirs)
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "squatted", "namespace": namespace},
+            "spec": {"packageVersion": f"owned-{tag}", "runtime": "process"},
+        },
+    )
+    obj = await until(
+        client,
+        namespace,
+        "squatted",
+        lambda o: cond(o, "Upgrading").get("reason") == "SecretNotOwned",
+    )
+    assert (
+        "squatted-pki exists and is not owned by this Cluster" in cond(obj, "Upgrading")["message"]
+    )
+    assert not list(operator.root.glob("*")), "no control plane was started"
+    await deleted(client, namespace, "squatted")
+    secret = await client.get(SECRETS, "squatted-pki", namespace=namespace)
+    assert base64.b64decode(secret["data"]["ca.key"]) == b"not kokpit's"
+    await client.delete(PACKAGE_VERSIONS, f"owned-{tag}")

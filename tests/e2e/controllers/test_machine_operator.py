@@ -657,3 +657,128 @@ async def test_a_reporter_may_patch_condition_configmaps_and_nothing_else(
         with pytest.raises(Forbidden):
             await reporter.get(SECRETS, "reported", namespace=NS)
     await delete_machine(client, "reported")
+
+
+# -- what kokpit did not create, and deletes that cannot finish ------------------------------
+
+
+async def events_of(client: Client, name: str) -> list[str]:
+    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
+    return [e.get("reason", "") for e in found.items]
+
+
+async def test_a_configmap_or_node_of_the_machines_name_that_is_not_its_own_is_left_alone(
+    operator: Operator, client: Client, business: Client
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-owned", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    theirs: Object = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"mine": "yes"}}
+    theirs["metadata"] = {"name": "squatted-cm", "namespace": NS}
+    await client.create(CONFIGMAPS, theirs)
+    await business.create(
+        NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "squatted-node"}}
+    )
+    await create_machine(client, "squatted-cm", "e2e-owned")
+    await create_machine(client, "squatted-node", "e2e-owned")
+    obj = await wait_machine(
+        client,
+        "squatted-cm",
+        lambda o: condition(o, "NodeJoined").get("reason") == "ConditionConfigMapTaken",
+    )
+    assert "not owned by this Machine" in condition(obj, "NodeJoined")["message"]
+    obj = await wait_machine(
+        client,
+        "squatted-node",
+        lambda o: condition(o, "NodeJoined").get("reason") == "NodeNameTaken",
+    )
+    assert "was not registered for this Machine" in condition(obj, "NodeJoined")["message"]
+    for name in ("squatted-cm", "squatted-node"):
+        await delete_machine(client, name)
+    cm = await client.get(CONFIGMAPS, "squatted-cm", namespace=NS)
+    assert cm["data"] == {"mine": "yes"}
+    assert not cm["metadata"].get("ownerReferences")
+    node = await business.get(NODES, "squatted-node")  # neither drained nor deleted
+    assert not node.get("spec", {}).get("unschedulable")
+    await business.delete(NODES, "squatted-node")
+    await client.delete(CONFIGMAPS, "squatted-cm", namespace=NS)
+
+
+async def test_a_drain_gives_up_after_the_machines_drain_timeout(
+    operator: Operator, client: Client, business: Client, biz: BusinessCluster
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    obj = machine("impatient", "e2e-node")
+    obj["spec"]["drainTimeoutSeconds"] = 3
+    await client.create(MACHINES, obj)
+    await wait_machine(client, "impatient", is_ready)
+    labels = {"app": "pinned"}
+    biz.kubectl.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "pinned", "namespace": "default", "labels": labels},
+                "spec": {
+                    "nodeName": "impatient",
+                    "containers": [{"name": "c", "image": "busybox"}],
+                },
+            },
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "pinned", "namespace": "default"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
+            },
+        ]
+    )
+    started = time.monotonic()
+    await delete_machine(client, "impatient")
+    assert time.monotonic() - started >= 3, "the drain did not wait for its timeout"
+    assert "DrainTimedOut" in await events_of(client, "impatient")
+    with pytest.raises(NotFound):
+        await business.get(NODES, "impatient")
+    biz.kubectl.run("delete", "pdb,pod", "pinned", "-n", "default", "--wait=false")
+
+
+async def test_package_removal_on_a_host_that_is_gone_can_be_skipped_or_timed_out(
+    operator: Operator, client: Client, kubectl: Kubectl, hosts: list[SimulatedHost]
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS, package_version("e2e-gone", package("sysctl", "1")), field_manager="test"
+    )
+    skipped, timed = hosts[2], hosts[3]
+    await create_machine(client, "gone-skip", "e2e-gone", skipped)
+    obj = machine("gone-timeout", "e2e-gone", timed)
+    obj["spec"]["hostCleanupTimeoutSeconds"] = 4
+    await client.apply(SECRETS, ssh_secret("gone-timeout", timed), field_manager="test")
+    await client.create(MACHINES, obj)
+    for name in ("gone-skip", "gone-timeout"):
+        await wait_machine(client, name, is_ready)
+    skipped.stop()
+    timed.stop()
+    try:
+        await client.delete(MACHINES, "gone-skip", namespace=NS)
+        obj = await wait_machine(
+            client, "gone-skip", lambda o: condition(o, "HostReachable").get("status") == "False"
+        )
+        assert obj["status"]["phase"] == "Deleting"  # waits for the host, as it should
+        kubectl.run(
+            "annotate", "machine", "-n", NS, "gone-skip", "kokpit.io/skip-host-cleanup=true"
+        )
+        await gone(client, MACHINES, "gone-skip", within=30)
+        assert "HostCleanupSkipped" in await events_of(client, "gone-skip")
+        started = time.monotonic()
+        await delete_machine(client, "gone-timeout")
+        assert "HostCleanupSkipped" in await events_of(client, "gone-timeout")
+        assert time.monotonic() - started < 30
+    finally:
+        skipped.start()
+        timed.start()
+    assert installed(skipped, "sysctl") == "1"  # left on the host, as the Event says
