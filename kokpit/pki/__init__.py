@@ -7,9 +7,19 @@ from kokpit.pki.certificates import (
     CLIENTS,
     CONTROLLER_MANAGER,
     KWOK,
+    MACHINE_OPERATOR,
     PKI,
     SCHEDULER,
     Identity,
 )
 
-__all__ = ["ADMIN", "CLIENTS", "CONTROLLER_MANAGER", "KWOK", "PKI", "SCHEDULER", "Identity"]
+__all__ = [
+    "ADMIN",
+    "CLIENTS",
+    "CONTROLLER_MANAGER",
+    "KWOK",
+    "MACHINE_OPERATOR",
+    "PKI",
+    "SCHEDULER",
+    "Identity",
+]

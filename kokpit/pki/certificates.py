@@ -51,6 +51,9 @@ SCHEDULER = Identity("scheduler", "system:kube-scheduler")
 #: cluster-wide rights the Node authorizer would never give one kubelet.
 KWOK = Identity("kwok", "kokpit-kwok", ("system:masters",))
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+#: kokpit's Machine-Operator inside a business cluster: no group, so RBAC sees only the user
+#: and grants only what the Cluster-Operator binds to it (the admin kubeconfig is for people).
+MACHINE_OPERATOR = Identity("machine-operator", "kokpit:machine-operator")
 
 
 @dataclass(frozen=True)

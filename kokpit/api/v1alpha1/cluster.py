@@ -27,6 +27,17 @@ Runtime = Literal["kubernetes", "process"]
 _CIDR_RULE = Rule("isCIDR(self)", "must be a CIDR such as 10.96.0.0/12")
 
 
+#: The Secret types and names through which the Cluster-Operator hands out a business
+#: cluster's credentials. Each is controlled by its Cluster; nothing else is trusted.
+KUBECONFIG_SECRET_TYPE = "kokpit.io/kubeconfig"
+
+
+def operator_kubeconfig_secret(cluster_name: str) -> str:
+    """The Secret holding the kubeconfig of kokpit's own (least-privilege) identity in the
+    business cluster; ``<cluster>-admin-kubeconfig`` is for people."""
+    return f"{cluster_name}-kokpit-kubeconfig"
+
+
 @dataclass(kw_only=True)
 class ControlPlane:
     """How many of each control-plane component run."""

@@ -4,7 +4,8 @@ Watches Clusters and ClusterPackageVersions (a package version appearing or chan
 requeues the Clusters that name it, found through an index, not a scan). The reconcile is the
 runtime's outline (:mod:`kokpit.runtime.reconcile`) with these phases (:mod:`.phases`):
 
-    normal:  package version → PKI → control plane, one component at a time → admin kubeconfig
+    normal:  package version → PKI → control plane, one component at a time →
+             admin kubeconfig (people) → the Machine-Operator's own identity (:mod:`.access`)
     delete:  stop the control plane, delete what the Cluster owns
 """
 
@@ -54,6 +55,7 @@ def setup(
             phases.reconcile_pki,
             phases.reconcile_control_plane,
             phases.reconcile_admin_kubeconfig,
+            phases.reconcile_operator_access,
         ),
         delete_phases=(phases.delete,),
         update_status=status.update,

@@ -21,10 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from kokpit.api.conditions import now
+from kokpit.api.v1alpha1.cluster import KUBECONFIG_SECRET_TYPE, operator_kubeconfig_secret
+from kokpit.controllers.cluster import access
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
+from kokpit.pki import MACHINE_OPERATOR
 from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ORDER,
@@ -36,8 +41,16 @@ from kokpit.providers.controlplane import (
     Probe,
 )
 from kokpit.providers.controlplane.process import business_pki
-from kokpit.runtime import Client, NotFound, controlled_by, owner_reference
-from kokpit.runtime.resources import SECRETS
+from kokpit.runtime import (
+    ApiError,
+    Client,
+    ClientConfig,
+    NotFound,
+    Recently,
+    controlled_by,
+    owner_reference,
+)
+from kokpit.runtime.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, SECRETS
 from kokpit.runtime.store import Store
 
 #: The JSON names of the components in a ClusterPackageVersion.
@@ -77,6 +90,8 @@ class ClusterPhases:
         self._packages = packages
         self._runtimes = runtimes
         self._options = options
+        #: Business clusters whose access this process granted lately (endpoint as the value).
+        self._access_granted: Recently[str] = Recently(3600)
 
     async def resolve_package_version(self, scope: ClusterScope) -> bool:
         target = target_package_version(scope)
@@ -97,27 +112,28 @@ class ClusterPhases:
         return True
 
     async def reconcile_pki(self, scope: ClusterScope) -> bool:
-        """Certificates and keys live in a Secret owned by the Cluster; generated once."""
+        """Certificates and keys live in a Secret owned by the Cluster: generated once, and
+        completed when a newer kokpit needs material the Secret lacks (nothing is replaced)."""
         name = f"{scope.name}-pki"
-        cidr = scope.spec["network"]["serviceCIDR"]
         secret = await self._owned_secret(scope, name)
         if secret is _NOT_OURS:
             return False
-        if secret is not None:
-            material = {k: _b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        else:
-            with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
-                pki = business_pki(Path(tmp), cidr)
-                pki.ensure()
-                material = pki.material()
+        stored = {k: _b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
+        material = _complete_pki(stored, scope.spec["network"]["serviceCIDR"])
+        added = sorted(material.keys() - stored.keys())
+        if secret is None:
             await self._client.create(
                 SECRETS, _secret(scope.cluster, name, material, "kokpit.io/pki")
             )
-            scope.event(
-                "Normal",
-                "CertificatesCreated",
-                f"CA, serving and client certificates stored in Secret {name}",
+            message = f"CA, serving and client certificates stored in Secret {name}"
+            scope.event("Normal", "CertificatesCreated", message)
+        elif added:
+            data = {k: base64.b64encode(material[k]).decode() for k in added}
+            patch = {"metadata": {"resourceVersion": secret["metadata"]["resourceVersion"]}}
+            await self._client.patch(
+                SECRETS, name, {**patch, "data": data}, namespace=scope.namespace
             )
+            scope.event("Normal", "CertificatesAdded", f"{', '.join(added)} added to {name}")
         scope.control_plane = control_plane(scope, material)
         return True
 
@@ -207,10 +223,54 @@ class ClusterPhases:
             user="admin",
             cluster_name=scope.name,
         )
-        secret = _secret(scope.cluster, name, {"value": text.encode()}, "kokpit.io/kubeconfig")
+        secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
         await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
         scope.status["endpoint"] = endpoint
         scope.status["adminKubeconfigSecretRef"] = {"name": name}
+        return True
+
+    async def reconcile_operator_access(self, scope: ClusterScope) -> bool:
+        """The Machine-Operator's identity in the business cluster (:mod:`.access`): its RBAC
+        there, applied with the admin certificate, and its kubeconfig Secret here."""
+        endpoint = scope.status.get("endpoint")
+        cp = scope.control_plane
+        if not endpoint or cp is None or scope.status.get("phase") != "Running":
+            return True
+        if self._access_granted.holds(scope.uid, endpoint):
+            return True
+        name = operator_kubeconfig_secret(scope.name)
+        if await self._owned_secret(scope, name) is _NOT_OURS:
+            return False
+        pki = cp.pki
+        admin = ClientConfig(
+            server=endpoint,
+            ca_data=pki["ca.crt"],
+            cert_data=pki["admin.crt"],
+            key_data=pki["admin.key"],
+            user_agent="kokpit-cluster-operator",
+        )
+        try:
+            async with Client(admin) as business:
+                for obj in access.rbac():
+                    resource = CLUSTERROLES if obj["kind"] == "ClusterRole" else CLUSTERROLEBINDINGS
+                    await business.apply(resource, obj, field_manager=self._options.field_manager)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as e:
+            message = f"cannot grant kokpit's access in the business cluster: {e}"
+            scope.event("Warning", "AccessNotGranted", message)
+            scope.requeue(self._options.failed_retry_interval)
+            return False
+        who = MACHINE_OPERATOR
+        text = render_data(
+            server=endpoint,
+            ca=pki["ca.crt"],
+            cert=pki[f"{who.file}.crt"],
+            key=pki[f"{who.file}.key"],
+            user=who.user,
+            cluster_name=scope.name,
+        )
+        secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
+        await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
+        self._access_granted.remember(scope.uid, endpoint)
         return True
 
     async def delete(self, scope: ClusterScope) -> bool:
@@ -219,8 +279,8 @@ class ClusterPhases:
         if runtime is None:
             return False
         await runtime.delete(control_plane(scope, {}))
-        for suffix in ("pki", "admin-kubeconfig"):
-            name = f"{scope.name}-{suffix}"
+        names = (f"{scope.name}-pki", f"{scope.name}-admin-kubeconfig")
+        for name in (*names, operator_kubeconfig_secret(scope.name)):
             try:
                 secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
             except NotFound:
@@ -368,6 +428,16 @@ def _secret(owner: Object, name: str, data: dict[str, bytes], type_: str) -> Obj
         },
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def _complete_pki(stored: dict[str, bytes], service_cidr: str) -> dict[str, bytes]:
+    """``stored`` plus whatever a business cluster's PKI has that it lacks, issued by its CA
+    (or everything, when ``stored`` is empty)."""
+    with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
+        pki = business_pki(Path(tmp), service_cidr)
+        pki.write(stored)
+        pki.ensure()
+        return pki.material()
 
 
 def _b64decode(value: Any) -> bytes:

@@ -28,7 +28,7 @@ from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import RELEASES, Release
-from kokpit.pki import ADMIN, CONTROLLER_MANAGER, PKI, SCHEDULER, kubeconfig
+from kokpit.pki import ADMIN, CONTROLLER_MANAGER, MACHINE_OPERATOR, PKI, SCHEDULER, kubeconfig
 from kokpit.providers.controlplane import (
     ComponentHealth,
     ComponentName,
@@ -53,7 +53,8 @@ def first_service_ip(service_cidr: str) -> str:
 
 def business_pki(directory: Path, service_cidr: str) -> PKI:
     """The PKI of a business cluster: what the Cluster-Operator generates into its Secret."""
-    return PKI(directory, clients=CLIENTS, extra_ips=(first_service_ip(service_cidr),))
+    clients = (*CLIENTS, MACHINE_OPERATOR)
+    return PKI(directory, clients=clients, extra_ips=(first_service_ip(service_cidr),))
 
 
 def cached_assets(name: ComponentName, version: str) -> Assets:

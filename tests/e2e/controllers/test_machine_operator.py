@@ -782,3 +782,24 @@ async def test_package_removal_on_a_host_that_is_gone_can_be_skipped_or_timed_ou
         skipped.start()
         timed.start()
     assert installed(skipped, "sysctl") == "1"  # left on the host, as the Event says
+
+
+async def test_kokpits_identity_in_a_business_cluster_is_least_privilege(
+    client: Client, biz: BusinessCluster
+) -> None:
+    """The Machine-Operator reaches the business cluster as ``kokpit:machine-operator``, with
+    what joining, gating and draining need; the admin kubeconfig is for people."""
+    secret = await client.get(SECRETS, "biz-kokpit-kubeconfig", namespace=NS)
+    assert secret["type"] == "kokpit.io/kubeconfig"
+    config = ClientConfig.from_kubeconfig_data(base64.b64decode(secret["data"]["value"]))
+    async with Client(config) as kokpit:
+        await kokpit.list(NODES)
+        await kokpit.list(PODS, field_selector="spec.nodeName=nowhere")
+        with pytest.raises(Forbidden):
+            await kokpit.list(SECRETS, namespace="kube-system")
+        with pytest.raises(Forbidden):
+            await kokpit.create(
+                CONFIGMAPS,
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+                namespace="default",
+            )
