@@ -227,10 +227,9 @@ def owner_reference(owner: Object, *, controller: bool = True) -> dict[str, Any]
     return ref
 
 
-def controlled_by(obj: Object, owner: Object) -> bool:
-    """``obj`` carries a controller ownerReference to exactly this ``owner`` (same uid)."""
-    uid = owner["metadata"]["uid"]
+def controlled_by(obj: Object, owner_uid: str) -> bool:
+    """``obj`` carries a controller ownerReference to the object with uid ``owner_uid``."""
     return any(
-        ref.get("controller") and ref.get("uid") == uid
+        ref.get("controller") and ref.get("uid") == owner_uid
         for ref in obj.get("metadata", {}).get("ownerReferences") or []
     )

@@ -285,7 +285,7 @@ class ClusterPhases:
                 secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
             except NotFound:
                 continue
-            if controlled_by(secret, scope.cluster):
+            if controlled_by(secret, scope.uid):
                 uid = secret["metadata"]["uid"]  # the one we checked, not a newer namesake
                 with contextlib.suppress(NotFound):
                     await self._client.delete(SECRETS, name, namespace=scope.namespace, uid=uid)
@@ -313,7 +313,7 @@ class ClusterPhases:
             secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
         except NotFound:
             return None
-        if controlled_by(secret, scope.cluster):
+        if controlled_by(secret, scope.uid):
             return secret
         message = (
             f"Secret {name} exists and is not owned by this Cluster; kokpit will not use, "

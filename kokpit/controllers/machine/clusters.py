@@ -53,7 +53,9 @@ class ClusterClients:
             secret = await self._meta.get(SECRETS, secret_name, namespace=namespace)
         except NotFound:
             raise ClusterNotReady(f"Cluster {name}'s Secret {secret_name} is missing") from None
-        if secret.get("type") != KUBECONFIG_SECRET_TYPE or not controlled_by(secret, cluster):
+        if secret.get("type") != KUBECONFIG_SECRET_TYPE or not controlled_by(
+            secret, cluster["metadata"]["uid"]
+        ):
             raise ClusterNotReady(
                 f"Secret {secret_name} was not issued by the Cluster-Operator for Cluster "
                 f"{name} (it must be of type {KUBECONFIG_SECRET_TYPE} and controlled by the "

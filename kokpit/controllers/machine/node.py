@@ -116,7 +116,7 @@ class NodePhases:
             existing = await self._client.get(CONFIGMAPS, scope.name, namespace=scope.namespace)
         except NotFound:
             existing = None
-        if existing is not None and not controlled_by(existing, scope.obj):
+        if existing is not None and not controlled_by(existing, scope.uid):
             raise ConfigMapTaken(
                 f"ConfigMap {scope.name} exists and is not owned by this Machine; rename or "
                 f"delete it so kokpit can create the node's Condition ConfigMap"

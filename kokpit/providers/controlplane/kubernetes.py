@@ -25,8 +25,9 @@ from kokpit.providers.controlplane import (
     ComponentName,
     ComponentPlan,
     ControlPlane,
+    PlanError,
 )
-from kokpit.runtime import Client, NotFound, Resource
+from kokpit.runtime import Client, NotFound, Resource, controlled_by
 from kokpit.runtime.resources import DEPLOYMENTS, SECRETS, SERVICES, STATEFULSETS
 
 PKI_DIR = "/etc/kubernetes/pki"
@@ -97,15 +98,34 @@ class KubernetesRuntime:
             (SERVICES, "etcd"),
             (SECRETS, "kubeconfigs"),
         ):
+            try:
+                found = await self.client.get(resource, _name(cp, name), namespace=cp.namespace)
+            except NotFound:
+                continue
+            if not controlled_by(found, cp.uid):
+                continue  # somebody else's, whatever its name: never deleted
             with contextlib.suppress(NotFound):
                 await self.client.delete(
                     resource,
                     _name(cp, name),
                     namespace=cp.namespace,
+                    uid=found["metadata"]["uid"],
                     propagation_policy="Background",
                 )
 
     async def _apply(self, resource: Resource, obj: dict[str, Any]) -> None:
+        """Apply ``obj``, unless an object of that name exists that the Cluster does not
+        control: that one is somebody else's, and is neither adopted nor overwritten."""
+        meta = obj["metadata"]
+        try:
+            found = await self.client.get(resource, meta["name"], namespace=meta["namespace"])
+        except NotFound:
+            found = None
+        if found is not None and not controlled_by(found, meta["ownerReferences"][0]["uid"]):
+            raise PlanError(
+                f"{resource.kind} {meta['name']} exists and is not owned by this Cluster; "
+                f"delete or rename it"
+            )
         await self.client.apply(resource, obj, field_manager=self.options.field_manager)
 
     def _meta(self, cp: ControlPlane, component: str, **labels: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
-from kokpit.runtime.resources import EVENTS, SECRETS
+from kokpit.runtime.resources import EVENTS, SECRETS, SERVICES
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -352,3 +352,38 @@ async def test_a_secret_of_the_clusters_name_that_it_does_not_own_is_never_used_
     secret = await client.get(SECRETS, "squatted-pki", namespace=namespace)
     assert base64.b64decode(secret["data"]["ca.key"]) == b"not kokpit's"
     await client.delete(PACKAGE_VERSIONS, f"owned-{tag}")
+
+
+@pytest.mark.usefixtures("shared_nodes")
+async def test_a_workload_of_the_clusters_name_that_it_does_not_own_is_never_overwritten(
+    client: Client, namespace: str, operator: Operator
+) -> None:
+    """The kubernetes runtime applies its etcd Service by name: one that exists and is not the
+    Cluster's stops the step with a condition, and survives the Cluster's deletion."""
+    tag = secrets.token_hex(3)
+    await client.create(PACKAGE_VERSIONS, package(f"squat-{tag}", Release("v1.35.4")))
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "squat-etcd", "namespace": namespace, "labels": {"mine": "yes"}},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    await client.create(SERVICES, theirs)
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "squat", "namespace": namespace},
+            "spec": {"packageVersion": f"squat-{tag}", "runtime": "kubernetes"},
+        },
+    )
+    obj = await until(
+        client, namespace, "squat", lambda o: cond(o, "Upgrading").get("reason") == "CannotApply"
+    )
+    assert "Service squat-etcd exists and is not owned" in cond(obj, "Upgrading")["message"]
+    await deleted(client, namespace, "squat")
+    service = await client.get(SERVICES, "squat-etcd", namespace=namespace)
+    assert service["metadata"]["labels"] == {"mine": "yes"}
+    assert [p["port"] for p in service["spec"]["ports"]] == [80]
+    await client.delete(PACKAGE_VERSIONS, f"squat-{tag}")
