@@ -77,7 +77,7 @@ async def reconcile_packages(r: MachineReconciler, scope: MachineScope) -> bool:
 
 
 async def reconcile_node(r: MachineReconciler, scope: MachineScope) -> bool:
-    """Join the node (the kubelet package is installed), then gate it: publish the reported
+    """Join the node (the kubelet package is installed), then gate it: publish the gates'
     conditions on the node and keep the not-ready taint until every gate passes."""
     if not scope.has_kubelet:
         return True
@@ -98,7 +98,7 @@ async def reconcile_node(r: MachineReconciler, scope: MachineScope) -> bool:
         scope.status["bootstrapped"] = True
     scope.gates_passed = verdict.passed
     scope.gates_message = "; ".join([verdict.message, *problems])
-    _mirror_gates(scope, gate_list, reports)
+    _mirror_gates(scope, gate_list, {c.type: c for c in verdict.conditions})  # owners' only
     if r.published(scope, verdict):
         return True
     if node is None:
@@ -412,8 +412,8 @@ def _is_gate_taint(taint: dict[str, Any]) -> bool:
 def _mirror_gates(
     scope: MachineScope, gate_list: list[Object], reports: dict[str, gates.Report]
 ) -> None:
-    """Copy each gate's condition from the reports onto the Machine (Unknown when missing);
-    conditions of gates no longer in the spec are dropped."""
+    """Copy each gate's condition, as its reporter reported it, onto the Machine (Unknown when
+    missing); conditions of gates no longer in the spec are dropped."""
     types = {g["conditionType"] for g in gate_list}
     kept = [
         c
