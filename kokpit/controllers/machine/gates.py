@@ -40,6 +40,9 @@ NOT_READY_TAINT = {"key": "kokpit.io/not-ready", "effect": "NoSchedule"}
 MAX_MESSAGE = 1024
 #: At most this many problems are named: the rest are counted (a Machine's message is bounded).
 MAX_PROBLEMS = 8
+#: A verdict's message is cut to this many characters (a condition's message holds 32 KiB,
+#: and the parse problems are added to it).
+MAX_VERDICT = 16384
 STATUSES = ("True", "False", "Unknown")
 
 
@@ -166,7 +169,9 @@ def evaluate(gates: Sequence[Mapping[str, Any]], reports: Reports, bootstrapped:
         conditions=tuple(conditions[t] for t in sorted(conditions)),
         passed=not holding,
         all_passed=all_passed,
-        message="; ".join([*(holding or ["every readiness gate passes"]), *_bounded(ignored)]),
+        message=_cut(
+            "; ".join([*(holding or ["every readiness gate passes"]), *_bounded(ignored)])
+        ),
     )
 
 
@@ -174,6 +179,10 @@ def _bounded(problems: list[str]) -> list[str]:
     if len(problems) <= MAX_PROBLEMS:
         return problems
     return [*problems[:MAX_PROBLEMS], f"and {len(problems) - MAX_PROBLEMS} more"]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_VERDICT else text[: MAX_VERDICT - 3] + "..."
 
 
 def _quoted(value: Any) -> str:

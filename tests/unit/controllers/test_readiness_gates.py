@@ -256,3 +256,16 @@ def test_the_parsed_configmap_feeds_the_verdict() -> None:
     verdict = gates.evaluate([NET_GATE], reports, False)
     assert verdict.passed
     assert f"{DISK} reports example.com/NetworkReady" in verdict.message
+
+
+def test_the_verdicts_message_is_bounded() -> None:
+    """32 gates with the longest types and reporters fit in a condition's message."""
+    owner = f"{'n' * 63}.{'s' * 253}"
+    long_gates = [gate(f"{'d' * 250}.example.com/{i:02d}{'T' * 60}", owner) for i in range(32)]
+    reports = {
+        f"x{i}.y": {g["conditionType"]: r(g["conditionType"]) for g in long_gates}
+        for i in range(30)
+    }
+    verdict = gates.evaluate(long_gates, reports, False)
+    assert not verdict.passed
+    assert len(verdict.message) <= gates.MAX_VERDICT
