@@ -1,10 +1,12 @@
 """The machines part of ``kokpit demo``: the Machine-Operator installs the packages of three
 simulated hosts, joins them to the business cluster as nodes (KWOK plays their kubelets), and
 keeps them unschedulable until a network operator — played here by the demo — reports them
-ready in their Condition ConfigMaps."""
+ready in their Condition ConfigMaps, as a ServiceAccount that only the admission policy of
+``config/admission`` lets write its own report."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -15,10 +17,15 @@ from typing import Any
 from kokpit.cli.demo_business import replace_package_versions
 from kokpit.local import Assets, Kubectl
 from kokpit.local.nodes import start_kwok
+from kokpit.runtime import Client, ClientConfig
+from kokpit.runtime.resources import CONFIGMAPS
 
 NAMESPACE = "kokpit-demo"
 GATE = "example.com/NetworkReady"
 HOSTS = ("host-1", "host-2", "host-3")
+#: The ServiceAccount the demo's network operator reports as (it owns the gate).
+REPORTER = "network-operator"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 def script_package(name: str, kind: str, version: str) -> dict[str, Any]:
@@ -48,6 +55,7 @@ def story(
     """Walk through the Machine-Operator; returns the business cluster's KWOK, for the caller
     to stop after :func:`tear_down`."""
     kwok = start_kwok(assets, business.kubeconfig, workdir)
+    reporter = network_operator(kubectl)
     package_version = {
         "apiVersion": "kokpit.io/v1alpha1",
         "kind": "MachinePackageVersion",
@@ -70,19 +78,11 @@ def story(
         f"   packages installed, {len(machines)} nodes joined the business cluster, "
         f"{len(tainted)} held unschedulable (taint kokpit.io/not-ready: {GATE} not reported)"
     )
-    for name in HOSTS:  # the network operator reports each node ready
-        report = {"type": GATE, "status": "True", "reason": "RoutesProgrammed", "message": ""}
-        kubectl.run(
-            "patch",
-            "configmap",
-            "-n",
-            NAMESPACE,
-            name,
-            "--type=merge",
-            "-p",
-            json.dumps({"data": {"network": json.dumps(report)}}),
-        )
-    say(f"   the network operator reports {GATE}=True in each node's Condition ConfigMap")
+    asyncio.run(report_ready(reporter))
+    say(
+        f"   the network operator (ServiceAccount {NAMESPACE}/{REPORTER}) reports {GATE}=True "
+        f"in each node's Condition ConfigMap, under its own key {NAMESPACE}.{REPORTER}"
+    )
     wait(kubectl, lambda ms: all(_ready(m) for m in ms))
     nodes = business.get("nodes")["items"]
     free = [n["metadata"]["name"] for n in nodes if not _tainted(n)]
@@ -100,9 +100,52 @@ def machine(name: str, cluster: str) -> dict[str, Any]:
             "executor": "sim",
             "address": "192.0.2.1",
             "packageVersion": "hosts-v1",
-            "readinessGates": [{"conditionType": GATE}],
+            "readinessGates": [
+                {"conditionType": GATE, "reporter": {"namespace": NAMESPACE, "name": REPORTER}}
+            ],
         },
     }
+
+
+def network_operator(kubectl: Kubectl) -> ClientConfig:
+    """Credentials of the network operator: its ServiceAccount, bound to the reporter role,
+    with a short-lived token from the TokenRequest API; and the admission policy that keeps
+    each reporter to its own key."""
+    kubectl.run("apply", "-f", str(CONFIG / "admission" / "node-condition-reports.yaml"))
+    kubectl.run("apply", "-f", str(CONFIG / "rbac" / "node-condition-reporter.yaml"))
+    meta = {"name": REPORTER, "namespace": NAMESPACE}
+    kubectl.apply(
+        [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "kokpit-node-condition-reporter",
+                },
+                "subjects": [{"kind": "ServiceAccount", **meta}],
+            },
+        ]
+    )
+    token = kubectl.run("create", "token", "-n", NAMESPACE, REPORTER, "--duration=10m").strip()
+    admin = ClientConfig.from_kubeconfig(kubectl.kubeconfig)
+    return ClientConfig(server=admin.server, ca_data=admin.ca_data, token=token)
+
+
+async def report_ready(config: ClientConfig) -> None:
+    """The network operator reports each node ready, under its own key."""
+    report = [{"type": GATE, "status": "True", "reason": "RoutesProgrammed", "message": ""}]
+    async with Client(config) as client:
+        for name in HOSTS:
+            await client.patch(
+                CONFIGMAPS,
+                name,
+                {"data": {f"{NAMESPACE}.{REPORTER}": json.dumps(report)}},
+                namespace=NAMESPACE,
+            )
 
 
 def tear_down(kubectl: Kubectl) -> None:

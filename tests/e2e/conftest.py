@@ -6,16 +6,19 @@ own cluster (``~/.local/share/kokpit/local``).
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from fixtures import samples
-from kokpit.local import Assets, Kubectl, LocalCluster, ensure_assets, release
+from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
 
@@ -107,3 +110,31 @@ def ssh_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Simulat
         yield hosts
     finally:
         stop_hosts(hosts)
+
+
+ADMISSION = Path(__file__).parents[2] / "config" / "admission"
+
+
+@pytest.fixture(scope="session")
+def condition_reports_policy(kubectl: Kubectl) -> None:
+    """The admission policy of config/admission (a ServiceAccount writes only its own key of a
+    Condition ConfigMap), installed once per session and in force when this returns: an
+    admin's write of a key is refused (the API server loads a new policy within a second or so)."""
+    kubectl.run("apply", "-f", str(ADMISSION))
+    name, labels = "kokpit-policy-probe", {"kokpit.io/node-conditions": "true"}
+    meta = {"name": name, "namespace": "default", "labels": labels}
+    kubectl.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}])
+    probe = ["configmap", name, "-n", "default"]
+    deadline = time.monotonic() + 30
+    try:
+        for attempt in itertools.count():
+            try:
+                kubectl.run("patch", *probe, "-p", json.dumps({"data": {"probe": str(attempt)}}))
+            except KubectlError as e:
+                if "only a ServiceAccount may write" in e.stderr:
+                    return
+                raise
+            assert time.monotonic() < deadline, "the admission policy never came into force"
+            time.sleep(0.2)
+    finally:
+        kubectl.run("delete", *probe)

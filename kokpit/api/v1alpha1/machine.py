@@ -22,6 +22,15 @@ GATES_PASSED = "ReadinessGatesPassed"
 
 MachinePhase = Literal["Pending", "Provisioning", "Running", "Updating", "Deleting", "Failed"]
 
+#: Node conditions the kubelet (or KWOK) owns: no readiness gate may name them.
+KUBELET_CONDITIONS = frozenset(
+    {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"}
+)
+#: A namespace: a DNS label (RFC 1123), so it holds no dot.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A ServiceAccount's name: a DNS subdomain (RFC 1123).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
 
 @dataclass(kw_only=True)
 class LocalRef:
@@ -40,6 +49,22 @@ class Taint:
 
 
 @dataclass(kw_only=True)
+class Reporter:
+    """The ServiceAccount of the operator that reports a gate's condition.
+
+    Only what this ServiceAccount writes under its own key of the node's Condition ConfigMap,
+    ``<namespace>.<name>``, counts for the gate; the API server lets no one else write that key.
+    """
+
+    namespace: str = field(
+        "The ServiceAccount's namespace.", min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN
+    )
+    name: str = field(
+        "The ServiceAccount's name.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
+
+
+@dataclass(kw_only=True)
 class ReadinessGate:
     """A node condition that must be True before the node may take workloads."""
 
@@ -48,6 +73,17 @@ class ReadinessGate:
         "that owns it (e.g. network.example.com/Ready).",
         max_length=316,
         pattern=CONDITION_TYPE_PATTERN,
+        rules=(
+            Rule(
+                "!(self in [" + ", ".join(f"'{c}'" for c in sorted(KUBELET_CONDITIONS)) + "])",
+                "is a condition the kubelet owns: a readiness gate needs a condition type of its "
+                "own, e.g. example.com/NetworkReady",
+            ),
+        ),
+    )
+    reporter: Reporter = field(
+        "The ServiceAccount that reports this condition: the gate passes only on its report, "
+        "whoever else reports the same condition type."
     )
     mode: Literal["Bootstrap", "Continuous"] = field(
         "Bootstrap gates only hold a new node back; Continuous gates also make a Ready node "

@@ -1,6 +1,7 @@
 """The Machine's Node: join it to the business cluster once the kubelet package is installed,
-then gate it — publish the reported conditions on the node and keep the not-ready taint until
-every gate passes. The Condition ConfigMap format and the verdict are in :mod:`.gates`."""
+then gate it — publish the gates' conditions (each from its own reporter) on the node and keep
+the not-ready taint until every gate passes. The Condition ConfigMap format and the verdict
+are in :mod:`.gates`."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class NodePhases:
             scope.status["bootstrapped"] = True
         scope.gates_passed = verdict.passed
         scope.gates_message = "; ".join([verdict.message, *problems])
-        _mirror_gates(scope, gate_list, reports)
+        _mirror_gates(scope, gate_list, {c.type: c for c in verdict.conditions})  # owners' only
         if self._published.holds(scope.uid, verdict):
             return True
         if node is None:
@@ -235,8 +236,8 @@ def _is_gate_taint(taint: dict[str, Any]) -> bool:
 def _mirror_gates(
     scope: MachineScope, gate_list: list[Object], reports: Mapping[str, gates.Report]
 ) -> None:
-    """Copy each gate's condition from the reports onto the Machine (Unknown when missing);
-    conditions of gates no longer in the spec are dropped."""
+    """Copy each gate's condition, as its reporter reported it, onto the Machine (Unknown when
+    missing); conditions of gates no longer in the spec are dropped."""
     types = {g["conditionType"] for g in gate_list}
     kept = [
         c

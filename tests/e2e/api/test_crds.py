@@ -224,14 +224,34 @@ def test_machine_package_versions_are_immutable(kubectl: Kubectl) -> None:
         kubectl.run("delete", "mpv", "mpv-1")
 
 
+def gate(type_: str, namespace: str = "net-system", name: str = "net-operator") -> dict[str, Any]:
+    return {"conditionType": type_, "reporter": {"namespace": namespace, "name": name}}
+
+
 @pytest.mark.usefixtures("kokpit_crds")
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"address": "not an address!"}, "must be an IP address or a DNS name"),
         (
-            {"readinessGates": [{"conditionType": "net/Ready"}, {"conditionType": "net/Ready"}]},
+            {"readinessGates": [gate("net/Ready"), gate("net/Ready")]},
             "spec.readinessGates[1]: Duplicate value",
+        ),
+        (
+            {"readinessGates": [{"conditionType": "net/Ready"}]},
+            "spec.readinessGates[0].reporter: Required value",
+        ),
+        (
+            {"readinessGates": [gate("MemoryPressure")]},
+            "is a condition the kubelet owns",
+        ),
+        (
+            {"readinessGates": [gate("net/Ready", namespace="a.b")]},
+            "spec.readinessGates[0].reporter.namespace: Invalid value",
+        ),
+        (
+            {"readinessGates": [gate("net/Ready", name="Net_Operator")]},
+            "spec.readinessGates[0].reporter.name: Invalid value",
         ),
         ({"taints": [{"key": "a", "effect": "Sometimes"}]}, 'Unsupported value: "Sometimes"'),
         ({"port": 0}, "spec.port: Invalid value: 0"),
@@ -245,7 +265,7 @@ def test_bad_machines_are_rejected(
 
 @pytest.mark.usefixtures("kokpit_crds")
 def test_a_valid_machine_gets_its_defaults(kubectl: Kubectl, namespace: str) -> None:
-    gates = [{"conditionType": "net/Ready", "mode": "Bootstrap"}, {"conditionType": "disk/Ready"}]
+    gates = [{**gate("net/Ready"), "mode": "Bootstrap"}, gate("disk/Ready")]
     kubectl.run("create", "-f", "-", stdin=json.dumps(machine(namespace, readinessGates=gates)))
     spec = kubectl.get("machine", "-n", namespace, "m1")["spec"]
     assert (spec["port"], spec["executor"]) == (22, "ssh")

@@ -10,7 +10,7 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ from kokpit.runtime.resources import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
 from tests.e2e.rbac import apply_rbac, service_account
 
-pytestmark = pytest.mark.usefixtures("kokpit_crds")
+pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
 NS = "machines-e2e"
+#: The ServiceAccounts (in NS) that play the operators reporting readiness gates.
+NETWORK, STORAGE = "network-operator", "storage-operator"
 Object = dict[str, Any]
 
 
@@ -424,12 +426,22 @@ async def test_an_unreachable_host_is_reported_and_picked_up_when_it_returns(
     await delete_machine(client, "away")
 
 
-def gate_report(type_: str, status: str) -> str:
-    return json.dumps({"type": type_, "status": status, "reason": "Probed", "message": "by test"})
+def gate(type_: str, reporter: str, mode: str = "Continuous") -> Object:
+    """A readiness gate owned by the ServiceAccount ``reporter`` of NS."""
+    return {"conditionType": type_, "mode": mode, "reporter": {"namespace": NS, "name": reporter}}
+
+
+def key(reporter: str) -> str:
+    """The one key of a Condition ConfigMap that ``reporter`` may write."""
+    return f"{NS}.{reporter}"
+
+
+def gate_report(type_: str, status: str, message: str = "by test") -> str:
+    return json.dumps([{"type": type_, "status": status, "reason": "Probed", "message": message}])
 
 
 async def report(client: Client, name: str, key: str, value: str) -> None:
-    """What another operator does: apply its own key of the node's Condition ConfigMap."""
+    """What another operator does: apply its key of the node's Condition ConfigMap."""
     await client.apply(
         CONFIGMAPS,
         {
@@ -440,6 +452,39 @@ async def report(client: Client, name: str, key: str, value: str) -> None:
         },
         field_manager=f"reporter-{key}",
     )
+
+
+@pytest.fixture(scope="module")
+def reporter_configs(
+    kubectl: Kubectl, local_cluster: LocalCluster, biz: BusinessCluster
+) -> dict[str, ClientConfig]:
+    """Credentials of the reporters' ServiceAccounts, bound to the reporter role of
+    config/rbac/node-condition-reporter.yaml in NS."""
+    apply_rbac(kubectl, "node-condition-reporter")
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    configs = {}
+    for name in (NETWORK, STORAGE):
+        kubectl.run(
+            "create",
+            "rolebinding",
+            f"{name}-reports",
+            "-n",
+            NS,
+            "--clusterrole=kokpit-node-condition-reporter",
+            f"--serviceaccount={NS}:{name}",
+        )
+        configs[name] = service_account(kubectl, admin, NS, name)
+    return configs
+
+
+@pytest.fixture
+async def reporters(reporter_configs: dict[str, ClientConfig]) -> AsyncIterator[dict[str, Client]]:
+    """A client per reporter ServiceAccount."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield {
+            name: await stack.enter_async_context(Client(config))
+            for name, config in reporter_configs.items()
+        }
 
 
 def tainted(node: Object) -> bool:
@@ -459,12 +504,14 @@ async def wait_node(
 
 
 async def test_readiness_gates_keep_the_node_unschedulable_until_every_gate_passes(
-    operator: Operator, client: Client, business: Client, biz: BusinessCluster
+    operator: Operator,
+    client: Client,
+    business: Client,
+    biz: BusinessCluster,
+    reporters: dict[str, Client],
 ) -> None:
-    gates = [
-        {"conditionType": "example.com/NetworkReady", "mode": "Continuous"},
-        {"conditionType": "DiskReady", "mode": "Bootstrap"},
-    ]
+    gates = [gate("example.com/NetworkReady", NETWORK), gate("DiskReady", STORAGE, "Bootstrap")]
+    net, disk = reporters[NETWORK], reporters[STORAGE]
     await client.apply(
         PACKAGE_VERSIONS,
         package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
@@ -490,17 +537,20 @@ async def test_readiness_gates_keep_the_node_unschedulable_until_every_gate_pass
             }
         ]
     )
-    await report(client, "gated", "net", gate_report("example.com/NetworkReady", "True"))
+    await report(net, "gated", key(NETWORK), gate_report("example.com/NetworkReady", "True"))
     obj = await wait_machine(
         client, "gated", lambda o: condition(o, "example.com/NetworkReady").get("status") == "True"
     )
     assert condition(obj, "ReadinessGatesPassed")["status"] == "False"
-    assert "DiskReady is not reported" in condition(obj, "ReadinessGatesPassed")["message"]
+    assert (
+        f"DiskReady is not reported by {key(STORAGE)}"
+        in condition(obj, "ReadinessGatesPassed")["message"]
+    )
     await asyncio.sleep(2)
     pod = await business.get(PODS, "waits-for-gates", namespace="default")
     assert not pod["spec"].get("nodeName"), "a pod was placed on a gated node"
     # The last gate passes: the taint goes within seconds, and the pod is placed.
-    await report(client, "gated", "disk", gate_report("DiskReady", "True"))
+    await report(disk, "gated", key(STORAGE), gate_report("DiskReady", "True"))
     took = await wait_node(business, "gated", lambda n: not tainted(n))
     assert took < 5
     node = await business.get(NODES, "gated")
@@ -516,11 +566,11 @@ async def test_readiness_gates_keep_the_node_unschedulable_until_every_gate_pass
         assert time.monotonic() < deadline, "the pod was not placed once the gates passed"
         await asyncio.sleep(0.2)
     # A Bootstrap gate turning False later does not gate the node again...
-    await report(client, "gated", "disk", gate_report("DiskReady", "False"))
+    await report(disk, "gated", key(STORAGE), gate_report("DiskReady", "False"))
     await wait_node(business, "gated", lambda n: condition(n, "DiskReady").get("status") == "False")
     assert not tainted(await business.get(NODES, "gated"))
     # ...a Continuous one does, and KWOK keeps its Ready condition through all of it.
-    await report(client, "gated", "net", gate_report("example.com/NetworkReady", "False"))
+    await report(net, "gated", key(NETWORK), gate_report("example.com/NetworkReady", "False"))
     took = await wait_node(business, "gated", tainted)
     assert took < 5
     node = await business.get(NODES, "gated")
@@ -626,37 +676,128 @@ async def test_deleting_a_machine_drains_its_node_within_pod_disruption_budgets(
 
 
 async def test_a_reporter_may_patch_condition_configmaps_and_nothing_else(
-    operator: Operator,
-    client: Client,
-    kubectl: Kubectl,
-    local_cluster: LocalCluster,
+    operator: Operator, client: Client, reporters: dict[str, Client]
 ) -> None:
     await client.apply(
         PACKAGE_VERSIONS,
         package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
         field_manager="test",
     )
-    await create_machine(client, "reported", "e2e-node", gates=[{"conditionType": "DiskReady"}])
+    await create_machine(client, "reported", "e2e-node", gates=[gate("DiskReady", STORAGE)])
     await wait_machine(client, "reported", lambda o: bool(o.get("status", {}).get("nodeName")))
-    apply_rbac(kubectl, "node-condition-reporter")
-    kubectl.run(
-        "create",
-        "rolebinding",
-        "storage-reports",
-        "-n",
-        NS,
-        "--clusterrole=kokpit-node-condition-reporter",
-        f"--serviceaccount={NS}:storage-operator",
-    )
-    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    async with Client(service_account(kubectl, admin, NS, "storage-operator")) as reporter:
-        await report(reporter, "reported", "disk", gate_report("DiskReady", "True"))
-        await wait_machine(client, "reported", is_ready)
-        with pytest.raises(Forbidden):  # cannot invent a node's ConfigMap
-            await report(reporter, "no-such-machine", "disk", gate_report("DiskReady", "True"))
-        with pytest.raises(Forbidden):
-            await reporter.get(SECRETS, "reported", namespace=NS)
+    reporter = reporters[STORAGE]
+    await report(reporter, "reported", key(STORAGE), gate_report("DiskReady", "True"))
+    await wait_machine(client, "reported", is_ready)
+    with pytest.raises(Forbidden):  # cannot invent a node's ConfigMap
+        await report(reporter, "no-such-machine", key(STORAGE), gate_report("DiskReady", "True"))
+    with pytest.raises(Forbidden):
+        await reporter.get(SECRETS, "reported", namespace=NS)
     await delete_machine(client, "reported")
+
+
+async def refused(write: Awaitable[Any]) -> str:
+    """The API server's message for a write that admission must refuse."""
+    with pytest.raises(Forbidden) as refusal:
+        await write
+    return refusal.value.message
+
+
+async def test_a_reporter_changes_only_its_own_key_of_a_condition_configmap(
+    operator: Operator, client: Client, reporters: dict[str, Client]
+) -> None:
+    """The admission policy of config/admission, in the real API server: a reporter with the
+    reporter role (patch on every ConfigMap) cannot create, change or delete another's key,
+    nor take the ConfigMap out of the policy; nobody but a ServiceAccount writes a key."""
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    gates = [gate("example.com/NetworkReady", NETWORK), gate("DiskReady", STORAGE)]
+    await create_machine(client, "guarded", "e2e-node", gates=gates)
+    await wait_machine(client, "guarded", lambda o: bool(o.get("status", {}).get("nodeName")))
+    net, disk = reporters[NETWORK], reporters[STORAGE]
+    theirs = gate_report("example.com/NetworkReady", "False")
+    ours = gate_report("DiskReady", "True")
+
+    def patch(c: Client, body: Object) -> Awaitable[Object]:
+        return c.patch(CONFIGMAPS, "guarded", body, namespace=NS)
+
+    # Another's key: not created, changed, nor deleted; the message says which key is whose.
+    message = await refused(report(disk, "guarded", key(NETWORK), theirs))
+    assert f"a reporter may change only its own report, the key {key(STORAGE)}" in message
+    assert f"not {key(NETWORK)}" in message
+    await report(net, "guarded", key(NETWORK), theirs)
+    await refused(patch(disk, {"data": {key(NETWORK): gate_report("example.com/X", "True")}}))
+    await refused(patch(disk, {"data": {key(NETWORK): None}}))
+    # Its own key beside another's in one request: refused whole.
+    await refused(patch(disk, {"data": {key(STORAGE): ours, key(NETWORK): ours}}))
+    # The label keeps the ConfigMap under the policy: it cannot be removed or changed, alone
+    # or with a write of another's key (the policy judges the object as it was, too).
+    labels: Object = {"kokpit.io/node-conditions": None}
+    message = await refused(patch(disk, {"metadata": {"labels": labels}}))
+    assert "kokpit.io/node-conditions=true" in message
+    await refused(patch(disk, {"metadata": {"labels": labels}, "data": {key(NETWORK): ours}}))
+    await refused(patch(disk, {"metadata": {"labels": {"kokpit.io/node-conditions": "false"}}}))
+    # Made immutable, no reporter could update its report again.
+    assert "immutable" in await refused(patch(disk, {"immutable": True}))
+    # A person (here: the cluster admin) writes no key either; metadata is fine.
+    message = await refused(patch(client, {"data": {key(STORAGE): ours}}))
+    assert "only a ServiceAccount may write a report" in message
+    await patch(client, {"metadata": {"annotations": {"example.com/note": "checked"}}})
+    # The reporter can still write and remove its own key.
+    await report(disk, "guarded", key(STORAGE), ours)
+    await patch(disk, {"data": {key(STORAGE): None}})
+    await report(disk, "guarded", key(STORAGE), ours)
+    configmap = await client.get(CONFIGMAPS, "guarded", namespace=NS)
+    assert configmap["data"] == {key(NETWORK): theirs, key(STORAGE): ours}
+    assert configmap["metadata"]["labels"] == {"kokpit.io/node-conditions": "true"}
+    assert not configmap.get("immutable")
+    await delete_machine(client, "guarded")
+
+
+async def test_only_its_own_reporter_passes_a_gate(
+    operator: Operator, client: Client, business: Client, reporters: dict[str, Client]
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    gates = [gate("example.com/NetworkReady", NETWORK)]
+    await create_machine(client, "owned", "e2e-node", gates=gates)
+    await wait_machine(client, "owned", lambda o: bool(o.get("status", {}).get("nodeName")))
+    net, disk = reporters[NETWORK], reporters[STORAGE]
+
+    def says(text: str) -> Callable[[Object], bool]:
+        return lambda o: text in condition(o, "ReadinessGatesPassed").get("message", "")
+
+    # The storage operator reports the network's gate True under its own key (which the
+    # policy lets it write): ignored, and the Machine says so.
+    impostor = gate_report("example.com/NetworkReady", "True", message="impostor")
+    await report(disk, "owned", key(STORAGE), impostor)
+    ignored = f"{key(STORAGE)} reports example.com/NetworkReady, which only {key(NETWORK)} may"
+    obj = await wait_machine(client, "owned", says(ignored))
+    assert condition(obj, "ReadinessGatesPassed")["status"] == "False"
+    assert condition(obj, "example.com/NetworkReady")["status"] == "Unknown"
+    # A type with a trailing newline is no condition type (re.match with "$" took it).
+    await report(net, "owned", key(NETWORK), gate_report("example.com/NetworkReady\n", "True"))
+    problem = f'{key(NETWORK)}[0]: "example.com/NetworkReady\\n" is not a condition type'
+    obj = await wait_machine(client, "owned", says(problem))
+    assert not is_ready(obj)
+    node = await business.get(NODES, "owned")
+    assert tainted(node)
+    types = {c["type"] for c in node["status"].get("conditions") or []}
+    assert not {"example.com/NetworkReady", "example.com/NetworkReady\n"} & types
+    # Its own reporter passes it: the taint goes, and the node shows the owner's report.
+    await report(net, "owned", key(NETWORK), gate_report("example.com/NetworkReady", "True"))
+    await wait_node(business, "owned", lambda n: not tainted(n))
+    node = await business.get(NODES, "owned")
+    assert condition(node, "example.com/NetworkReady")["message"] == "by test"
+    obj = await wait_machine(client, "owned", is_ready)
+    assert condition(obj, "example.com/NetworkReady")["message"] == "by test"
+    assert ignored in condition(obj, "ReadinessGatesPassed")["message"]
+    await delete_machine(client, "owned")
 
 
 # -- what kokpit did not create, and deletes that cannot finish ------------------------------

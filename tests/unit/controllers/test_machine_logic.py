@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kokpit.controllers.machine import gates, packages
+from kokpit.controllers.machine import packages
 from kokpit.controllers.machine.node import _mirror_gates
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Host, Step
@@ -127,51 +127,6 @@ def test_the_apt_helper_pins_the_version() -> None:
     steps = packages.scripts(package)
     assert "install 'containerd=1.6.20~ds1-1'" in steps["install"]["run"]
     assert set(steps) == {"check", "install", "upgrade", "remove", "verify"}
-
-
-def report(type_: str, status: str, **extra: str) -> str:
-    return json.dumps({"type": type_, "status": status, **extra})
-
-
-def test_condition_configmap_reports_are_parsed_and_bad_ones_explained() -> None:
-    cm = {
-        "data": {
-            "net": report("example.com/NetworkReady", "True", reason="Routes"),
-            "disk": report("DiskReady", "False", reason="not a reason!", message="m"),
-            "ready": report("Ready", "False"),
-            "junk": "{not json",
-            "odd": report("StorageReady", "Maybe"),
-        }
-    }
-    reports, problems = gates.parse(cm)
-    assert set(reports) == {"example.com/NetworkReady", "DiskReady"}
-    assert reports["DiskReady"].reason == "Reported"  # an invalid reason is replaced
-    assert len(problems) == 3
-    assert any("belongs to the kubelet" in p for p in problems)
-
-
-def test_gates_bootstrap_and_continuous() -> None:
-    gate_list = [
-        {"conditionType": "example.com/NetworkReady", "mode": "Continuous"},
-        {"conditionType": "DiskReady", "mode": "Bootstrap"},
-    ]
-    ok = gates.Report("example.com/NetworkReady", "True", "R", "")
-    bad_disk = gates.Report("DiskReady", "False", "R", "")
-    good_disk = gates.Report("DiskReady", "True", "R", "")
-    verdict = gates.evaluate(gate_list, {ok.type: ok}, bootstrapped=False)
-    assert not verdict.passed
-    assert "DiskReady is not reported" in verdict.message
-    verdict = gates.evaluate(gate_list, {ok.type: ok, "DiskReady": good_disk}, False)
-    assert verdict.passed
-    assert verdict.all_passed
-    # Once bootstrapped, a Bootstrap gate turning False does not gate the node again...
-    verdict = gates.evaluate(gate_list, {ok.type: ok, "DiskReady": bad_disk}, True)
-    assert verdict.passed
-    assert not verdict.all_passed
-    # ...but a Continuous one does.
-    off = gates.Report("example.com/NetworkReady", "False", "R", "")
-    verdict = gates.evaluate(gate_list, {off.type: off, "DiskReady": good_disk}, True)
-    assert not verdict.passed
 
 
 @pytest.mark.parametrize("failure_rate", [0.0, 1.0])
