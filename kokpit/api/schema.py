@@ -32,13 +32,24 @@ class Rule:
     #: Where the error is reported, e.g. ``.etcdReplicas`` (relative to the rule's schema).
     field_path: str | None = None
     reason: str | None = None
+    #: A CEL expression computing the message from the value (e.g. naming the offending key);
+    #: the static ``message`` is shown if it fails.
+    message_expression: str | None = None
+    #: Evaluate on create too, with ``oldSelf`` an optional (none on create): a rule written
+    #: ``oldSelf.hasValue() || ...`` holds only on create, for what cannot change afterwards
+    #: (such as ``metadata.name``), so objects created before the rule stay writable.
+    optional_old_self: bool = False
 
     def to_openapi(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         if self.reason:
             out["reason"] = self.reason
+        if self.optional_old_self:
+            out["optionalOldSelf"] = True
         return out
 
 

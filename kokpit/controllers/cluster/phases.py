@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kokpit.api.conditions import now
+from kokpit.api.v1alpha1.cluster import object_name
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
 from kokpit.local.kubeconfig import render_data
@@ -80,7 +81,7 @@ async def reconcile_package_version(r: ClusterReconciler, scope: ClusterScope) -
 async def reconcile_pki(r: ClusterReconciler, scope: ClusterScope) -> bool:
     """Certificates and keys live in a Secret owned by the Cluster; generated once."""
     meta = scope.cluster["metadata"]
-    name = f"{meta['name']}-pki"
+    name = object_name(meta["name"], "pki")
     cidr = scope.spec["network"]["serviceCIDR"]
     try:
         secret = await r.client.get(SECRETS, name, namespace=meta["namespace"])
@@ -154,7 +155,7 @@ async def reconcile_admin_kubeconfig(r: ClusterReconciler, scope: ClusterScope) 
     if endpoint is None:
         return True
     pki = scope.control_plane.pki
-    name = f"{scope.cluster['metadata']['name']}-admin-kubeconfig"
+    name = object_name(scope.cluster["metadata"]["name"], "admin-kubeconfig")
     text = render_data(
         server=endpoint,
         ca=pki["ca.crt"],
@@ -174,9 +175,9 @@ async def reconcile_delete(r: ClusterReconciler, scope: ClusterScope) -> None:
     """Stop the control plane and delete everything the Cluster owned."""
     meta = scope.cluster["metadata"]
     await r.runtime_for(scope).delete(control_plane(scope, {}))
-    for suffix in ("pki", "admin-kubeconfig"):
+    for name in (object_name(meta["name"], "pki"), object_name(meta["name"], "admin-kubeconfig")):
         with contextlib.suppress(NotFound):
-            await r.client.delete(SECRETS, f"{meta['name']}-{suffix}", namespace=meta["namespace"])
+            await r.client.delete(SECRETS, name, namespace=meta["namespace"])
 
 
 def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
@@ -187,6 +188,7 @@ def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
         uid=meta["uid"],
         pki=pki,
         service_cidr=spec["network"]["serviceCIDR"],
+        pod_cidr=spec["network"]["podCIDR"],
         replicas=spec["controlPlane"]["replicas"],
         etcd_replicas=spec["controlPlane"]["etcdReplicas"],
     )

@@ -107,7 +107,9 @@ class ProcessRuntime:
             (SCHEDULER, layout.component_kubeconfig(SCHEDULER.file)),
         ):
             kubeconfig.write(path, server=server, pki=layout.pki, who=who, cluster_name=cp.key)
-        settings = Settings(service_cidr=cp.service_cidr, flags={plan.name: dict(plan.flags)})
+        settings = Settings(
+            service_cidr=cp.service_cidr, pod_cidr=cp.pod_cidr, flags={plan.name: dict(plan.flags)}
+        )
         assets = self.assets_for(plan.name, plan.version)
         component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)
         probe = plan.health_probe
