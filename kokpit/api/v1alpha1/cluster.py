@@ -97,10 +97,6 @@ _CIDR_RULE = Rule("isCIDR(self)", "must be a CIDR such as 10.96.0.0/12")
 _NETWORK_ADDRESS_RULE = Rule(
     "!isCIDR(self) || cidr(self) == cidr(self).masked()",
     "must be a range's network address, with no host bits set (10.96.0.0/12, not 10.96.0.1/12)",
-    message_expression=(
-        "'has host bits set: write the range as its network address, ' + "
-        "string(cidr(self).masked())"
-    ),
 )
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from kokpit.api import names
 from kokpit.api.conditions import CONDITION_TYPE_PATTERN, Condition
-from kokpit.api.schema import Kind, PrinterColumn, Rule, field
+from kokpit.api.schema import Kind, PrinterColumn, Rule, each, field
 
 # Condition types.
 HOST_REACHABLE = "HostReachable"
@@ -142,13 +142,13 @@ class MachineSpec:
                     names.cel_string(f'" is invalid: it must be {names.QUALIFIED_NAME_RULES}'),
                 ),
             ),
-            Rule(
-                f"self.all(k, {names.is_label_value('self[k]')})",
-                f"every label value must be {names.LABEL_VALUE_RULES}",
-                message_expression=names.concat(
-                    names.cel_string('the value of label "'),
-                    names.first("self", "k", "!" + names.is_label_value("self[k]")),
-                    names.cel_string(f'" is invalid: it must be {names.LABEL_VALUE_RULES}'),
+        ),
+        values=each(
+            max_length=names.LABEL_MAX,
+            rules=(
+                Rule(
+                    names.is_label_value("self"),
+                    f"a label value must be {names.LABEL_VALUE_RULES}",
                 ),
             ),
         ),
