@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kokpit.api.v1alpha1.cluster import object_name
 from kokpit.local import Assets, Kubectl
 from kokpit.local.components import KWOK_NODE_ANNOTATION
 from kokpit.local.samples import cluster, cluster_package
@@ -67,7 +68,15 @@ def business_cluster(
         meta.apply([cluster(namespace, name, f"biz-{release.version}", "process")])
         _wait_ready(meta, namespace, name, operator, workdir)
         secret = json.loads(
-            meta.run("get", "secret", "-n", namespace, f"{name}-admin-kubeconfig", "-o", "json")
+            meta.run(
+                "get",
+                "secret",
+                "-n",
+                namespace,
+                object_name(name, "admin-kubeconfig"),
+                "-o",
+                "json",
+            )
         )
         kubeconfig = workdir / "biz.kubeconfig"
         kubeconfig.write_bytes(base64.b64decode(secret["data"]["value"]))

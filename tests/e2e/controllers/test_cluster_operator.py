@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kokpit.api.v1alpha1.cluster import NAME_MAX
 from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.components import Layout
@@ -299,6 +300,31 @@ async def test_nodes_of_a_business_cluster_get_their_pod_cidrs_from_its_pod_cidr
     assert len(set(ranges)) == len(nodes), "each node its own"
     await deleted(client, namespace, "ipam")
     await client.delete(PACKAGE_VERSIONS, name)
+
+
+@pytest.mark.usefixtures("shared_nodes")
+async def test_a_kube_on_kube_cluster_with_the_longest_allowed_name_becomes_ready(
+    client: Client, kubectl: Kubectl, namespace: str, operator: Operator
+) -> None:
+    """The limit on a Cluster's name is not too loose: at the limit, every object named after
+    it is valid (the etcd StatefulSet's pods, the tightest, are created and run)."""
+    package_name = f"p-{secrets.token_hex(3)}"
+    await client.create(PACKAGE_VERSIONS, package(package_name, Release("v1.36.3")))
+    name = "k" * NAME_MAX
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"packageVersion": package_name, "runtime": "kubernetes"},
+        },
+    )
+    await until(client, namespace, name, lambda o: cond(o, "Ready").get("status") == "True")
+    pods = kubectl.get("pods", "-n", namespace, "-l", f"kokpit.io/cluster={name}")["items"]
+    assert f"{name}-etcd-0" in [p["metadata"]["name"] for p in pods]
+    await deleted(client, namespace, name)
+    await client.delete(PACKAGE_VERSIONS, package_name)
 
 
 @pytest.mark.usefixtures("shared_nodes")
