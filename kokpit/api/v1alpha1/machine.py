@@ -102,11 +102,12 @@ class MachineSpec:
     address: str = field(
         "The host's IP address or DNS name.",
         min_length=1,
-        max_length=253,
+        max_length=names.SUBDOMAIN_MAX,
         rules=(
             Rule(
-                "isIP(self) || self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
-                "must be an IP address or a DNS name",
+                f"isIP(self) || self.matches('{names.DNS1123_SUBDOMAIN}')",
+                "must be an IP address or a DNS name (lower-case letters, digits and '-' in "
+                "labels joined by '.', such as node-1.example.com)",
             ),
         ),
     )

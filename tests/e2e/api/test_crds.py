@@ -414,6 +414,7 @@ LABEL_VALUE = "a label value must be at most 63 letters, digits, '-', '_' and '.
             "spec.clusterRef.name",
             "must be an object's name: lower-case letters",
         ),
+        ("m1", {"address": "node..example.com"}, "spec.address", "must be an IP address or a"),
         (
             "m1",
             {"packageVersion": "mpv 1"},
@@ -441,7 +442,9 @@ def test_machines_at_the_limits_are_accepted(kubectl: Kubectl, namespace: str) -
         {"key": "dedicated", "effect": "NoSchedule"},
     ]
     accepted(kubectl, machine(namespace, "m" * 63, nodeLabels=labels, taints=taints))
-    accepted(kubectl, machine(namespace, "node-1.example.com"))  # a dotted hostname is a name
+    # A dotted hostname is a Node name; an address is an IP (either family) or a DNS name.
+    accepted(kubectl, machine(namespace, "node-1.example.com", address="node-1.example.com"))
+    accepted(kubectl, machine(namespace, address="fd00::1"))
     many = {f"example.com/l{i}": "v" for i in range(64)}
     accepted(kubectl, machine(namespace, nodeLabels=many))
     assert "spec.nodeLabels: Too many" in rejected(
