@@ -13,10 +13,8 @@ qualified name, a label value), so one ``matches`` says everything.
 
 from __future__ import annotations
 
-#: RFC 1123 label: lower-case letters, digits and '-', starting and ending with a letter or
-#: digit (a Node name part, a ConfigMap name without dots).
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: RFC 1035 label: as RFC 1123, but starting with a letter (a Service name).
+#: RFC 1035 label: lower-case letters, digits and '-', starting with a letter and ending with
+#: a letter or digit (a Service name).
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 #: RFC 1123 subdomain: labels joined by dots (most object names); at most 253 characters.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

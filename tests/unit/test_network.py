@@ -1,15 +1,20 @@
-"""A Cluster's podCIDR reaches kube-controller-manager in both runtimes, which then gives each
-node a podCIDR from it (the e2e test of the process runtime shows that part)."""
+"""A Cluster's address ranges as its components see them: the podCIDR reaches
+kube-controller-manager in both runtimes, which then gives each node a podCIDR from it (the e2e
+test of the process runtime shows that part); the serviceCIDR's first address is the API
+server's."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from kokpit.local import components
 from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
 from kokpit.providers.controlplane import ControlPlane
 from kokpit.providers.controlplane.kubernetes import _default_flags
+from kokpit.providers.controlplane.process import first_service_ip
 
 IPAM = {
     "--allocate-node-cidrs=true",
@@ -56,3 +61,18 @@ def test_the_kubernetes_runtime_gives_kube_controller_manager_the_pod_cidr() -> 
     flags = _default_flags(cp, "kube-controller-manager")
     assert {f"--{k}={v}" for k, v in flags.items()} >= IPAM
     assert "cluster-cidr" not in _default_flags(cp, "kube-scheduler")
+
+
+@pytest.mark.parametrize(
+    ("service_cidr", "ip"),
+    [
+        ("10.96.0.0/12", "10.96.0.1"),
+        ("10.96.0.0/30", "10.96.0.1"),
+        ("fd00::/64", "fd00::1"),
+        # Host bits (refused by the API now, but an older Cluster may have them) are ignored,
+        # as kube-apiserver ignores them: the reconcile must not fail on them forever.
+        ("10.96.0.9/12", "10.96.0.1"),
+    ],
+)
+def test_the_kubernetes_service_ip_is_the_first_of_the_range(service_cidr: str, ip: str) -> None:
+    assert first_service_ip(service_cidr) == ip
