@@ -34,13 +34,24 @@ class Rule:
     #: Where the error is reported, e.g. ``.etcdReplicas`` (relative to the rule's schema).
     field_path: str | None = None
     reason: str | None = None
+    #: A CEL expression computing the message from the value (e.g. naming the offending key);
+    #: the static ``message`` is shown if it fails.
+    message_expression: str | None = None
+    #: Evaluate on create too, with ``oldSelf`` an optional (none on create): a rule written
+    #: ``oldSelf.hasValue() || ...`` holds only on create, for what cannot change afterwards
+    #: (such as ``metadata.name``), so objects created before the rule stay writable.
+    optional_old_self: bool = False
 
     def to_openapi(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         if self.reason:
             out["reason"] = self.reason
+        if self.optional_old_self:
+            out["optionalOldSelf"] = True
         return out
 
 
@@ -61,27 +72,35 @@ def field(
     rules: tuple[Rule, ...] = (),
     list_type: str | None = None,
     list_map_keys: tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
 ) -> Any:
     """A documented field. The description is what ``kubectl explain`` shows; keep it a sentence
-    or two saying what the field means and what happens when it changes."""
-    schema: dict[str, Any] = {"description": description}
+    or two saying what the field means and what happens when it changes. ``values`` constrains
+    each value of a map (or item of a list): see :func:`each`."""
+    schema: dict[str, Any] = {
+        "description": description,
+        **each(
+            minimum=minimum,
+            maximum=maximum,
+            min_length=min_length,
+            max_length=max_length,
+            pattern=pattern,
+            rules=rules,
+        ),
+    }
     for key, value in (
-        ("minimum", minimum),
-        ("maximum", maximum),
-        ("minLength", min_length),
-        ("maxLength", max_length),
-        ("pattern", pattern),
         ("format", format),
         ("minItems", min_items),
         ("maxItems", max_items),
+        ("maxProperties", max_properties),
         ("x-kubernetes-list-type", list_type),
     ):
         if value is not None:
             schema[key] = value
     if list_map_keys:
         schema["x-kubernetes-list-map-keys"] = list(list_map_keys)
-    if rules:
-        schema["x-kubernetes-validations"] = [r.to_openapi() for r in rules]
+    if values:
+        schema[_VALUES] = values
     if default is not MISSING and not callable(default) and default is not None:
         schema["default"] = default
     if isinstance(default_factory, type) and dataclasses.is_dataclass(default_factory):
@@ -95,6 +114,37 @@ def field(
     return dataclasses.field(**kwargs)
 
 
+def each(
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    pattern: str | None = None,
+    rules: tuple[Rule, ...] = (),
+) -> dict[str, Any]:
+    """Constraints on a value: a field's own, or each value of a map field (its ``values``).
+    A rule on each value is reported at that value (``spec.nodeLabels[rack]``), so its message
+    need not say which one; and a map value's ``max_length`` bounds its CEL cost."""
+    schema: dict[str, Any] = {}
+    for key, value in (
+        ("minimum", minimum),
+        ("maximum", maximum),
+        ("minLength", min_length),
+        ("maxLength", max_length),
+        ("pattern", pattern),
+    ):
+        if value is not None:
+            schema[key] = value
+    if rules:
+        schema["x-kubernetes-validations"] = [r.to_openapi() for r in rules]
+    return schema
+
+
+#: Where :func:`field` keeps ``values`` until :func:`openapi` merges it into the item schema.
+_VALUES = "x-kokpit-values"
+
+
 def openapi(cls: type) -> dict[str, Any]:
     """The OpenAPI v3 schema of a dataclass (see the module docstring for what is supported)."""
     hints = typing.get_type_hints(cls)
@@ -103,7 +153,11 @@ def openapi(cls: type) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         extra = dict(f.metadata.get("openapi", {}))
         tp, optional = _unwrap_optional(hints[f.name])
+        values = extra.pop(_VALUES, None)
         schema = {**_type_schema(tp), **extra}
+        if values:
+            key = "items" if schema.get("type") == "array" else "additionalProperties"
+            schema[key] = {**schema[key], **values}
         if schema.get("type") == "object" and "properties" not in schema:
             schema.setdefault("additionalProperties", {"type": "string"})
         properties[_camel(f.name)] = schema
@@ -246,6 +300,10 @@ def crd(kind: Kind) -> dict[str, Any]:
     }
     if kind.rules:
         root["x-kubernetes-validations"] = [r.to_openapi() for r in kind.rules]
+    if any(r.field_path == ".metadata.name" for r in kind.rules):
+        # A rule's fieldPath must name a declared property; metadata.name is the one (with
+        # generateName) a CRD may declare.
+        properties["metadata"] = {"type": "object", "properties": {"name": {"type": "string"}}}
     columns = [
         {
             "name": c.name,

@@ -121,6 +121,9 @@ class Settings:
     #: How long one component may take to become healthy before ``up`` gives up.
     start_timeout_s: float = 90.0
     service_cidr: str = SERVICE_CIDR
+    #: The range kube-controller-manager gives nodes their podCIDR from; None leaves node IPAM
+    #: off (the meta-cluster: KWOK hands out pod IPs from :data:`POD_CIDR` itself).
+    pod_cidr: str | None = None
     #: Extra flags per component name (``{"kube-apiserver": {"v": "2"}}``), overriding defaults.
     flags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -197,11 +200,25 @@ def controller_manager(
         "--node-monitor-period=2s",
         "--profiling=false",
     ]
+    if settings.pod_cidr is not None:
+        ipam = node_ipam_flags(settings.pod_cidr, settings.service_cidr)
+        argv += [f"--{name}={value}" for name, value in ipam.items()]
     return Component(
         "kube-controller-manager",
         argv,
         Health(f"https://127.0.0.1:{ports.controller_manager}/healthz", tls="self-signed"),
     )
+
+
+def node_ipam_flags(pod_cidr: str, service_cidr: str) -> dict[str, str]:
+    """kube-controller-manager's flags to give each new node a podCIDR from ``pod_cidr`` (what
+    a CNI plugin reads to address the node's pods), leaving out ``service_cidr``. The same in
+    every runtime, so a Cluster's ``spec.network.podCIDR`` means one thing."""
+    return {
+        "allocate-node-cidrs": "true",
+        "cluster-cidr": pod_cidr,
+        "service-cluster-ip-range": service_cidr,
+    }
 
 
 def scheduler(assets: Assets, layout: Layout, ports: Ports, settings: Settings) -> Component:

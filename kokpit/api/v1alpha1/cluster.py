@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kokpit.api import names
 from kokpit.api.conditions import Condition
 from kokpit.api.schema import Kind, PrinterColumn, Rule, field
 
@@ -24,7 +25,90 @@ Phase = Literal[
 ]
 Runtime = Literal["kubernetes", "process"]
 
+#: The objects named after a Cluster, ``<cluster>-<suffix>`` (see :func:`object_name`): the
+#: longest each whole name may be, and why. The runtimes and the Cluster-Operator name them
+#: with :func:`object_name`, and the CRD's limit on a Cluster's name is computed from this
+#: table, so a name the API server accepts makes valid names everywhere.
+DerivedSuffix = Literal[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubeconfigs",
+    "pki",
+    "admin-kubeconfig",
+    "kokpit-kubeconfig",
+]
+DERIVED_NAMES: dict[DerivedSuffix, tuple[int, str]] = {
+    "etcd": (
+        52,
+        "the etcd StatefulSet, may be at most 52 characters (its pods' "
+        "controller-revision-hash label is that name, '-' and a hash of up to 10 characters, "
+        "and a label value is at most 63)",
+    ),
+    "kube-apiserver": (names.LABEL_MAX, "a Service, may be at most 63 characters"),
+    "kube-controller-manager": (names.SUBDOMAIN_MAX, "a Deployment"),
+    "kube-scheduler": (names.SUBDOMAIN_MAX, "a Deployment"),
+    "kubeconfigs": (names.SUBDOMAIN_MAX, "a Secret"),
+    "pki": (names.SUBDOMAIN_MAX, "a Secret"),
+    "admin-kubeconfig": (names.SUBDOMAIN_MAX, "a Secret"),
+    "kokpit-kubeconfig": (names.SUBDOMAIN_MAX, "a Secret"),
+}
+
+
+def object_name(cluster: str, suffix: DerivedSuffix) -> str:
+    """The name of the object ``suffix`` of Cluster ``cluster`` (e.g. ``c1-kube-apiserver``)."""
+    return f"{cluster}-{suffix}"
+
+
+def _name_limit() -> tuple[int, str]:
+    """The longest Cluster name that keeps every derived name within its limit, and why."""
+    limit, why = names.LABEL_MAX, "it is the value of the kokpit.io/cluster label"
+    for suffix, (whole, what) in DERIVED_NAMES.items():
+        room = whole - len(suffix) - 1
+        if room < limit:
+            limit, why = room, f"<name>-{suffix}, {what}"
+    return limit, why
+
+
+#: The longest name a Cluster may have (47: the etcd StatefulSet's name is the tightest).
+NAME_MAX, _NAME_MAX_WHY = _name_limit()
+NAME_RULES = (
+    # Checked on create only (names cannot change), so a Cluster created before these rules
+    # stays writable.
+    Rule(
+        f"oldSelf.hasValue() || size(self.metadata.name) <= {NAME_MAX}",
+        f"a Cluster's name must be at most {NAME_MAX} characters: the objects of its control "
+        f"plane are named after it, and {_NAME_MAX_WHY}",
+        field_path=".metadata.name",
+        optional_old_self=True,
+    ),
+    Rule(
+        f"oldSelf.hasValue() || self.metadata.name.matches('{names.DNS1035_LABEL}')",
+        "a Cluster's name must start with a lower-case letter and hold only lower-case "
+        "letters, digits and '-' (no '.'): it begins the names of the control plane's "
+        "Services (<name>-kube-apiserver, <name>-etcd), which must be DNS-1035 labels",
+        field_path=".metadata.name",
+        optional_old_self=True,
+    ),
+)
+
 _CIDR_RULE = Rule("isCIDR(self)", "must be a CIDR such as 10.96.0.0/12")
+#: The network address: ``10.96.0.1/12`` names the range ``10.96.0.0/12`` ambiguously (and
+#: Python's ``ip_network``, like Kubernetes' ServiceCIDR validation, refuses it).
+_NETWORK_ADDRESS_RULE = Rule(
+    "!isCIDR(self) || cidr(self) == cidr(self).masked()",
+    "must be a range's network address, with no host bits set (10.96.0.0/12, not 10.96.0.1/12)",
+)
+
+
+def _prefix_rule(family: int, shortest: int, longest: int, message: str) -> Rule:
+    """The prefix length of an IPv``family`` range must be within [shortest, longest]."""
+    return Rule(
+        f"!isCIDR(self) || cidr(self).ip().family() != {family} || "
+        f"(cidr(self).prefixLength() >= {shortest} && cidr(self).prefixLength() <= {longest})",
+        message,
+    )
 
 
 #: The Secret types and names through which the Cluster-Operator hands out a business
@@ -35,7 +119,7 @@ KUBECONFIG_SECRET_TYPE = "kokpit.io/kubeconfig"
 def operator_kubeconfig_secret(cluster_name: str) -> str:
     """The Secret holding the kubeconfig of kokpit's own (least-privilege) identity in the
     business cluster; ``<cluster>-admin-kubeconfig`` is for people."""
-    return f"{cluster_name}-kokpit-kubeconfig"
+    return object_name(cluster_name, "kokpit-kubeconfig")
 
 
 @dataclass(kw_only=True)
@@ -68,13 +152,54 @@ class Network:
     """The business cluster's address ranges."""
 
     service_cidr: str = field(
-        "ClusterIP range for Services.", default="10.96.0.0/12", max_length=64, rules=(_CIDR_RULE,)
+        "ClusterIP range for Services: kube-apiserver's --service-cluster-ip-range. Its first "
+        "address is the kubernetes Service's, and is in the API server's certificate. IPv4: "
+        "/30 or wider (network and broadcast addresses are not used); IPv6: /64 to /126.",
+        default="10.96.0.0/12",
+        max_length=64,
+        rules=(
+            _CIDR_RULE,
+            _NETWORK_ADDRESS_RULE,
+            _prefix_rule(
+                4,
+                0,
+                30,
+                "an IPv4 serviceCIDR must be /30 or wider: without its network and broadcast "
+                "addresses a /31 or /32 holds no Service IPs, not even the kubernetes Service's",
+            ),
+            _prefix_rule(
+                6,
+                64,
+                126,
+                "an IPv6 serviceCIDR must be between /64 (the widest kube-apiserver accepts) "
+                "and /126 (room for the kubernetes Service and more)",
+            ),
+        ),
     )
     pod_cidr: str = field(
-        "Range pod IPs are allocated from.",
+        "Range pod IPs are allocated from: kube-controller-manager's --cluster-cidr, from which "
+        "it gives each node its podCIDR (a /24 for IPv4, a /64 for IPv6). IPv4: /24 or wider; "
+        "IPv6: /48 to /64.",
         default="10.244.0.0/16",
         max_length=64,
-        rules=(_CIDR_RULE,),
+        rules=(
+            _CIDR_RULE,
+            _NETWORK_ADDRESS_RULE,
+            _prefix_rule(
+                4,
+                0,
+                24,
+                "an IPv4 podCIDR must be /24 or wider: kube-controller-manager gives each node "
+                "a /24 of it",
+            ),
+            _prefix_rule(
+                6,
+                48,
+                64,
+                "an IPv6 podCIDR must be between /48 and /64: kube-controller-manager gives "
+                "each node a /64 of it, and refuses a range more than 16 bits wider",
+            ),
+        ),
     )
     __rules__ = (
         Rule(
@@ -95,7 +220,13 @@ class ClusterSpec:
         "Name of the ClusterPackageVersion to run. Changing it upgrades (or rolls back) the "
         "control plane component by component.",
         min_length=1,
-        max_length=253,
+        max_length=names.SUBDOMAIN_MAX,
+        rules=(
+            Rule(
+                f"self.matches('{names.DNS1123_SUBDOMAIN}')",
+                f"must be the name of a ClusterPackageVersion: {names.SUBDOMAIN_RULES}",
+            ),
+        ),
     )
     runtime: Runtime = field(
         "Where the control plane runs: kubernetes (Deployments and a StatefulSet in the "
@@ -208,4 +339,5 @@ CLUSTER = Kind(
         PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         PrinterColumn("Endpoint", ".status.endpoint", priority=1),
     ),
+    rules=NAME_RULES,
 )

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kokpit.api import names
 from kokpit.api.conditions import CONDITION_TYPE_PATTERN, Condition
-from kokpit.api.schema import Kind, PrinterColumn, Rule, field
+from kokpit.api.schema import Kind, PrinterColumn, Rule, each, field
 
 # Condition types.
 HOST_REACHABLE = "HostReachable"
@@ -30,21 +31,57 @@ KUBELET_CONDITIONS = frozenset(
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: A ServiceAccount's name: a DNS subdomain (RFC 1123).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+NAME_RULES = (
+    # On create only (names cannot change), so a Machine created before the rule stays writable.
+    Rule(
+        f"oldSelf.hasValue() || size(self.metadata.name) <= {names.LABEL_MAX}",
+        f"a Machine's name must be at most {names.LABEL_MAX} characters: it becomes its Node's "
+        "name and the value of the Node's kubernetes.io/hostname label, which is at most 63",
+        field_path=".metadata.name",
+        optional_old_self=True,
+    ),
+)
+_SUBDOMAIN_RULE = Rule(
+    f"self.matches('{names.DNS1123_SUBDOMAIN}')",
+    f"must be an object's name: {names.SUBDOMAIN_RULES}",
+)
 
 
 @dataclass(kw_only=True)
 class LocalRef:
     """An object in the Machine's namespace."""
 
-    name: str = field("Its name.", min_length=1, max_length=253)
+    name: str = field(
+        "Its name.", min_length=1, max_length=names.SUBDOMAIN_MAX, rules=(_SUBDOMAIN_RULE,)
+    )
 
 
 @dataclass(kw_only=True)
 class Taint:
     """A taint the node is registered with."""
 
-    key: str = field("The taint key.", min_length=1, max_length=316)
-    value: str = field("The taint value.", default="", max_length=63)
+    key: str = field(
+        "The taint key, a qualified name such as example.com/dedicated.",
+        min_length=1,
+        max_length=names.QUALIFIED_NAME_MAX,
+        rules=(
+            Rule(
+                names.is_qualified_name("self"),
+                f"a taint key must be {names.QUALIFIED_NAME_RULES}",
+            ),
+        ),
+    )
+    value: str = field(
+        "The taint value.",
+        default="",
+        max_length=names.LABEL_MAX,
+        rules=(
+            Rule(
+                names.is_label_value("self"),
+                f"a taint value must be {names.LABEL_VALUE_RULES}",
+            ),
+        ),
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = field("The effect.")
 
 
@@ -100,11 +137,12 @@ class MachineSpec:
     address: str = field(
         "The host's IP address or DNS name.",
         min_length=1,
-        max_length=253,
+        max_length=names.SUBDOMAIN_MAX,
         rules=(
             Rule(
-                "isIP(self) || self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",
-                "must be an IP address or a DNS name",
+                f"isIP(self) || self.matches('{names.DNS1123_SUBDOMAIN}')",
+                "must be an IP address or a DNS name (lower-case letters, digits and '-' in "
+                "labels joined by '.', such as node-1.example.com)",
             ),
         ),
     )
@@ -116,14 +154,40 @@ class MachineSpec:
         default=None,
     )
     package_version: str = field(
-        "Name of the MachinePackageVersion to apply.", min_length=1, max_length=253
+        "Name of the MachinePackageVersion to apply.",
+        min_length=1,
+        max_length=names.SUBDOMAIN_MAX,
+        rules=(_SUBDOMAIN_RULE,),
     )
     executor: Literal["ssh", "sim"] = field(
         "How steps run: ssh on the real host, or sim (a simulated host, for scale tests).",
         default="ssh",
     )
     node_labels: dict[str, str] = field(
-        "Labels the node is registered with.", default_factory=dict, max_properties=64
+        "Labels the node is registered with: keys are qualified names (example.com/rack), "
+        "values at most 63 characters.",
+        default_factory=dict,
+        max_properties=64,
+        rules=(
+            Rule(
+                f"self.all(k, {names.is_qualified_name('k')})",
+                f"every label key must be {names.QUALIFIED_NAME_RULES}",
+                message_expression=names.concat(
+                    names.cel_string('label key "'),
+                    names.first("self", "k", "!" + names.is_qualified_name("k")),
+                    names.cel_string(f'" is invalid: it must be {names.QUALIFIED_NAME_RULES}'),
+                ),
+            ),
+        ),
+        values=each(
+            max_length=names.LABEL_MAX,
+            rules=(
+                Rule(
+                    names.is_label_value("self"),
+                    f"a label value must be {names.LABEL_VALUE_RULES}",
+                ),
+            ),
+        ),
     )
     taints: list[Taint] = field(
         "Taints the node is registered with.", default_factory=list, max_items=32
@@ -230,4 +294,5 @@ MACHINE = Kind(
         PrinterColumn("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         PrinterColumn("Packages", ".spec.packageVersion", priority=1),
     ),
+    rules=NAME_RULES,
 )

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from kokpit.api.conditions import now
-from kokpit.api.v1alpha1.cluster import KUBECONFIG_SECRET_TYPE, operator_kubeconfig_secret
+from kokpit.api.v1alpha1.cluster import KUBECONFIG_SECRET_TYPE, object_name
 from kokpit.controllers.cluster import access
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
@@ -114,7 +114,7 @@ class ClusterPhases:
     async def reconcile_pki(self, scope: ClusterScope) -> bool:
         """Certificates and keys live in a Secret owned by the Cluster: generated once, and
         completed when a newer kokpit needs material the Secret lacks (nothing is replaced)."""
-        name = f"{scope.name}-pki"
+        name = object_name(scope.name, "pki")
         secret = await self._owned_secret(scope, name)
         if secret is _NOT_OURS:
             return False
@@ -211,7 +211,7 @@ class ClusterPhases:
         endpoint = await runtime.endpoint(scope.control_plane)
         if endpoint is None:
             return True
-        name = f"{scope.name}-admin-kubeconfig"
+        name = object_name(scope.name, "admin-kubeconfig")
         if await self._owned_secret(scope, name) is _NOT_OURS:
             return False
         pki = scope.control_plane.pki
@@ -238,7 +238,7 @@ class ClusterPhases:
             return True
         if self._access_granted.holds(scope.uid, endpoint):
             return True
-        name = operator_kubeconfig_secret(scope.name)
+        name = object_name(scope.name, "kokpit-kubeconfig")
         if await self._owned_secret(scope, name) is _NOT_OURS:
             return False
         pki = cp.pki
@@ -279,8 +279,8 @@ class ClusterPhases:
         if runtime is None:
             return False
         await runtime.delete(control_plane(scope, {}))
-        names = (f"{scope.name}-pki", f"{scope.name}-admin-kubeconfig")
-        for name in (*names, operator_kubeconfig_secret(scope.name)):
+        for suffix in ("pki", "admin-kubeconfig", "kokpit-kubeconfig"):
+            name = object_name(scope.name, suffix)
             try:
                 secret = await self._client.get(SECRETS, name, namespace=scope.namespace)
             except NotFound:
@@ -384,6 +384,7 @@ def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
         uid=meta["uid"],
         pki=pki,
         service_cidr=spec["network"]["serviceCIDR"],
+        pod_cidr=spec["network"]["podCIDR"],
         replicas=spec["controlPlane"]["replicas"],
         etcd_replicas=spec["controlPlane"]["etcdReplicas"],
     )

@@ -36,6 +36,8 @@ class ControlPlane:
     #: PEM files by name (``ca.crt``, ``apiserver.key``, ...), from the cluster's PKI Secret.
     pki: Mapping[str, bytes] = field(repr=False, default_factory=dict)
     service_cidr: str = "10.96.0.0/12"
+    #: The range kube-controller-manager gives each node's podCIDR from.
+    pod_cidr: str = "10.244.0.0/16"
     replicas: int = 1
     etcd_replicas: int = 1
 

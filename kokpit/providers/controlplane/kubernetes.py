@@ -19,6 +19,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from kokpit.api.v1alpha1.cluster import DerivedSuffix, object_name
+from kokpit.local.components import node_ipam_flags
 from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ComponentHealth,
@@ -89,7 +91,7 @@ class KubernetesRuntime:
         return f"https://{_name(cp, 'kube-apiserver')}.{cp.namespace}.svc:6443"
 
     async def delete(self, cp: ControlPlane) -> None:
-        for resource, name in (
+        owned: tuple[tuple[Resource, DerivedSuffix], ...] = (
             (DEPLOYMENTS, "kube-scheduler"),
             (DEPLOYMENTS, "kube-controller-manager"),
             (DEPLOYMENTS, "kube-apiserver"),
@@ -97,7 +99,8 @@ class KubernetesRuntime:
             (STATEFULSETS, "etcd"),
             (SERVICES, "etcd"),
             (SECRETS, "kubeconfigs"),
-        ):
+        )
+        for resource, name in owned:
             try:
                 found = await self.client.get(resource, _name(cp, name), namespace=cp.namespace)
             except NotFound:
@@ -128,7 +131,7 @@ class KubernetesRuntime:
             )
         await self.client.apply(resource, obj, field_manager=self.options.field_manager)
 
-    def _meta(self, cp: ControlPlane, component: str, **labels: str) -> dict[str, Any]:
+    def _meta(self, cp: ControlPlane, component: DerivedSuffix, **labels: str) -> dict[str, Any]:
         return {
             "name": _name(cp, component),
             "namespace": cp.namespace,
@@ -146,7 +149,7 @@ class KubernetesRuntime:
         }
 
     def _service(
-        self, cp: ControlPlane, component: str, port: int, *, headless: bool = False
+        self, cp: ControlPlane, component: DerivedSuffix, port: int, *, headless: bool = False
     ) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "selector": {"kokpit.io/cluster": cp.name, "kokpit.io/component": component},
@@ -187,7 +190,7 @@ class KubernetesRuntime:
             version=plan.version, bare=plan.version.lstrip("v")
         )
         volumes: list[dict[str, Any]] = [
-            {"name": "pki", "secret": {"secretName": f"{cp.name}-pki", "defaultMode": 0o400}}
+            {"name": "pki", "secret": {"secretName": _name(cp, "pki"), "defaultMode": 0o400}}
         ]
         mounts = [{"name": "pki", "mountPath": PKI_DIR, "readOnly": True}]
         if plan.name in ("kube-controller-manager", "kube-scheduler"):
@@ -254,8 +257,8 @@ class KubernetesRuntime:
         }
 
 
-def _name(cp: ControlPlane, component: str) -> str:
-    return f"{cp.name}-{component}"
+def _name(cp: ControlPlane, suffix: DerivedSuffix) -> str:
+    return object_name(cp.name, suffix)
 
 
 #: The port and scheme each component serves its health endpoints on.
@@ -280,7 +283,7 @@ def _readiness_probe(plan: ComponentPlan) -> dict[str, Any]:
 
 
 def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:
-    etcd = f"http://{cp.name}-etcd.{cp.namespace}.svc:2379"
+    etcd = f"http://{_name(cp, 'etcd')}.{cp.namespace}.svc:2379"
     pki = PKI_DIR
     if name == "etcd":
         return {
@@ -316,6 +319,7 @@ def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:
             "use-service-account-credentials": "true",
             "cluster-signing-cert-file": f"{pki}/ca.crt",
             "cluster-signing-key-file": f"{pki}/ca.key",
+            **node_ipam_flags(cp.pod_cidr, cp.service_cidr),
         }
     return flags
 

@@ -48,7 +48,11 @@ _BUILDERS = {
 
 
 def first_service_ip(service_cidr: str) -> str:
-    return str(next(ipaddress.ip_network(service_cidr).hosts()))
+    """The kubernetes Service's ClusterIP, which the API server's certificate must name: the
+    address after the network address, as kube-apiserver picks it. Host bits are ignored, as
+    kube-apiserver ignores them (a Cluster created before the API refused them may have some:
+    refusing them here would fail its reconcile forever)."""
+    return str(ipaddress.ip_network(service_cidr, strict=False).network_address + 1)
 
 
 def business_pki(directory: Path, service_cidr: str) -> PKI:
@@ -108,7 +112,9 @@ class ProcessRuntime:
             (SCHEDULER, layout.component_kubeconfig(SCHEDULER.file)),
         ):
             kubeconfig.write(path, server=server, pki=layout.pki, who=who, cluster_name=cp.key)
-        settings = Settings(service_cidr=cp.service_cidr, flags={plan.name: dict(plan.flags)})
+        settings = Settings(
+            service_cidr=cp.service_cidr, pod_cidr=cp.pod_cidr, flags={plan.name: dict(plan.flags)}
+        )
         assets = self.assets_for(plan.name, plan.version)
         component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)
         probe = plan.health_probe

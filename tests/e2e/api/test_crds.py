@@ -168,7 +168,7 @@ def pkg(name: str, kind: str = "Other", install: dict[str, Any] | None = None) -
     }
 
 
-def machine(namespace: str, **spec: Any) -> dict[str, Any]:
+def machine(namespace: str, name: str = "m1", **spec: Any) -> dict[str, Any]:
     base = {
         "clusterRef": {"name": "c1"},
         "address": "127.0.0.2",
@@ -178,7 +178,7 @@ def machine(namespace: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "kokpit.io/v1alpha1",
         "kind": "Machine",
-        "metadata": {"name": "m1", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {**base, **spec},
     }
 
@@ -270,3 +270,203 @@ def test_a_valid_machine_gets_its_defaults(kubectl: Kubectl, namespace: str) -> 
     spec = kubectl.get("machine", "-n", namespace, "m1")["spec"]
     assert (spec["port"], spec["executor"]) == (22, "ssh")
     assert [g["mode"] for g in spec["readinessGates"]] == ["Bootstrap", "Continuous"]
+
+
+# -- input that would make invalid derived objects ------------------------------------------
+# A Cluster's name begins its Services' and StatefulSet's names, its CIDRs become component
+# flags, a Machine's name becomes a Node, its labels and taints go onto the Node: each is
+# refused here, at the field that must change, with why.
+
+
+def accepted(kubectl: Kubectl, obj: dict[str, Any]) -> None:
+    """The API server accepts ``obj``: every schema and CEL rule runs, nothing is stored."""
+    kubectl.run("create", "--dry-run=server", "-f", "-", stdin=json.dumps(obj))
+
+
+def refused(kubectl: Kubectl, obj: dict[str, Any], path: str, message: str) -> None:
+    """The API server refuses ``obj`` on one line naming the field and saying ``message``."""
+    stderr = rejected(kubectl, obj)
+    lines = [line for line in stderr.splitlines() if f"{path}: " in line]
+    assert any(message in line for line in lines), stderr
+
+
+CLUSTER_NAME_TOO_LONG = (
+    "a Cluster's name must be at most 47 characters: the objects of its control plane are "
+    "named after it, and <name>-etcd, the etcd StatefulSet, may be at most 52 characters"
+)
+CLUSTER_NAME_NOT_DNS1035 = (
+    "a Cluster's name must start with a lower-case letter and hold only lower-case letters, "
+    "digits and '-' (no '.'): it begins the names of the control plane's Services"
+)
+HOST_BITS = "must be a range's network address, with no host bits set (10.96.0.0/12, not"
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("name", "spec", "path", "message"),
+    [
+        ("c" * 48, {}, "metadata.name", CLUSTER_NAME_TOO_LONG),
+        ("1c", {}, "metadata.name", CLUSTER_NAME_NOT_DNS1035),
+        ("c.example", {}, "metadata.name", CLUSTER_NAME_NOT_DNS1035),
+        (
+            "c1",
+            {"packageVersion": "P_1"},
+            "spec.packageVersion",
+            "must be the name of a ClusterPackageVersion: lower-case letters",
+        ),
+        ("c1", {"network": {"serviceCIDR": "10.96.0.1/12"}}, "spec.network.serviceCIDR", HOST_BITS),
+        ("c1", {"network": {"podCIDR": "10.244.1.0/16"}}, "spec.network.podCIDR", HOST_BITS),
+        (
+            "c1",
+            {"network": {"serviceCIDR": "10.96.0.0/31"}},
+            "spec.network.serviceCIDR",
+            "an IPv4 serviceCIDR must be /30 or wider: without its network and broadcast "
+            "addresses a /31 or /32 holds no Service IPs",
+        ),
+        (
+            "c1",
+            {"network": {"serviceCIDR": "10.96.0.0/32"}},
+            "spec.network.serviceCIDR",
+            "an IPv4 serviceCIDR must be /30 or wider",
+        ),
+        (
+            "c1",
+            {"network": {"serviceCIDR": "fd00::/63"}},
+            "spec.network.serviceCIDR",
+            "an IPv6 serviceCIDR must be between /64 (the widest kube-apiserver accepts) and /126",
+        ),
+        (
+            "c1",
+            {"network": {"serviceCIDR": "fd00::/127"}},
+            "spec.network.serviceCIDR",
+            "an IPv6 serviceCIDR must be between /64",
+        ),
+        (
+            "c1",
+            {"network": {"podCIDR": "10.244.0.0/25"}},
+            "spec.network.podCIDR",
+            "an IPv4 podCIDR must be /24 or wider: kube-controller-manager gives each node a /24",
+        ),
+        (
+            "c1",
+            {"network": {"podCIDR": "fd01::/47"}},
+            "spec.network.podCIDR",
+            "an IPv6 podCIDR must be between /48 and /64",
+        ),
+        (
+            "c1",
+            {"network": {"podCIDR": "fd01::/65"}},
+            "spec.network.podCIDR",
+            "an IPv6 podCIDR must be between /48 and /64",
+        ),
+    ],
+)
+def test_a_cluster_that_would_make_invalid_objects_is_refused_saying_why(
+    kubectl: Kubectl, namespace: str, name: str, spec: dict[str, Any], path: str, message: str
+) -> None:
+    refused(kubectl, cluster(namespace, name, **spec), path, message)
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("name", "network"),
+    [
+        ("c" * 47, {}),  # the longest name
+        ("c", {"serviceCIDR": "10.96.0.0/30", "podCIDR": "10.244.0.0/24"}),  # the narrowest
+        ("c-1", {"serviceCIDR": "10.0.0.0/8", "podCIDR": "172.16.0.0/12"}),
+        ("c1", {"serviceCIDR": "fd00::/64", "podCIDR": "fd01::/48"}),
+        ("c1", {"serviceCIDR": "fd00::/126", "podCIDR": "fd01::/64"}),
+    ],
+)
+def test_clusters_at_the_limits_are_accepted(
+    kubectl: Kubectl, namespace: str, name: str, network: dict[str, str]
+) -> None:
+    accepted(kubectl, cluster(namespace, name, network=network))
+
+
+LABEL_KEY = "is invalid: it must be a qualified name such as example.com/rack"
+LABEL_VALUE = "a label value must be at most 63 letters, digits, '-', '_' and '.'"
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("name", "spec", "path", "message"),
+    [
+        (
+            "m" * 64,
+            {},
+            "metadata.name",
+            "a Machine's name must be at most 63 characters: it becomes its Node's name and the "
+            "value of the Node's kubernetes.io/hostname label",
+        ),
+        (
+            "m1",
+            {"nodeLabels": {"rack": "r1", "bad key": "x"}},
+            "spec.nodeLabels",
+            f'label key "bad key" {LABEL_KEY}',
+        ),
+        ("m1", {"nodeLabels": {"r" * 64: ""}}, "spec.nodeLabels", f'"{"r" * 64}" {LABEL_KEY}'),
+        ("m1", {"nodeLabels": {"x/" + "r" * 64: ""}}, "spec.nodeLabels", LABEL_KEY),
+        ("m1", {"nodeLabels": {"e" * 254 + "/r": ""}}, "spec.nodeLabels", LABEL_KEY),
+        ("m1", {"nodeLabels": {"Example.com/r": ""}}, "spec.nodeLabels", LABEL_KEY),
+        ("m1", {"nodeLabels": {"rack": "-r1"}}, "spec.nodeLabels[rack]", LABEL_VALUE),
+        (
+            "m1",
+            {"nodeLabels": {"rack": "r" * 64}},
+            "spec.nodeLabels.rack",
+            "Too long: may not be more than 63",
+        ),
+        (
+            "m1",
+            {"taints": [{"key": "bad key", "effect": "NoSchedule"}]},
+            "spec.taints[0].key",
+            "a taint key must be a qualified name",
+        ),
+        (
+            "m1",
+            {"taints": [{"key": "k", "value": "a b", "effect": "NoSchedule"}]},
+            "spec.taints[0].value",
+            "a taint value must be at most 63 letters, digits",
+        ),
+        (
+            "m1",
+            {"clusterRef": {"name": "C1"}},
+            "spec.clusterRef.name",
+            "must be an object's name: lower-case letters",
+        ),
+        ("m1", {"address": "node..example.com"}, "spec.address", "must be an IP address or a"),
+        (
+            "m1",
+            {"packageVersion": "mpv 1"},
+            "spec.packageVersion",
+            "must be an object's name: lower-case letters",
+        ),
+    ],
+)
+def test_a_machine_that_would_make_an_invalid_node_is_refused_saying_why(
+    kubectl: Kubectl, namespace: str, name: str, spec: dict[str, Any], path: str, message: str
+) -> None:
+    refused(kubectl, machine(namespace, name, **spec), path, message)
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_machines_at_the_limits_are_accepted(kubectl: Kubectl, namespace: str) -> None:
+    labels = {
+        "e" * 253 + "/" + "r" * 63: "v" * 63,
+        "r" * 63: "",
+        "node-role.kubernetes.io/worker": "",
+        "example.com/rack": "R_1.a-2",
+    }
+    taints = [
+        {"key": "e" * 253 + "/" + "t" * 63, "value": "v" * 63, "effect": "NoExecute"},
+        {"key": "dedicated", "effect": "NoSchedule"},
+    ]
+    accepted(kubectl, machine(namespace, "m" * 63, nodeLabels=labels, taints=taints))
+    # A dotted hostname is a Node name; an address is an IP (either family) or a DNS name.
+    accepted(kubectl, machine(namespace, "node-1.example.com", address="node-1.example.com"))
+    accepted(kubectl, machine(namespace, address="fd00::1"))
+    many = {f"example.com/l{i}": "v" for i in range(64)}
+    accepted(kubectl, machine(namespace, nodeLabels=many))
+    assert "spec.nodeLabels: Too many" in rejected(
+        kubectl, machine(namespace, nodeLabels={**many, "one-more": ""})
+    )

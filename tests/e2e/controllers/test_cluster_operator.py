@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ import pytest
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
+from kokpit.api.v1alpha1.cluster import NAME_MAX
 from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.components import Layout
@@ -264,6 +266,67 @@ async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_
     assert not list(operator.root.glob("*")), "its control plane is gone"
     for name in (f"later-{tag}", f"skip-{tag}"):
         await client.delete(PACKAGE_VERSIONS, name)
+
+
+async def test_nodes_of_a_business_cluster_get_their_pod_cidrs_from_its_pod_cidr(
+    client: Client, kubectl: Kubectl, namespace: str, operator: Operator, tmp_path: Path
+) -> None:
+    name = f"ipam-{secrets.token_hex(3)}"
+    await client.create(PACKAGE_VERSIONS, package(name, Release("v1.36.3")))
+    network = {"serviceCIDR": "10.100.0.0/16", "podCIDR": "10.123.0.0/16"}
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "ipam", "namespace": namespace},
+            "spec": {"packageVersion": name, "runtime": "process", "network": network},
+        },
+    )
+    await until(client, namespace, "ipam", running("v1.36.3"))
+    biz = await business_kubectl(client, kubectl, namespace, "ipam", tmp_path)
+    nodes = ["n1", "n2"]
+    biz.apply([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in nodes])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    cidrs: dict[str, str] = {}
+    while loop.time() < deadline and len(cidrs) < len(nodes):
+        for n in nodes:
+            if cidr := biz.get("node", n)["spec"].get("podCIDR"):
+                cidrs[n] = cidr
+        await asyncio.sleep(0.5)
+    assert len(cidrs) == len(nodes), f"kube-controller-manager gave no podCIDR: {cidrs}"
+    ranges = [ipaddress.IPv4Network(c) for c in cidrs.values()]
+    assert all(r.subnet_of(ipaddress.IPv4Network("10.123.0.0/16")) for r in ranges), cidrs
+    assert all(r.prefixlen == 24 for r in ranges), "a /24 per node"
+    assert len(set(ranges)) == len(nodes), "each node its own"
+    await deleted(client, namespace, "ipam")
+    await client.delete(PACKAGE_VERSIONS, name)
+
+
+@pytest.mark.usefixtures("shared_nodes")
+async def test_a_kube_on_kube_cluster_with_the_longest_allowed_name_becomes_ready(
+    client: Client, kubectl: Kubectl, namespace: str, operator: Operator
+) -> None:
+    """The limit on a Cluster's name is not too loose: at the limit, every object named after
+    it is valid (the etcd StatefulSet's pods, the tightest, are created and run)."""
+    package_name = f"p-{secrets.token_hex(3)}"
+    await client.create(PACKAGE_VERSIONS, package(package_name, Release("v1.36.3")))
+    name = "k" * NAME_MAX
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"packageVersion": package_name, "runtime": "kubernetes"},
+        },
+    )
+    await until(client, namespace, name, lambda o: cond(o, "Ready").get("status") == "True")
+    pods = kubectl.get("pods", "-n", namespace, "-l", f"kokpit.io/cluster={name}")["items"]
+    assert f"{name}-etcd-0" in [p["metadata"]["name"] for p in pods]
+    await deleted(client, namespace, name)
+    await client.delete(PACKAGE_VERSIONS, package_name)
 
 
 @pytest.mark.usefixtures("shared_nodes")

@@ -4,7 +4,7 @@ from typing import Literal
 import pytest
 
 from kokpit.api import generate
-from kokpit.api.schema import Rule, _camel, field, openapi
+from kokpit.api.schema import Kind, Rule, _camel, crd, each, field, openapi
 
 
 def test_checked_in_crds_are_generated_from_the_types() -> None:
@@ -68,3 +68,49 @@ def test_openapi_from_a_dataclass() -> None:
 )
 def test_json_names_follow_kubernetes_conventions(python: str, json: str) -> None:
     assert _camel(python) == json
+
+
+@dataclass
+class WithMap:
+    """A map with bounded size and constrained values."""
+
+    labels: dict[str, str] = field(
+        "Labels.",
+        default_factory=dict,
+        max_properties=4,
+        rules=(Rule("self.all(k, k != 'x')", "x is reserved", message_expression="'no x'"),),
+        values=each(max_length=63, rules=(Rule("self != ''", "not empty"),)),
+    )
+
+
+def test_a_map_field_carries_its_size_limit_and_each_values_constraints() -> None:
+    labels = openapi(WithMap)["properties"]["labels"]
+    assert labels["maxProperties"] == 4, "without it, CEL on the map cannot be costed"
+    assert labels["x-kubernetes-validations"] == [
+        {"rule": "self.all(k, k != 'x')", "message": "x is reserved", "messageExpression": "'no x'"}
+    ]
+    assert labels["additionalProperties"] == {
+        "type": "string",
+        "maxLength": 63,
+        "x-kubernetes-validations": [{"rule": "self != ''", "message": "not empty"}],
+    }
+
+
+def test_rules_on_the_name_are_declared_where_the_api_server_looks_for_them() -> None:
+    rule = Rule(
+        "oldSelf.hasValue() || size(self.metadata.name) <= 9",
+        "at most 9",
+        field_path=".metadata.name",
+        optional_old_self=True,
+    )
+    kind = Kind("example.com", "v1", "Thing", "things", Inner, None, "A thing.", rules=(rule,))
+    root = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root["x-kubernetes-validations"] == [
+        {
+            "rule": "oldSelf.hasValue() || size(self.metadata.name) <= 9",
+            "message": "at most 9",
+            "fieldPath": ".metadata.name",
+            "optionalOldSelf": True,
+        }
+    ]
+    assert root["properties"]["metadata"]["properties"] == {"name": {"type": "string"}}
