@@ -35,11 +35,12 @@ def control_plane_available(scope: ClusterScope) -> Condition:
 
 def upgrading(scope: ClusterScope) -> Condition:
     step = scope.status.get("step")
+    if scope.blocked and scope.blocked[0] != "NotFound":  # skew, failed health, cannot apply
+        # A step may be recorded and blocked (its apply refused): the block is the news.
+        return (UPGRADING, "False", scope.blocked[0], scope.blocked[1])
     if step:
         message = f"{step['component']} → {step['version']} ({step['packageVersion']})"
         return (UPGRADING, "True", "StepInProgress", message)
-    if scope.blocked and scope.blocked[0] != "NotFound":  # skew, failed health, cannot apply
-        return (UPGRADING, "False", scope.blocked[0], scope.blocked[1])
     return (UPGRADING, "False", "UpToDate", "")
 
 

@@ -111,10 +111,13 @@ def setup(
     executors: Mapping[str, Executor],
     recorder: EventRecorder,
     options: MachineOptions | None = None,
+    registrars: Mapping[str, NodeRegistrar] | None = None,
 ) -> MachineOperator:
-    """Create the Machine-Operator's controller and its watches on ``manager``."""
+    """Create the Machine-Operator's controller and its watches on ``manager``.
+    ``registrars`` says, per executor, how a Machine's Node comes to be (default: the KWOK
+    stand-in for every executor)."""
     options = options or MachineOptions()
-    operator = MachineOperator(manager, executors, recorder, options)
+    operator = MachineOperator(manager, executors, recorder, options, registrars)
     machines = operator.machines
     machines.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE), BY_CLUSTER: by_field(BY_CLUSTER)})
 
