@@ -2,8 +2,9 @@
 business cluster as a Node, and gates the node on its readiness gates.
 
 Watches Machines, MachinePackageVersions and Clusters (each mapped to the Machines that name
-it, through an index), and the Condition ConfigMaps (label-selected; each maps to the Machine
-of the same name). Reconcile:
+it, through an index), the Condition ConfigMaps (label-selected; each maps to the Machine
+of the same name), and the Nodes of every business cluster through the cluster cache (taint
+or condition changes; each maps to the Machine of the same name). Reconcile:
 
     cache get (gone → done) → deleting? drain, remove packages, delete node → finalizer →
     package version → packages (check, change, verify, check) → node (join, gate) →
@@ -22,12 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kokpit.controllers.cluster import CLUSTERS
-from kokpit.controllers.machine import gates, phases, status
-from kokpit.controllers.machine.clusters import ClusterClients
+from kokpit.controllers.machine import gates, nodewatch, phases, status
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Executor, HostError
 from kokpit.providers.machine.kubelet import KwokKubelet
 from kokpit.runtime import (
+    ClusterCache,
+    ClusterCacheOptions,
     Controller,
     ControllerOptions,
     EventRecorder,
@@ -39,7 +41,7 @@ from kokpit.runtime import (
     Result,
     by_field,
 )
-from kokpit.runtime.resources import CONFIGMAPS
+from kokpit.runtime.resources import CONFIGMAPS, NODES
 
 MACHINES = Resource("kokpit.io", "v1alpha1", "machines", "Machine")
 PACKAGE_VERSIONS = Resource(
@@ -67,6 +69,8 @@ class MachineOptions:
     #: Rate limit of the clients of business clusters.
     cluster_qps: float = 50.0
     cluster_burst: int = 100
+    #: How often each connected business cluster's API server is health-checked.
+    cluster_health_interval: float = 10.0
 
 
 class MachineReconciler:
@@ -89,8 +93,15 @@ class MachineReconciler:
         self.condition_configmaps: Informer = manager.cache.informer(
             CONFIGMAPS, label_selector=f"{gates.LABEL}=true"
         )
-        self.clusters = ClusterClients(
-            self.client, clusters, qps=options.cluster_qps, burst=options.cluster_burst
+        self.clusters = ClusterCache(
+            self.client,
+            clusters,
+            ClusterCacheOptions(
+                secret_name=_admin_kubeconfig,
+                qps=options.cluster_qps,
+                burst=options.cluster_burst,
+                health_interval=options.cluster_health_interval,
+            ),
         )
         self._helpers: dict[str, PatchHelper] = {}
         # Work savers, keyed by Machine uid (see the module docstring).
@@ -265,6 +276,15 @@ def setup(
     controller.watch(reconciler.package_versions, machines_using)
     controller.watch(reconciler.cluster_informer, machines_of, _endpoint_changed)
     controller.watch(reconciler.condition_configmaps)  # same namespace and name as the Machine
+    controller.watch(
+        reconciler.clusters.watch(
+            NODES,
+            nodewatch.machines_for_node(machines, BY_CLUSTER),
+            predicate=nodewatch.taints_or_conditions_changed,
+            transform=nodewatch.node_essentials,
+        )
+    )
+    manager.add(reconciler.clusters)
     manager.add(controller)
     return reconciler
 
@@ -287,6 +307,14 @@ def _endpoint_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         return status.get("endpoint"), status.get("adminKubeconfigSecretRef")
 
     return old is None or reach(old) != reach(new)
+
+
+def _admin_kubeconfig(cluster: dict[str, Any]) -> str | None:
+    """The Secret the Machine-Operator acts in a business cluster with (the Cluster-Operator
+    issues it; the cluster cache checks that the Cluster controls it)."""
+    ref = (cluster.get("status") or {}).get("adminKubeconfigSecretRef") or {}
+    name = ref.get("name")
+    return str(name) if name else None
 
 
 def _requests(objs: Any) -> list[Request]:

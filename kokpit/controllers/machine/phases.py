@@ -15,8 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from kokpit.api.conditions import now
-from kokpit.controllers.machine import gates, packages, status
-from kokpit.controllers.machine.clusters import ClusterNotReady
+from kokpit.controllers.machine import gates, nodewatch, packages, status
 from kokpit.controllers.machine.packages import Change
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine import (
@@ -28,7 +27,7 @@ from kokpit.providers.machine import (
     StepResult,
 )
 from kokpit.providers.machine.kubelet import Registration
-from kokpit.runtime import Client, Conflict, NotFound, TooManyRequests
+from kokpit.runtime import Client, ClusterNotReady, Conflict, NotFound, TooManyRequests
 from kokpit.runtime.resources import CONFIGMAPS, NODES, PODS, SECRETS
 
 if TYPE_CHECKING:
@@ -82,11 +81,12 @@ async def reconcile_node(r: MachineReconciler, scope: MachineScope) -> bool:
     if not scope.has_kubelet:
         return True
     try:
-        client = await r.clusters.get(scope.namespace, scope.spec["clusterRef"]["name"])
+        cluster = await r.clusters.get(_cluster_key(scope))
     except ClusterNotReady as e:
         scope.node_problem = ("ClusterNotReady", str(e))
         scope.requeue(r.options.retry_interval)
         return False
+    client = cluster.client
     node: Object | None = None
     if not r.joined(scope):
         node = await _register(r, scope, client)
@@ -99,7 +99,7 @@ async def reconcile_node(r: MachineReconciler, scope: MachineScope) -> bool:
     scope.gates_passed = verdict.passed
     scope.gates_message = "; ".join([verdict.message, *problems])
     _mirror_gates(scope, gate_list, reports)
-    if r.published(scope, verdict):
+    if r.published(scope, verdict) and not nodewatch.drifted(cluster, scope.name, verdict):
         return True
     if node is None:
         try:
@@ -122,9 +122,9 @@ async def reconcile_delete(r: MachineReconciler, scope: MachineScope) -> bool:
     client: Client | None = None
     if node:
         try:
-            client = await r.clusters.get(scope.namespace, scope.spec["clusterRef"]["name"])
+            client = (await r.clusters.get(_cluster_key(scope))).client
         except ClusterNotReady as e:
-            if r.clusters.exists(scope.namespace, scope.spec["clusterRef"]["name"]):
+            if r.cluster_informer.store.get(_cluster_key(scope)) is not None:
                 scope.node_problem = ("ClusterNotReady", str(e))
                 scope.requeue(r.options.retry_interval)
                 return False
@@ -156,6 +156,10 @@ async def reconcile_delete(r: MachineReconciler, scope: MachineScope) -> bool:
             await client.delete(NODES, node)
     scope.status["nodeName"] = None
     return True
+
+
+def _cluster_key(scope: MachineScope) -> str:
+    return f"{scope.namespace}/{scope.spec['clusterRef']['name']}"
 
 
 # -- host -----------------------------------------------------------------------------------
