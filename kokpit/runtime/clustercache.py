@@ -197,8 +197,11 @@ class _State:
     task: asyncio.Task[None] | None = None
     accessor: ClusterAccessor | None = None
     identity: _Identity | None = None
-    #: The Secret (namespace/name) the last attempt used, once known.
+    #: The Secret (namespace/name) the last attempt used, once known, and the resourceVersion
+    #: it read (None before); ``reading`` while that GET is under way.
     secret: str | None = None
+    secret_rv: str | None = None
+    reading: bool = False
     error: ClusterNotReady | None = None
     #: Set while no connection attempt is under way.
     settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -404,12 +407,20 @@ class ClusterCache:
             raise ClusterNotReady(f"Cluster {name} has no kubeconfig Secret yet")
         state.secret = f"{namespace}/{secret_name}"
         what = f"Cluster {name}'s kubeconfig Secret {secret_name}"
+        state.reading, state.secret_rv = True, None
         try:
             secret = await self._meta.get(SECRETS, secret_name, namespace=namespace)
         except errors.NotFound:
             raise ClusterNotReady(f"{what} does not exist") from None
         except (errors.ApiError, aiohttp.ClientError, TimeoutError) as e:
             raise ClusterNotReady(f"{what} cannot be read: {_reason(e)}") from e
+        finally:
+            state.reading = False
+        state.secret_rv = secret["metadata"]["resourceVersion"]
+        # A change the watch delivered while the GET was under way: build again after this.
+        seen = self._secrets.store.get(state.secret) if self._secrets is not None else None
+        if seen is not None and seen["metadata"]["resourceVersion"] != state.secret_rv:
+            state.wake.set()
         if problem := untrusted(cluster, secret, self.options.secret_type):
             raise ClusterNotReady(f"{what} is not trusted: {problem}")
         config = self._config(secret, what)
@@ -520,9 +531,9 @@ class ClusterCache:
         meta = secret["metadata"]
         cluster = (meta.get("labels") or {}).get(self.options.cluster_label)
         state = self._states.get(f"{meta.get('namespace')}/{cluster}")
-        if state is None or state.secret != object_key(secret):
-            return
-        if state.identity is None or state.identity.secret_rv != meta.get("resourceVersion"):
+        if state is None or state.secret != object_key(secret) or state.reading:
+            return  # not in use, or being read now (and compared when read)
+        if state.secret_rv != meta.get("resourceVersion"):
             state.rebuild()
 
 
@@ -557,9 +568,16 @@ class ClusterWatch:
         self._mapper = mapper
         self._predicate = predicate
         self._handlers: list[EventHandler] = []
+        self._informers: dict[str, Informer] = {}
 
     def add_handler(self, handler: EventHandler) -> None:
+        """Register ``handler``; it first gets what the synced clusters hold (as an
+        informer's new handler does)."""
         self._handlers.append(handler)
+        for key, informer in self._informers.items():
+            if informer.synced.is_set():
+                for obj in informer.store.list():
+                    self.deliver(key, obj, None, "add", [handler])
 
     async def wait_synced(self) -> None:
         """Synced when the Clusters are: a controller does not wait for business clusters
@@ -577,13 +595,21 @@ class ClusterWatch:
             transform=s.transform,
         )
         informer.add_handler(_Mapped(self, cluster_key))
+        self._informers[cluster_key] = informer
 
-    def deliver(self, cluster_key: str, obj: Object, old: Object | None, event: str) -> None:
+    def deliver(
+        self,
+        cluster_key: str,
+        obj: Object,
+        old: Object | None,
+        event: str,
+        handlers: list[EventHandler] | None = None,
+    ) -> None:
         if event != "delete" and self._predicate is not None and not self._predicate(old, obj):
             return
         for request in self._mapper(cluster_key, obj):
             ref: Object = {"metadata": {"namespace": request.namespace, "name": request.name}}
-            for handler in self._handlers:
+            for handler in self._handlers if handlers is None else handlers:
                 handler.on_add(ref)
 
 
