@@ -360,7 +360,10 @@ class ClusterCache:
                 state.settled.clear()
                 try:
                     state.accessor, state.identity = await self._connect(state, stores)
-                except ClusterNotReady as e:
+                except Exception as e:
+                    if not isinstance(e, ClusterNotReady):  # a bug, or input nobody foresaw
+                        log.exception("connecting failed unexpectedly")
+                        e = ClusterNotReady(f"Cluster {state.key}: {type(e).__name__}")
                     state.error = e
                     state.settled.set()
                     delay = backoff.when(state.key)
@@ -376,6 +379,7 @@ class ClusterCache:
                 failure = await self._monitor(state, state.accessor.client)
                 state.settled.clear()
                 stores = await state.accessor.close()
+                self._detach(state.key)
                 if failure is not None:
                     state.error = failure
                     state.settled.set()
@@ -388,6 +392,7 @@ class ClusterCache:
                 else:
                     log.info("kubeconfig or Cluster changed; reconnecting")
         finally:
+            self._detach(state.key)
             if state.accessor is not None:
                 await state.accessor.close()
             state.error = ClusterNotReady(f"Cluster {state.key} is no longer cached")
@@ -475,7 +480,7 @@ class ClusterCache:
             try:
                 await client.probe(o.health_path, seconds=o.health_timeout)
                 failures = 0
-            except (errors.ApiError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            except Exception as e:  # any failure to answer counts, none ends the watch
                 failures += 1
                 self._log.warning(
                     "health check failed",
@@ -499,6 +504,10 @@ class ClusterCache:
         except (errors.ApiError, aiohttp.ClientError, TimeoutError):
             return False  # cannot tell; the next check will
         return bool(meta["metadata"]["resourceVersion"] != state.identity.secret_rv)
+
+    def _detach(self, key: str) -> None:
+        for watch in self._watches:
+            watch.detach(key)
 
     def _current(self, state: _State) -> bool:
         """Whether the connection was built for the Cluster as it is now (a changed Secret
@@ -596,6 +605,10 @@ class ClusterWatch:
         )
         informer.add_handler(_Mapped(self, cluster_key))
         self._informers[cluster_key] = informer
+
+    def detach(self, cluster_key: str) -> None:
+        """Forget the cluster's informer (closed: nothing to replay from it)."""
+        self._informers.pop(cluster_key, None)
 
     def deliver(
         self,

@@ -391,7 +391,8 @@ async def test_an_unreachable_cluster_is_reported_and_retried_with_backoff(
             await asyncio.sleep(6)
             tried = cache.attempts(key) - attempts
             assert 2 <= tried <= 6, tried
-            assert proxy.connections - connections == tried
+            # (at most one attempt straddles the window's edges)
+            assert abs(proxy.connections - connections - tried) <= 1
             # Back: a retry connects again, with fresh informers.
             proxy.unblock()
 
