@@ -10,6 +10,8 @@
   deduplicated Events.
 - :mod:`.reconcile`: the outline every operator's reconcile follows (finalizer, phases, one
   status write, Events after it); :mod:`.memory`: what a process may remember to save work.
+- :mod:`.clustercache`: a client and shared informers per business cluster, from the
+  kubeconfig Secret issued for its Cluster; rebuilt on rotation, health-checked, torn down.
 - :mod:`.leader`, :mod:`.manager`: Lease leader election; runs everything with health and
   Prometheus metrics (:mod:`.metrics`, client-go's and controller-runtime's names).
 
@@ -17,10 +19,19 @@ No business logic lives here.
 """
 
 from kokpit.runtime.client import Client, ObjectList, PatchType, RetryPolicy, WatchEvent
+from kokpit.runtime.clustercache import (
+    ClusterAccessor,
+    ClusterCache,
+    ClusterCacheOptions,
+    ClusterNotReady,
+    ClusterUnreachable,
+    ClusterWatch,
+)
 from kokpit.runtime.config import ClientConfig, ConfigError
 from kokpit.runtime.controller import (
     Controller,
     ControllerOptions,
+    EventSource,
     Reconciler,
     Request,
     Result,
@@ -65,11 +76,18 @@ __all__ = [
     "Cache",
     "Client",
     "ClientConfig",
+    "ClusterAccessor",
+    "ClusterCache",
+    "ClusterCacheOptions",
+    "ClusterNotReady",
+    "ClusterUnreachable",
+    "ClusterWatch",
     "ConfigError",
     "Conflict",
     "Controller",
     "ControllerOptions",
     "EventRecorder",
+    "EventSource",
     "Forbidden",
     "Gone",
     "Informer",

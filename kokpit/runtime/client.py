@@ -209,6 +209,22 @@ class Client:
                     if line.strip():
                         yield parse_watch_line(line)
 
+    async def probe(self, path: str = "/readyz", *, seconds: float = 5.0) -> None:
+        """One GET of a health path, never retried (a health check counts its own failures):
+        raises unless the server answers 2xx within ``seconds``."""
+        response = await self._send(
+            "GET",
+            path,
+            None,
+            None,
+            None,
+            "text/plain",
+            aiohttp.ClientTimeout(total=seconds),
+            NO_RETRY,
+        )
+        async with response:
+            await response.read()
+
     # -- writes ------------------------------------------------------------------------
 
     async def create(self, res: Resource, obj: Object, *, namespace: str | None = None) -> Object:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from kokpit.runtime import metrics
 from kokpit.runtime.client import Object
 from kokpit.runtime.errors import ApiError, Conflict
-from kokpit.runtime.informer import Informer
+from kokpit.runtime.informer import EventHandler
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.queue import RateLimit, ShutDown, WorkQueue
 
@@ -60,6 +60,16 @@ class Reconciler(Protocol):
 
 Mapper = Callable[[Object], Iterable[Request]]
 Predicate = Callable[[Object | None, Object], bool]
+
+
+class EventSource(Protocol):
+    """What a controller watches: an :class:`~kokpit.runtime.informer.Informer`, or a
+    :class:`~kokpit.runtime.clustercache.ClusterWatch` over every business cluster."""
+
+    def add_handler(self, handler: EventHandler) -> None: ...
+
+    async def wait_synced(self) -> None:
+        """Until the source has delivered what existed when it started."""
 
 
 def for_object(obj: Object) -> list[Request]:
@@ -131,24 +141,24 @@ class Controller:
         self.reconciler = reconciler
         self.options = options or ControllerOptions()
         self.queue: WorkQueue[Request] = WorkQueue(name, rate_limit=self.options.rate_limit)
-        self._watches: list[tuple[Informer, _Enqueue]] = []
+        self._watches: list[tuple[EventSource, _Enqueue]] = []
         self._ids = itertools.count(1)
         self._log = get_logger("kokpit.controller", controller=name)
         self._active = metrics.ACTIVE_WORKERS.labels(name)
 
     def watch(
-        self, informer: Informer, mapper: Mapper = for_object, predicate: Predicate | None = None
+        self, source: EventSource, mapper: Mapper = for_object, predicate: Predicate | None = None
     ) -> Controller:
-        """Reconcile what ``mapper`` names for each ``informer`` event that passes ``predicate``."""
-        self._watches.append((informer, _Enqueue(self.queue, mapper, predicate)))
+        """Reconcile what ``mapper`` names for each ``source`` event that passes ``predicate``."""
+        self._watches.append((source, _Enqueue(self.queue, mapper, predicate)))
         return self
 
     async def start(self) -> None:
         """Wire the watches, wait for their informers to sync, then reconcile until cancelled."""
-        for informer, handler in self._watches:
-            informer.add_handler(handler)
-        for informer, _ in self._watches:
-            await informer.synced.wait()
+        for source, handler in self._watches:
+            source.add_handler(handler)
+        for source, _ in self._watches:
+            await source.wait_synced()
         metrics.MAX_CONCURRENT.labels(self.name).set(self.options.max_concurrent_reconciles)
         workers = [
             asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")

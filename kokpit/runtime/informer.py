@@ -99,6 +99,10 @@ class Informer:
     def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
         self.store.add_indexers(indexers)
 
+    async def wait_synced(self) -> None:
+        """Until the first list is in the store."""
+        await self.synced.wait()
+
     async def start(self) -> None:
         """LIST, then WATCH forever (until cancelled)."""
         relist = True

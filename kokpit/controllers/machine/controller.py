@@ -2,9 +2,10 @@
 business cluster as a Node, and gates the node on its readiness gates.
 
 Watches Machines, MachinePackageVersions and Clusters (each mapped to the Machines that name
-it, through an index), and the Condition ConfigMaps (label-selected; each maps to the Machine
-of the same name). The reconcile is the runtime's outline (:mod:`kokpit.runtime.reconcile`)
-with these phases:
+it, through an index), the Condition ConfigMaps (label-selected; each maps to the Machine of
+the same name), and the Nodes of every business cluster through the cluster cache (taint or
+condition changes; each maps to the Machine of the same name). The reconcile is the runtime's
+outline (:mod:`kokpit.runtime.reconcile`) with these phases:
 
     normal:  package version → packages (:mod:`.host`) → node join and gating (:mod:`.node`)
     delete:  package version → drain (:mod:`.drain`) → remove packages → delete the node
@@ -19,8 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES
-from kokpit.controllers.machine import gates, status
-from kokpit.controllers.machine.clusters import ClusterClients
+from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
+from kokpit.controllers.machine import gates, nodewatch, status
 from kokpit.controllers.machine.drain import DrainPhases
 from kokpit.controllers.machine.host import HostPhases
 from kokpit.controllers.machine.node import NodePhases
@@ -29,6 +30,8 @@ from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.kubelet import KwokKubelet, NodeRegistrar
 from kokpit.runtime import (
+    ClusterCache,
+    ClusterCacheOptions,
     Controller,
     ControllerOptions,
     EventRecorder,
@@ -38,7 +41,7 @@ from kokpit.runtime import (
     Request,
     by_field,
 )
-from kokpit.runtime.resources import CONFIGMAPS
+from kokpit.runtime.resources import CONFIGMAPS, NODES
 
 FINALIZER = "kokpit.io/machine"
 BY_PACKAGE = "spec.packageVersion"
@@ -62,18 +65,25 @@ class MachineOperator:
         self.package_versions = cache.informer(MACHINE_PACKAGE_VERSIONS)
         self.clusters = cache.informer(CLUSTERS)
         self.condition_configmaps = cache.informer(CONFIGMAPS, label_selector=f"{gates.LABEL}=true")
-        self.cluster_clients = ClusterClients(
-            manager.client, self.clusters, qps=options.cluster_qps, burst=options.cluster_burst
+        self.cluster_cache = ClusterCache(
+            manager.client,
+            self.clusters,
+            ClusterCacheOptions(
+                secret_name=_kokpit_kubeconfig,
+                qps=options.cluster_qps,
+                burst=options.cluster_burst,
+                health_interval=options.cluster_health_interval,
+            ),
         )
         host = HostPhases(manager.client, self.package_versions.store, executors, options)
         node = NodePhases(
             manager.client,
-            self.cluster_clients,
+            self.cluster_cache,
             self.condition_configmaps.store,
             registrars or _kwok_for(executors),
             options,
         )
-        drain = DrainPhases(self.cluster_clients, options)
+        drain = DrainPhases(self.cluster_cache, self.clusters.store, options)
 
         def forget(scope: MachineScope) -> None:
             host.forget(scope)
@@ -97,7 +107,7 @@ class MachineOperator:
         self.reconciler = ObjectReconciler(manager.client, self.machines.store, recorder, outline)
 
     async def close(self) -> None:
-        await self.cluster_clients.close()
+        await self.cluster_cache.close()
 
 
 def _kwok_for(executors: Mapping[str, Executor]) -> dict[str, NodeRegistrar]:
@@ -141,6 +151,15 @@ def setup(
     controller.watch(operator.package_versions, machines_using)
     controller.watch(operator.clusters, machines_of, _endpoint_changed)
     controller.watch(operator.condition_configmaps)  # same namespace and name as the Machine
+    controller.watch(
+        operator.cluster_cache.watch(
+            NODES,
+            nodewatch.machines_for_node(machines, BY_CLUSTER),
+            predicate=nodewatch.taints_or_conditions_changed,
+            transform=nodewatch.node_essentials,
+        )
+    )
+    manager.add(operator.cluster_cache)
     manager.add(controller)
     return operator
 
@@ -165,6 +184,13 @@ def _endpoint_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
         return status.get("endpoint"), status.get("adminKubeconfigSecretRef")
 
     return old is None or reach(old) != reach(new)
+
+
+def _kokpit_kubeconfig(cluster: dict[str, Any]) -> str:
+    """The Secret the Machine-Operator acts in a business cluster with: the one the
+    Cluster-Operator issues for kokpit's own identity there (the cache checks the Cluster
+    controls it and its type); never one a Machine or a user names."""
+    return operator_kubeconfig_secret(cluster["metadata"]["name"])
 
 
 def _requests(objs: Any) -> list[Request]:

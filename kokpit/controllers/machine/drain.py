@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import contextlib
 
-from kokpit.controllers.machine.clusters import ClusterClients, ClusterNotReady
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine.kubelet import owned_by
-from kokpit.runtime import Client, Conflict, NotFound, TooManyRequests
+from kokpit.runtime import (
+    Client,
+    ClusterCache,
+    ClusterNotReady,
+    Conflict,
+    NotFound,
+    TooManyRequests,
+)
 from kokpit.runtime.resources import NODES, PODS
+from kokpit.runtime.store import Store
 
 
 class DrainPhases:
-    def __init__(self, clusters: ClusterClients, options: MachineOptions) -> None:
+    def __init__(self, clusters: ClusterCache, cluster_objects: Store, options: MachineOptions):
         self._clusters = clusters
+        self._cluster_objects = cluster_objects
         self._options = options
 
     async def drain_node(self, scope: MachineScope) -> bool:
@@ -79,9 +87,9 @@ class DrainPhases:
         if not scope.status.get("nodeName"):
             return None
         try:
-            return await self._clusters.get(scope.namespace, scope.cluster_name)
+            return (await self._clusters.get(scope.cluster_key)).client
         except ClusterNotReady as e:
-            if self._clusters.exists(scope.namespace, scope.cluster_name):
+            if self._cluster_objects.get(scope.cluster_key) is not None:
                 scope.node_problem = ("ClusterNotReady", str(e))
                 scope.requeue(self._options.retry_interval)
             return None

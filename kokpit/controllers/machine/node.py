@@ -10,12 +10,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from kokpit.api.conditions import now
-from kokpit.controllers.machine import gates, status
-from kokpit.controllers.machine.clusters import ClusterClients, ClusterNotReady
+from kokpit.controllers.machine import gates, nodewatch, status
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine.kubelet import NodeRegistrar, NodeTaken, Registration
-from kokpit.runtime import Client, Conflict, NotFound, Recently, controlled_by, owner_reference
+from kokpit.runtime import (
+    Client,
+    ClusterCache,
+    ClusterNotReady,
+    Conflict,
+    NotFound,
+    Recently,
+    controlled_by,
+    owner_reference,
+)
 from kokpit.runtime.resources import CONFIGMAPS, NODES
 from kokpit.runtime.store import Store
 
@@ -24,7 +32,7 @@ class NodePhases:
     def __init__(
         self,
         client: Client,
-        clusters: ClusterClients,
+        clusters: ClusterCache,
         condition_configmaps: Store,
         registrars: Mapping[str, NodeRegistrar],
         options: MachineOptions,
@@ -41,11 +49,12 @@ class NodePhases:
         if not scope.has_kubelet:
             return True
         try:
-            client = await self._clusters.get(scope.namespace, scope.cluster_name)
+            cluster = await self._clusters.get(scope.cluster_key)
         except ClusterNotReady as e:
             scope.node_problem = ("ClusterNotReady", str(e))
             scope.requeue(self._options.retry_interval)
             return False
+        client = cluster.client
         node: Object | None = None
         if not self._joined(scope):
             try:
@@ -68,7 +77,9 @@ class NodePhases:
         scope.gates_passed = verdict.passed
         scope.gates_message = "; ".join([verdict.message, *problems])
         _mirror_gates(scope, gate_list, {c.type: c for c in verdict.conditions})  # owners' only
-        if self._published.holds(scope.uid, verdict):
+        if self._published.holds(scope.uid, verdict) and not nodewatch.drifted(
+            cluster, scope.name, verdict
+        ):
             return True
         if node is None:
             try:

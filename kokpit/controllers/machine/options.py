@@ -22,3 +22,5 @@ class MachineOptions:
     #: Rate limit of the clients of business clusters.
     cluster_qps: float = 50.0
     cluster_burst: int = 100
+    #: How often each connected business cluster's API server is health-checked.
+    cluster_health_interval: float = 10.0

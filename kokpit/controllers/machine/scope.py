@@ -47,3 +47,8 @@ class MachineScope(ObjectScope):
     @property
     def cluster_name(self) -> str:
         return str(self.spec["clusterRef"]["name"])
+
+    @property
+    def cluster_key(self) -> str:
+        """The key of the Cluster this Machine joins (in the Machine's namespace)."""
+        return f"{self.namespace}/{self.cluster_name}"

@@ -583,6 +583,35 @@ async def test_readiness_gates_keep_the_node_unschedulable_until_every_gate_pass
         await business.get(NODES, "gated")
 
 
+async def test_a_gate_taint_removed_by_hand_is_put_back_within_seconds(
+    operator: Operator, client: Client, business: Client
+) -> None:
+    """Drift in a business cluster is seen through the cluster cache's Node watch, not at the
+    next recheck (600 s)."""
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    gates = [{"conditionType": "example.com/NetworkReady", "mode": "Continuous"}]
+    await create_machine(client, "drifty", "e2e-node", gates=gates)  # never reported
+    await wait_machine(client, "drifty", lambda o: bool(o.get("status", {}).get("nodeName")))
+    await wait_node(business, "drifty", tainted)
+    for _ in range(2):  # twice: the second time, the operator has published this verdict
+        node = await business.get(NODES, "drifty")
+        untainted = [t for t in node["spec"]["taints"] if t["key"] != "kokpit.io/not-ready"]
+        patched = await business.patch(
+            NODES,
+            "drifty",
+            {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+             "spec": {"taints": untainted}},
+        )  # fmt: skip
+        assert not tainted(patched)
+        took = await wait_node(business, "drifty", tainted)
+        assert took < 5, f"the taint came back after {took:.1f} s"
+    await delete_machine(client, "drifty")
+
+
 async def test_the_operator_killed_mid_install_finishes_after_restart(
     operator: Operator, client: Client, hosts: list[SimulatedHost]
 ) -> None:

@@ -15,6 +15,8 @@ class Proxy:
         self.target_port = target_port
         self.port = 0
         self.cuts = 0
+        #: Connections accepted so far (refused ones included): what a client attempted.
+        self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -55,6 +57,7 @@ class Proxy:
         assert task is not None
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        self.connections += 1
         if not self._open:
             writer.transport.abort()
             return
