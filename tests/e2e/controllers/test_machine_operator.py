@@ -593,7 +593,7 @@ async def test_a_gate_taint_removed_by_hand_is_put_back_within_seconds(
         package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
         field_manager="test",
     )
-    gates = [{"conditionType": "example.com/NetworkReady", "mode": "Continuous"}]
+    gates = [gate("example.com/NetworkReady", NETWORK)]
     await create_machine(client, "drifty", "e2e-node", gates=gates)  # never reported
     await wait_machine(client, "drifty", lambda o: bool(o.get("status", {}).get("nodeName")))
     await wait_node(business, "drifty", tainted)
