@@ -87,7 +87,8 @@ async def reconcile_pki(r: ClusterReconciler, scope: ClusterScope) -> bool:
         material = {k: _b64decode(v) for k, v in (secret.get("data") or {}).items()}
     except NotFound:
         with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
-            pki = business_pki(Path(tmp), cidr)
+            who = f"{meta['namespace']}/{meta['name']}"
+            pki = business_pki(Path(tmp), cidr, cluster=who, cluster_uid=meta["uid"])
             pki.ensure()
             material = pki.material()
         await r.client.create(SECRETS, _secret(scope.cluster, name, material, "kokpit.io/pki"))
