@@ -190,6 +190,8 @@ def _parse(text: str | bytes, context: str | None, *, source: str) -> tuple[_Ent
         raise ConfigError(f"cannot parse {where}: not UTF-8 text (byte {e.position})") from None
     except yaml.YAMLError:
         raise ConfigError(f"cannot parse {where}: not valid YAML") from None
+    except RecursionError:  # a document nested deeper than the parser's stack
+        raise ConfigError(f"cannot parse {where}: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"cannot parse {where}: not a mapping")
     if context is None:

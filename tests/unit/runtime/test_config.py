@@ -259,6 +259,13 @@ def test_yaml_errors_give_a_position_never_the_text(text: str | bytes, quoted: s
     assert e.value.__cause__ is None
 
 
+def test_a_document_nested_too_deeply_is_a_config_error() -> None:
+    text = "[" * 100_000 + MARKER + "]" * 100_000
+    with pytest.raises(ConfigError, match="nested too deeply") as e:
+        ClientConfig.from_kubeconfig_data(text)
+    assert MARKER not in str(e.value)
+
+
 @pytest.mark.parametrize(
     "doc",
     [
