@@ -134,14 +134,14 @@ class PKI:
     def write(self, material: dict[str, bytes]) -> None:
         """Make the directory hold exactly ``material`` (PEM files from a Secret): write what
         differs, remove what is not in it, and set every file's mode (keys 0600)."""
+        if any((self.dir / name).parent != self.dir for name in material):
+            raise ValueError("a PKI file name is a plain file name")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in self.dir.iterdir():  # the directory holds this material, no more
             if stale.name not in material and (stale.is_file() or stale.is_symlink()):
                 stale.unlink()
         for name, data in material.items():
             path = self.dir / name
-            if path.parent != self.dir:
-                raise ValueError("a PKI file name is a plain file name")
             if path.is_symlink():
                 path.unlink()
             if not path.exists() or path.read_bytes() != data:

@@ -208,8 +208,9 @@ def test_write_holds_exactly_the_material_and_only_plain_names(pki: PKI, tmp_pat
     copy.write({"ca.crt": pki.ca_cert.read_bytes()})
     assert [p.name for p in copy.dir.iterdir()] == ["ca.crt"]
     with pytest.raises(ValueError, match="plain file name"):
-        copy.write({"../escaped.key": b"x"})
+        copy.write({"../escaped.key": b"x", "ca.key": b"x"})
     assert not (tmp_path / "escaped.key").exists()
+    assert [p.name for p in copy.dir.iterdir()] == ["ca.crt"]  # refused before any change
 
 
 # What each component gets.
