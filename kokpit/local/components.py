@@ -2,7 +2,7 @@
 
 Flags follow what envtest and kubeadm use, trimmed to one machine: everything listens on
 127.0.0.1 only, and every component authenticates to kube-apiserver with its own client
-certificate (see :mod:`kokpit.local.pki`). Each function returns a :class:`Component`: the argv,
+certificate (see :mod:`kokpit.pki`). Each function returns a :class:`Component`: the argv,
 and the URL that says it is healthy.
 """
 

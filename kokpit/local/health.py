@@ -27,7 +27,9 @@ def _context(tls: str, layout: Layout) -> ssl.SSLContext | None:
         return None
     if tls == "self-signed":
         return _self_signed()
-    return _client_cert(layout)
+    # Keyed by the certificate's modification time, so a renewed one is used at once.
+    cert = layout.pki.client_cert(ADMIN)
+    return _client_cert(layout, cert.stat().st_mtime_ns if cert.exists() else 0)
 
 
 @cache
@@ -40,7 +42,7 @@ def _self_signed() -> ssl.SSLContext:
 
 
 @cache
-def _client_cert(layout: Layout) -> ssl.SSLContext:
+def _client_cert(layout: Layout, written: int) -> ssl.SSLContext:
     pki = layout.pki
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     ctx.load_cert_chain(str(pki.client_cert(ADMIN)), str(pki.client_key(ADMIN)))

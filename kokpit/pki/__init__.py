@@ -4,10 +4,13 @@ other way round."""
 
 from kokpit.pki.certificates import (
     ADMIN,
+    CA_VALIDITY,
     CLIENTS,
     CONTROLLER_MANAGER,
     KWOK,
+    LEAF_VALIDITY,
     MACHINE_OPERATOR,
+    MATERIAL,
     PKI,
     SCHEDULER,
     Identity,
@@ -15,10 +18,13 @@ from kokpit.pki.certificates import (
 
 __all__ = [
     "ADMIN",
+    "CA_VALIDITY",
     "CLIENTS",
     "CONTROLLER_MANAGER",
     "KWOK",
+    "LEAF_VALIDITY",
     "MACHINE_OPERATOR",
+    "MATERIAL",
     "PKI",
     "SCHEDULER",
     "Identity",

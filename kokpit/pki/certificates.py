@@ -1,20 +1,63 @@
-"""Certificates and keys for a Kubernetes control plane: the local meta-cluster's and each
-business cluster's.
+"""Certificates and keys of a control plane: the local meta-cluster's and each business cluster's.
 
-One self-signed CA signs the kube-apiserver serving certificate and one client certificate per
-identity (the admin, the controller-manager, the scheduler, kwok). The kube-apiserver's x509
-authenticator maps a certificate's CN to the user and its O entries to groups, so RBAC sees
-``system:kube-controller-manager`` and ``system:kube-scheduler`` just as on a kubeadm cluster.
-A separate key pair signs service-account tokens. Keys are ECDSA P-256: as strong as RSA-3072
-for this purpose and generated in milliseconds.
+One self-signed CA per cluster signs the kube-apiserver serving certificate and one client
+certificate per identity (the admin, the controller-manager, the scheduler, kwok). The
+kube-apiserver's x509 authenticator maps a certificate's CN to the user and its O entries to
+groups, so RBAC sees ``system:kube-controller-manager`` and ``system:kube-scheduler`` just as
+on a kubeadm cluster. A separate key pair signs service-account tokens. Keys are ECDSA P-256:
+as strong as RSA-3072 for this purpose and generated in milliseconds.
 
-Files are written once and reused, so certificates survive ``down``/``up``.
+Lifetimes. Leaf certificates live :data:`LEAF_VALIDITY` (90 days) and :meth:`PKI.ensure`
+renews one that has less than a third of its life left, so a leaked leaf key is useful for
+weeks, not a decade. The CA lives :data:`CA_VALIDITY` (10 years): it is the trust anchor baked
+into every kubeconfig, Secret and client of the cluster, so replacing it means redistributing
+it everywhere; its key stays in the cluster's PKI Secret (and with the one component that signs
+with it, below) and never travels in a kubeconfig, so a long life is the usual trade (kubeadm
+makes the same one).
+
+Identity. Each CA's subject names its cluster (:attr:`PKI.cluster`: a business cluster's
+``namespace/name``) and carries a unique serial-number attribute (the Cluster's uid, else
+random), so two clusters' CAs are never confused by subject; every certificate has a
+SubjectKeyIdentifier and every leaf an AuthorityKeyIdentifier equal to its CA's, so chains are
+built by key, not by name. Leaves are not CAs (BasicConstraints critical), sign only
+(digitalSignature: ECDHE needs nothing else of an EC key) and are either for serving
+(serverAuth) or for clients (clientAuth), never both.
+
+What each component gets (:data:`MATERIAL`), from the flags in :mod:`kokpit.local.components`:
+
+====================== ============================================ =============================
+component              PKI files                                    why
+====================== ============================================ =============================
+etcd                   none                                         serves plain HTTP on loopback
+                                                                    (process) or in-cluster
+kube-apiserver         apiserver.crt/.key, ca.crt, sa.pub, sa.key   serving; ``--client-ca-file``;
+                                                                    verifies and (``--service-
+                                                                    account-signing-key-file``)
+                                                                    issues service-account tokens
+kube-controller-       ca.crt, ca.key, sa.key, and its kubeconfig   ``--root-ca-file``; the
+manager                (its client cert/key inside)                 csrsigning controller signs
+                                                                    kubelet CSRs with ``--cluster-
+                                                                    signing-cert/key-file``;
+                                                                    ``--service-account-private-
+                                                                    key-file`` (legacy tokens)
+kube-scheduler         its kubeconfig only                          talks to kube-apiserver only
+kwok (local only)      its kubeconfig only                          idem
+====================== ============================================ =============================
+
+The kubernetes runtime mounts exactly these (Secret ``items``). The process runtime writes
+them once per cluster into one directory: its components run as one user on one host, so
+separate files per component would separate nothing there.
+
+Files are written once and reused, so certificates survive ``down``/``up``; every
+:meth:`PKI.ensure` and :meth:`PKI.write` sets the modes again (keys 0600, the rest 0644), since
+a mode someone loosened is not fixed by leaving an existing file alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +66,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALIDITY = dt.timedelta(days=3650)
+#: How long the CA is valid (see the module docstring for why it is long).
+CA_VALIDITY = dt.timedelta(days=3650)
+#: How long serving and client certificates are valid by default.
+LEAF_VALIDITY = dt.timedelta(days=90)
 #: DNS names and addresses the kube-apiserver serving certificate is valid for.
 APISERVER_DNS = (
     "localhost",
@@ -55,6 +101,16 @@ CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
 #: and grants only what the Cluster-Operator binds to it (the admin kubeconfig is for people).
 MACHINE_OPERATOR = Identity("machine-operator", "kokpit:machine-operator")
 
+#: The PKI files each component reads (kubeconfigs aside), by the flags of
+#: :mod:`kokpit.local.components`; the table in the module docstring says why.
+MATERIAL: dict[str, tuple[str, ...]] = {
+    "etcd": (),
+    "kube-apiserver": ("apiserver.crt", "apiserver.key", "ca.crt", "sa.pub", "sa.key"),
+    "kube-controller-manager": ("ca.crt", "ca.key", "sa.key"),
+    "kube-scheduler": (),
+    "kwok": (),
+}
+
 
 @dataclass(frozen=True)
 class PKI:
@@ -66,19 +122,36 @@ class PKI:
     #: Addresses the serving certificate is valid for besides :data:`APISERVER_IPS` (a
     #: business cluster's first Service IP, say).
     extra_ips: tuple[str, ...] = ()
+    #: Whose CA this is, named in its subject (a business cluster's ``namespace/name``).
+    cluster: str = "local meta-cluster"
+    #: Unique per cluster, in the CA subject's serial-number attribute: the Cluster's uid
+    #: (empty: a random one, drawn when the CA is created).
+    cluster_uid: str = ""
+    #: Lifetime of the serving and client certificates issued from now on.
+    leaf_validity: dt.timedelta = LEAF_VALIDITY
 
     def material(self) -> dict[str, bytes]:
         """Every PEM file by name: what a business cluster keeps in its Secret."""
         return {p.name: p.read_bytes() for p in sorted(self.dir.glob("*.*")) if p.is_file()}
 
     def write(self, material: dict[str, bytes]) -> None:
-        """Write PEM files (from a Secret) that differ from what is on disk; keys stay 0600."""
+        """Make the directory hold exactly ``material`` (PEM files from a Secret): write what
+        differs, remove what is not in it, and set every file's mode (keys 0600)."""
+        if any((self.dir / name).parent != self.dir for name in material):
+            raise ValueError("a PKI file name is a plain file name")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in self.dir.iterdir():  # the directory holds this material, no more
+            if stale.name not in material and (stale.is_file() or stale.is_symlink()):
+                stale.unlink()
         for name, data in material.items():
             path = self.dir / name
+            if path.is_symlink():
+                path.unlink()
             if not path.exists() or path.read_bytes() != data:
                 path.touch(mode=0o600)
+                path.chmod(0o600)  # private while written, whatever it was before
                 path.write_bytes(data)
+        self._set_modes()
 
     @property
     def ca_cert(self) -> Path:
@@ -111,42 +184,42 @@ class PKI:
         return self.dir / f"{who.file}.key"
 
     def ensure(self) -> None:
-        """Create whatever is missing; keep what exists (certificates survive restarts)."""
+        """Create whatever is missing, renew leaves near their end (see :meth:`due`), keep the
+        rest (certificates survive restarts), and set every file's mode."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.ca_cert.exists():
             key = _new_key()
-            name = _name("kokpit-local-ca")
+            name = _ca_name(self.cluster, self.cluster_uid or secrets.token_hex(16))
             cert = (
-                _builder(name, name, key.public_key())
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                _builder(name, name, key.public_key(), CA_VALIDITY)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(_key_usage(ca=True), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
                 .sign(key, hashes.SHA256())
             )
             _write(self.ca_key, self.ca_cert, key, cert)
         ca_key, ca_cert = self._load_ca()
-        if not self.serving_cert.exists():
-            key = _new_key()
+        if self.due(self.serving_cert):
             sans: list[x509.GeneralName] = [x509.DNSName(d) for d in APISERVER_DNS]
             ips = dict.fromkeys((*APISERVER_IPS, *self.extra_ips))
             sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
-            cert = (
-                _builder(_name("kube-apiserver"), ca_cert.subject, key.public_key())
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(_key_usage(ca=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-                .sign(ca_key, hashes.SHA256())
+            self._issue(
+                ca_key,
+                ca_cert,
+                _name("kube-apiserver"),
+                ExtendedKeyUsageOID.SERVER_AUTH,
+                (self.serving_key, self.serving_cert),
+                x509.SubjectAlternativeName(sans),
             )
-            _write(self.serving_key, self.serving_cert, key, cert)
         for who in self.clients:
-            if not self.client_cert(who).exists():
-                key = _new_key()
-                cert = (
-                    _builder(_name(who.user, who.groups), ca_cert.subject, key.public_key())
-                    .add_extension(_key_usage(ca=False), critical=True)
-                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-                    .sign(ca_key, hashes.SHA256())
+            if self.due(self.client_cert(who)):
+                self._issue(
+                    ca_key,
+                    ca_cert,
+                    _name(who.user, who.groups),
+                    ExtendedKeyUsageOID.CLIENT_AUTH,
+                    (self.client_key(who), self.client_cert(who)),
                 )
-                _write(self.client_key(who), self.client_cert(who), key, cert)
         if not self.sa_key.exists():
             key = _new_key()
             pub = key.public_key().public_bytes(
@@ -154,6 +227,46 @@ class PKI:
             )
             self.sa_pub.write_bytes(pub)
             _write_key(self.sa_key, key)
+        self._set_modes()
+
+    def due(self, cert_path: Path) -> bool:
+        """Whether the leaf at ``cert_path`` must be (re)issued: missing, or with less than a
+        third of :attr:`leaf_validity` left."""
+        if not cert_path.exists():
+            return True
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+        return left < self.leaf_validity / 3
+
+    def _issue(
+        self,
+        ca_key: ec.EllipticCurvePrivateKey,
+        ca_cert: x509.Certificate,
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        paths: tuple[Path, Path],
+        sans: x509.SubjectAlternativeName | None = None,
+    ) -> None:
+        """A new key and a leaf certificate for ``usage`` (serverAuth or clientAuth)."""
+        key = _new_key()
+        builder = (
+            _builder(subject, ca_cert.subject, key.public_key(), self.leaf_validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(_authority_key_id(ca_cert), critical=False)
+        )
+        if sans is not None:
+            builder = builder.add_extension(sans, critical=False)
+        _write(*paths, key, builder.sign(ca_key, hashes.SHA256()))
+
+    def _set_modes(self) -> None:
+        """Keys 0600, certificates and the public key 0644, the directory 0700."""
+        self.dir.chmod(0o700)
+        for path in self.dir.iterdir():
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600 if path.suffix == ".key" else 0o644)
 
     def _load_ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
@@ -166,13 +279,45 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def _authority_key_id(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The CA's SubjectKeyIdentifier as a leaf's AuthorityKeyIdentifier (a CA made before
+    kokpit set SKIs has none: then the same hash of its public key)."""
+    try:
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public(ca))
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _ec_public(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("the CA certificate does not hold an ECDSA key")
+    return key
+
+
+def _ca_name(cluster: str, unique: str) -> x509.Name:
+    """The CA's subject: its cluster (cut to the 64 characters X.509 allows a CN) and a
+    value unique to it."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kokpit"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"kokpit CA {cluster}"[:64]),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, unique[:64]),
+        ]
+    )
+
+
 def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    validity: dt.timedelta,
 ) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
@@ -182,7 +327,7 @@ def _builder(
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
     )
 
 
@@ -190,7 +335,7 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
-        key_encipherment=not ca,
+        key_encipherment=False,  # for RSA key transport; an EC key never encrypts
         data_encipherment=False,
         key_agreement=False,
         key_cert_sign=ca,
@@ -214,4 +359,5 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.NoEncryption(),
     )
     path.touch(mode=0o600)
+    path.chmod(0o600)  # before the key is in it, whatever the file's mode was
     path.write_bytes(pem)

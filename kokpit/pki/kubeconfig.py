@@ -54,9 +54,14 @@ def render_data(
 
 
 def write(path: Path, *, server: str, pki: PKI, who: Identity, cluster_name: str) -> None:
+    save(path, render(server=server, pki=pki, who=who, cluster_name=cluster_name))
+
+
+def save(path: Path, text: str) -> None:
     """Write atomically with mode 0600: the file holds a private key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.touch(mode=0o600)
-    tmp.write_text(render(server=server, pki=pki, who=who, cluster_name=cluster_name))
+    tmp.chmod(0o600)
+    tmp.write_text(text)
     tmp.rename(path)

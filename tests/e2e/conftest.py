@@ -80,7 +80,7 @@ async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
 
 @pytest.fixture(scope="session")
 def widget_crd(kubectl: Kubectl) -> Resource:
-    """The sample Widget CRD (:mod:`kokpit.local.samples`), installed once."""
+    """The sample Widget CRD (:mod:`fixtures.samples`), installed once."""
     crd = samples.widget_crd()
     kubectl.apply([crd])
     kubectl.wait_established("widgets.test.kokpit.io")

@@ -13,3 +13,6 @@ class ClusterOptions:
     failed_retry_interval: float = 30.0
     field_manager: str = "kokpit-cluster-operator"
     max_concurrent_reconciles: int = 8
+    #: Lifetime of a business cluster's leaf certificates; they are renewed (and the
+    #: components restarted one at a time) when a third of it is left. Its CA lasts 10 years.
+    leaf_validity_seconds: float = 90 * 24 * 3600.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -53,6 +54,9 @@ from kokpit.runtime import (
 from kokpit.runtime.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, SECRETS
 from kokpit.runtime.store import Store
 
+#: On the PKI Secret: how many times its certificates were renewed (each renewal is rolled
+#: out to the components one at a time, like a version).
+CREDENTIALS = "kokpit.io/credentials-generation"
 #: The JSON names of the components in a ClusterPackageVersion.
 SPEC_KEYS: dict[ComponentName, str] = {
     "etcd": "etcd",
@@ -119,23 +123,50 @@ class ClusterPhases:
         if secret is _NOT_OURS:
             return False
         stored = {k: _b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
-        material = _complete_pki(stored, scope.spec["network"]["serviceCIDR"])
+        generation = int(
+            ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CREDENTIALS, 0)
+        )
+        material = self._complete_pki(scope, stored)
         added = sorted(material.keys() - stored.keys())
+        renewed = sorted(k for k in stored.keys() & material.keys() if stored[k] != material[k])
         if secret is None:
             await self._client.create(
                 SECRETS, _secret(scope.cluster, name, material, "kokpit.io/pki")
             )
             message = f"CA, serving and client certificates stored in Secret {name}"
             scope.event("Normal", "CertificatesCreated", message)
-        elif added:
-            data = {k: base64.b64encode(material[k]).decode() for k in added}
-            patch = {"metadata": {"resourceVersion": secret["metadata"]["resourceVersion"]}}
+        elif added or renewed:
+            # Conditional: two operators renewing at once must not mix their certificates.
+            meta: Object = {"resourceVersion": secret["metadata"]["resourceVersion"]}
+            if renewed:
+                generation += 1
+                meta["annotations"] = {CREDENTIALS: str(generation)}
+            data = {k: base64.b64encode(material[k]).decode() for k in (*added, *renewed)}
             await self._client.patch(
-                SECRETS, name, {**patch, "data": data}, namespace=scope.namespace
+                SECRETS, name, {"metadata": meta, "data": data}, namespace=scope.namespace
             )
-            scope.event("Normal", "CertificatesAdded", f"{', '.join(added)} added to {name}")
+            what = ", ".join((*added, *renewed))
+            reason = "CertificatesRenewed" if renewed else "CertificatesAdded"
+            scope.event("Normal", reason, f"{what} in {name}; components restart one at a time")
+        scope.credentials = generation
         scope.control_plane = control_plane(scope, material)
         return True
+
+    def _complete_pki(self, scope: ClusterScope, stored: dict[str, bytes]) -> dict[str, bytes]:
+        """``stored`` plus whatever a business cluster's PKI lacks, and its leaves renewed
+        when a third of their life is left, issued by its CA (everything when ``stored`` is
+        empty)."""
+        with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
+            pki = business_pki(
+                Path(tmp),
+                scope.spec["network"]["serviceCIDR"],
+                cluster=scope.key,
+                cluster_uid=scope.uid,
+                leaf_validity=dt.timedelta(seconds=self._options.leaf_validity_seconds),
+            )
+            pki.write(stored)
+            pki.ensure()
+            return pki.material()
 
     async def reconcile_control_plane(self, scope: ClusterScope) -> bool:
         """Move the control plane one component at a time, each change recorded first."""
@@ -147,7 +178,7 @@ class ClusterPhases:
         for name in ORDER:
             scope.health[name] = await runtime.health(cp, name)
         for name in ORDER:
-            plan = plan_for(scope.package, name)
+            plan = plan_for(scope.package, name, scope.credentials)
             health = scope.health[name]
             if health.ready and health.plan == plan.digest:
                 continue
@@ -390,7 +421,9 @@ def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:
     )
 
 
-def plan_for(package: Object, name: ComponentName) -> ComponentPlan:
+def plan_for(package: Object, name: ComponentName, credentials: int = 0) -> ComponentPlan:
+    """What ``name`` runs under ``package``, with the ``credentials``-th renewal of the
+    cluster's certificates."""
     spec = package["spec"]["components"][SPEC_KEYS[name]]
     check = _health_check(package, name)
     probe = (
@@ -399,7 +432,12 @@ def plan_for(package: Object, name: ComponentName) -> ComponentPlan:
         else None
     )
     return ComponentPlan(
-        name, spec["version"], dict(spec.get("flags") or {}), spec.get("image", ""), probe
+        name,
+        spec["version"],
+        dict(spec.get("flags") or {}),
+        spec.get("image", ""),
+        probe,
+        str(credentials) if credentials else "",
     )
 
 
@@ -429,16 +467,6 @@ def _secret(owner: Object, name: str, data: dict[str, bytes], type_: str) -> Obj
         },
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
-
-
-def _complete_pki(stored: dict[str, bytes], service_cidr: str) -> dict[str, bytes]:
-    """``stored`` plus whatever a business cluster's PKI has that it lacks, issued by its CA
-    (or everything, when ``stored`` is empty)."""
-    with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
-        pki = business_pki(Path(tmp), service_cidr)
-        pki.write(stored)
-        pki.ensure()
-        return pki.material()
 
 
 def _b64decode(value: Any) -> bytes:

@@ -21,6 +21,8 @@ class ClusterScope(ObjectScope):
     health: dict[ComponentName, ComponentHealth] = field(default_factory=dict)
     #: Why the target cannot be applied (a missing package version, a disallowed skew).
     blocked: tuple[str, str] | None = None  # (reason, message)
+    #: How many times the cluster's certificates were renewed (part of every component's plan).
+    credentials: int = 0
 
     @property
     def cluster(self) -> Object:

@@ -73,6 +73,9 @@ class ComponentPlan:
     image: str = ""
     #: How to tell the component is healthy; None means :data:`DEFAULT_PROBES`.
     probe: Probe | None = None
+    #: Which renewal of the cluster's certificates the component must run with ("" for the
+    #: first issue): renewed certificates are a plan change, rolled out like a version.
+    credentials: str = ""
 
     @property
     def health_probe(self) -> Probe:
@@ -90,6 +93,8 @@ class ComponentPlan:
                 sorted(self.flags.items()),
                 self.image,
                 [probe.path, probe.timeout_seconds, probe.failure_threshold],
+                # Only once renewed, so plans from before renewals existed keep their digest.
+                *([self.credentials] if self.credentials else []),
             ]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]

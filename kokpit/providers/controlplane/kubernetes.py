@@ -1,11 +1,13 @@
 """The ``kubernetes`` runtime: a business control plane as workloads of the meta-cluster.
 
 The production kube-on-kube form. etcd is a StatefulSet behind a headless Service; the other
-components are Deployments; kube-apiserver has a Service that is the cluster's endpoint. All
-mount the Cluster's PKI Secret, are owned by the Cluster (so the garbage collector removes
-what an interrupted delete left), and are written by server-side apply, so applying a plan
-twice changes nothing. Health is the workloads' own status: every replica updated to the
-plan's version and ready.
+components are Deployments; kube-apiserver has a Service that is the cluster's endpoint. Each
+mounts only its own files of the Cluster's PKI Secret and of the kubeconfigs Secret (``items``;
+which ones: :data:`~kokpit.pki.MATERIAL`), runs as a fixed non-root user with a
+read-only root filesystem, no capabilities and the runtime's default seccomp profile; all are
+owned by the Cluster (so the garbage collector removes what an interrupted delete left), and
+are written by server-side apply, so applying a plan twice changes nothing. Health is the
+workloads' own status: every replica updated to the plan's version and ready.
 
 On the local meta-cluster the pods land on kwok nodes, which run no containers: there the
 runtime exercises scheduling, rollout and status at scale, not the components themselves
@@ -21,6 +23,7 @@ from typing import Any
 
 from kokpit.api.v1alpha1.cluster import DerivedSuffix, object_name
 from kokpit.local.components import node_ipam_flags
+from kokpit.pki import MATERIAL
 from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ComponentHealth,
@@ -36,6 +39,14 @@ PKI_DIR = "/etc/kubernetes/pki"
 #: The digest of the plan a workload runs (a flag change rolls the pods like a version change).
 PLAN_ANNOTATION = "kokpit.io/plan"
 KUBECONFIG_DIR = "/etc/kubernetes/kubeconfig"
+#: The kubeconfig each component reads from the kubeconfigs Secret.
+KUBECONFIGS = {
+    "kube-controller-manager": "controller-manager.kubeconfig",
+    "kube-scheduler": "scheduler.kubeconfig",
+}
+#: The user and group every component runs as: distroless's ``nonroot``, which the
+#: registry.k8s.io images are built on. Secret files are group-readable by it (``fsGroup``).
+RUN_AS = 65532
 #: Default images by component, when the package version names none.
 IMAGES = {
     "etcd": "registry.k8s.io/etcd:{bare}-0",
@@ -189,19 +200,7 @@ class KubernetesRuntime:
         image = plan.image or IMAGES[plan.name].format(
             version=plan.version, bare=plan.version.lstrip("v")
         )
-        volumes: list[dict[str, Any]] = [
-            {"name": "pki", "secret": {"secretName": _name(cp, "pki"), "defaultMode": 0o400}}
-        ]
-        mounts = [{"name": "pki", "mountPath": PKI_DIR, "readOnly": True}]
-        if plan.name in ("kube-controller-manager", "kube-scheduler"):
-            volumes.append(
-                {"name": "kubeconfig", "secret": {"secretName": _name(cp, "kubeconfigs")}}
-            )
-            mounts.append({"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True})
-        if plan.name == "etcd" and self.options.etcd_storage_class is None:
-            volumes.append({"name": "data", "emptyDir": {}})
-        if plan.name == "etcd":
-            mounts.append({"name": "data", "mountPath": "/var/lib/etcd"})
+        volumes, mounts = _volumes(cp, plan.name, self.options.etcd_storage_class is None)
         container = {
             "name": plan.name,
             "image": image,
@@ -211,6 +210,7 @@ class KubernetesRuntime:
             ],
             "volumeMounts": mounts,
             "readinessProbe": _readiness_probe(plan),
+            "securityContext": CONTAINER_SECURITY,
         }
         template: dict[str, Any] = {
             "metadata": {"labels": {**labels, "kokpit.io/version": plan.version}},
@@ -218,6 +218,7 @@ class KubernetesRuntime:
                 "containers": [container],
                 "volumes": volumes,
                 "automountServiceAccountToken": False,
+                "securityContext": POD_SECURITY,
             },
         }
         meta = self._meta(cp, plan.name, **{"kokpit.io/version": plan.version})
@@ -259,6 +260,56 @@ class KubernetesRuntime:
 
 def _name(cp: ControlPlane, suffix: DerivedSuffix) -> str:
     return object_name(cp.name, suffix)
+
+
+#: The pod's security context: a fixed non-root user whose group owns the mounted Secret
+#: files and etcd's data volume (``fsGroup``), and the runtime's default seccomp profile.
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+#: The container's: nothing it may write but its volumes, and no way to gain privileges.
+CONTAINER_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _volumes(
+    cp: ControlPlane, component: str, etcd_empty_dir: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volumes and mounts of ``component``: its own PKI files and kubeconfig (Secret
+    ``items``, group-readable by :data:`RUN_AS` only), a writable ``/tmp``, and etcd's data."""
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"medium": "Memory"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if files := MATERIAL[component]:
+        items = [{"key": f, "path": f} for f in files]
+        volumes.append(
+            {
+                "name": "pki",
+                "secret": {"secretName": f"{cp.name}-pki", "items": items, "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": "pki", "mountPath": PKI_DIR, "readOnly": True})
+    if own := KUBECONFIGS.get(component):
+        secret = {
+            "secretName": _name(cp, "kubeconfigs"),
+            "items": [{"key": own, "path": own}],
+            "defaultMode": 0o440,
+        }
+        volumes.append({"name": "kubeconfig", "secret": secret})
+        mounts.append({"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True})
+    if component == "etcd":
+        if etcd_empty_dir:
+            volumes.append({"name": "data", "emptyDir": {}})
+        mounts.append({"name": "data", "mountPath": "/var/lib/etcd"})
+    return volumes, mounts
 
 
 #: The port and scheme each component serves its health endpoints on.
@@ -304,8 +355,7 @@ def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:
             "service-account-signing-key-file": f"{pki}/sa.key",
             "service-cluster-ip-range": cp.service_cidr,
         }
-    who = "controller-manager" if name == "kube-controller-manager" else "scheduler"
-    kubeconfig = f"{KUBECONFIG_DIR}/{who}.kubeconfig"
+    kubeconfig = f"{KUBECONFIG_DIR}/{KUBECONFIGS[name]}"
     flags = {
         "kubeconfig": kubeconfig,
         "authentication-kubeconfig": kubeconfig,

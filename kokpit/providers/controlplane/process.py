@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import fcntl
 import ipaddress
 import shutil
@@ -28,7 +29,16 @@ from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import RELEASES, Release
-from kokpit.pki import ADMIN, CONTROLLER_MANAGER, MACHINE_OPERATOR, PKI, SCHEDULER, kubeconfig
+from kokpit.pki import (
+    ADMIN,
+    CONTROLLER_MANAGER,
+    LEAF_VALIDITY,
+    MACHINE_OPERATOR,
+    MATERIAL,
+    PKI,
+    SCHEDULER,
+    kubeconfig,
+)
 from kokpit.providers.controlplane import (
     ComponentHealth,
     ComponentName,
@@ -39,6 +49,10 @@ from kokpit.providers.controlplane import (
 
 #: The identities a business control plane's PKI issues client certificates for.
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER)
+#: The PKI files on disk: those a component reads (:data:`~kokpit.pki.MATERIAL`) and the
+#: admin certificate the kube-apiserver health probe presents (:mod:`kokpit.local.health`).
+#: The other client keys are only inside their components' kubeconfigs.
+ON_DISK = frozenset({*(f for files in MATERIAL.values() for f in files), "admin.crt", "admin.key"})
 _BUILDERS = {
     "etcd": components.etcd,
     "kube-apiserver": components.apiserver,
@@ -55,10 +69,24 @@ def first_service_ip(service_cidr: str) -> str:
     return str(ipaddress.ip_network(service_cidr, strict=False).network_address + 1)
 
 
-def business_pki(directory: Path, service_cidr: str) -> PKI:
-    """The PKI of a business cluster: what the Cluster-Operator generates into its Secret."""
-    clients = (*CLIENTS, MACHINE_OPERATOR)
-    return PKI(directory, clients=clients, extra_ips=(first_service_ip(service_cidr),))
+def business_pki(
+    directory: Path,
+    service_cidr: str,
+    *,
+    cluster: str,
+    cluster_uid: str,
+    leaf_validity: dt.timedelta = LEAF_VALIDITY,
+) -> PKI:
+    """The PKI of a business cluster (``cluster`` is its ``namespace/name``): what the
+    Cluster-Operator generates into its Secret."""
+    return PKI(
+        directory,
+        clients=(*CLIENTS, MACHINE_OPERATOR),
+        extra_ips=(first_service_ip(service_cidr),),
+        cluster=cluster,
+        cluster_uid=cluster_uid,
+        leaf_validity=leaf_validity,
+    )
 
 
 def cached_assets(name: ComponentName, version: str) -> Assets:
@@ -103,7 +131,7 @@ class ProcessRuntime:
 
     def _apply_locked(self, cp: ControlPlane, plan: ComponentPlan, layout: Layout) -> None:
         supervisor = Supervisor(layout)
-        layout.pki.write(dict(cp.pki))
+        layout.pki.write({name: data for name, data in cp.pki.items() if name in ON_DISK})
         ports = self._ports(supervisor)
         server = f"https://127.0.0.1:{ports.apiserver}"
         for who, path in (
@@ -111,7 +139,15 @@ class ProcessRuntime:
             (CONTROLLER_MANAGER, layout.component_kubeconfig(CONTROLLER_MANAGER.file)),
             (SCHEDULER, layout.component_kubeconfig(SCHEDULER.file)),
         ):
-            kubeconfig.write(path, server=server, pki=layout.pki, who=who, cluster_name=cp.key)
+            text = kubeconfig.render_data(
+                server=server,
+                ca=cp.pki["ca.crt"],
+                cert=cp.pki[f"{who.file}.crt"],
+                key=cp.pki[f"{who.file}.key"],
+                user=who.file,
+                cluster_name=cp.key,
+            )
+            kubeconfig.save(path, text)
         settings = Settings(
             service_cidr=cp.service_cidr, pod_cidr=cp.pod_cidr, flags={plan.name: dict(plan.flags)}
         )

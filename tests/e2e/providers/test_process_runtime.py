@@ -40,7 +40,7 @@ async def healthy(runtime: ProcessRuntime, cp: ControlPlane, name: str, version:
 async def test_create_upgrade_adopt_delete(tmp_path: Path, kubectl: Kubectl) -> None:
     for r in (OLD, NEW):
         assert (release_dir(r) / "manifest.json").exists(), f"`make assets` builds {r.version}"
-    pki = business_pki(tmp_path / "pki", "10.100.0.0/16")
+    pki = business_pki(tmp_path / "pki", "10.100.0.0/16", cluster="team-a/c1", cluster_uid="uid-1")
     pki.ensure()
     cp = ControlPlane(
         namespace="team-a", name="c1", uid="uid-1", pki=pki.material(), service_cidr="10.100.0.0/16"
