@@ -229,6 +229,17 @@ class PKI:
             _write_key(self.sa_key, key)
         self._set_modes()
 
+    def renewal_in(self) -> float:
+        """Seconds until the first leaf is due for renewal (0 if one is due now)."""
+        now = dt.datetime.now(dt.UTC)
+        soonest = min(
+            x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+            - self.leaf_validity / 3
+            - now
+            for path in (self.serving_cert, *map(self.client_cert, self.clients))
+        )
+        return max(0.0, soonest.total_seconds())
+
     def due(self, cert_path: Path) -> bool:
         """Whether the leaf at ``cert_path`` must be (re)issued: missing, or with less than a
         third of :attr:`leaf_validity` left."""

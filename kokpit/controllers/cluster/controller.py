@@ -60,6 +60,7 @@ def setup(
         delete_phases=(phases.delete,),
         update_status=status.update,
         paused=lambda scope: bool(scope.spec.get("paused")),
+        resync_after=options.resync_interval,
     )
     reconciler = ObjectReconciler(manager.client, clusters.store, recorder, outline)
 

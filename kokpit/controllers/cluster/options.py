@@ -16,3 +16,5 @@ class ClusterOptions:
     #: Lifetime of a business cluster's leaf certificates; they are renewed (and the
     #: components restarted one at a time) when a third of it is left. Its CA lasts 10 years.
     leaf_validity_seconds: float = 90 * 24 * 3600.0
+    #: How often a Running cluster is looked at again when nothing changed.
+    resync_interval: float = 300.0

@@ -94,8 +94,9 @@ class ClusterPhases:
         self._packages = packages
         self._runtimes = runtimes
         self._options = options
-        #: Business clusters whose access this process granted lately (endpoint as the value).
-        self._access_granted: Recently[str] = Recently(3600)
+        #: Business clusters whose access this process granted lately: to which endpoint, with
+        #: which renewal of the certificates.
+        self._access_granted: Recently[tuple[str, int]] = Recently(3600)
 
     async def resolve_package_version(self, scope: ClusterScope) -> bool:
         target = target_package_version(scope)
@@ -126,7 +127,8 @@ class ClusterPhases:
         generation = int(
             ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CREDENTIALS, 0)
         )
-        material = self._complete_pki(scope, stored)
+        material, renewal_in = self._complete_pki(scope, stored)
+        scope.requeue(renewal_in + 1)  # come back when the next leaf is due
         added = sorted(material.keys() - stored.keys())
         renewed = sorted(k for k in stored.keys() & material.keys() if stored[k] != material[k])
         if secret is None:
@@ -152,10 +154,12 @@ class ClusterPhases:
         scope.control_plane = control_plane(scope, material)
         return True
 
-    def _complete_pki(self, scope: ClusterScope, stored: dict[str, bytes]) -> dict[str, bytes]:
+    def _complete_pki(
+        self, scope: ClusterScope, stored: dict[str, bytes]
+    ) -> tuple[dict[str, bytes], float]:
         """``stored`` plus whatever a business cluster's PKI lacks, and its leaves renewed
         when a third of their life is left, issued by its CA (everything when ``stored`` is
-        empty)."""
+        empty); and the seconds until the next leaf is due."""
         with tempfile.TemporaryDirectory(prefix="kokpit-pki-") as tmp:
             pki = business_pki(
                 Path(tmp),
@@ -166,7 +170,7 @@ class ClusterPhases:
             )
             pki.write(stored)
             pki.ensure()
-            return pki.material()
+            return pki.material(), pki.renewal_in()
 
     async def reconcile_control_plane(self, scope: ClusterScope) -> bool:
         """Move the control plane one component at a time, each change recorded first."""
@@ -267,7 +271,7 @@ class ClusterPhases:
         cp = scope.control_plane
         if not endpoint or cp is None or scope.status.get("phase") != "Running":
             return True
-        if self._access_granted.holds(scope.uid, endpoint):
+        if self._access_granted.holds(scope.uid, (endpoint, scope.credentials)):
             return True
         name = object_name(scope.name, "kokpit-kubeconfig")
         if await self._owned_secret(scope, name) is _NOT_OURS:
@@ -301,7 +305,7 @@ class ClusterPhases:
         )
         secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
         await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
-        self._access_granted.remember(scope.uid, endpoint)
+        self._access_granted.remember(scope.uid, (endpoint, scope.credentials))
         return True
 
     async def delete(self, scope: ClusterScope) -> bool:

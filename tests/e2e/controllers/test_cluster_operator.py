@@ -9,11 +9,14 @@ import contextlib
 import ipaddress
 import json
 import secrets
+import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
@@ -48,8 +51,11 @@ def package(
 class Operator:
     """The Cluster-Operator in this process, which a test can kill and start again."""
 
-    def __init__(self, config: ClientConfig, root: Path) -> None:
+    def __init__(
+        self, config: ClientConfig, root: Path, options: ClusterOptions | None = None
+    ) -> None:
         self.config, self.root = config, root
+        self.options = options or ClusterOptions(poll_interval=0.5)
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
 
@@ -63,7 +69,7 @@ class Operator:
             "process": ProcessRuntime(self.root),
             "kubernetes": KubernetesRuntime(self.client),
         }
-        setup(manager, runtimes, recorder, ClusterOptions(poll_interval=0.5))
+        setup(manager, runtimes, recorder, self.options)
         self.task = asyncio.create_task(manager.start())
 
     async def kill(self) -> None:
@@ -450,3 +456,57 @@ async def test_a_workload_of_the_clusters_name_that_it_does_not_own_is_never_ove
     assert service["metadata"]["labels"] == {"mine": "yes"}
     assert [p["port"] for p in service["spec"]["ports"]] == [80]
     await client.delete(PACKAGE_VERSIONS, f"squat-{tag}")
+
+
+def serving_serial(endpoint: str) -> int:
+    """The serial number of the certificate the business API server serves now."""
+    url = urllib.parse.urlsplit(endpoint)
+    pem = ssl.get_server_certificate((url.hostname or "", url.port or 443))
+    return int(x509.load_pem_x509_certificate(pem.encode()).serial_number)
+
+
+@pytest.mark.slow
+async def test_certificates_are_renewed_before_they_expire_and_rolled_out(
+    client: Client, kubectl: Kubectl, namespace: str, local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Leaves that last 90 s are renewed 60 s in (a third left) and each component is moved to
+    them one at a time; the cluster keeps serving, with its data, on the new certificates."""
+    options = ClusterOptions(poll_interval=0.5, leaf_validity_seconds=90)
+    operator = Operator(
+        ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp", options
+    )
+    await operator.start()
+    tag = secrets.token_hex(3)
+    try:
+        await client.create(PACKAGE_VERSIONS, package(f"rot-{tag}", Release("v1.35.4")))
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": "rot", "namespace": namespace},
+                "spec": {"packageVersion": f"rot-{tag}", "runtime": "process"},
+            },
+        )
+        obj = await until(client, namespace, "rot", running("v1.35.4"))
+        endpoint = obj["status"]["endpoint"]
+        first = serving_serial(endpoint)
+        biz = await business_kubectl(client, kubectl, namespace, "rot", tmp_path)
+        biz.run("create", "configmap", "keep", "--from-literal=answer=42")
+
+        def renewed(o: dict[str, Any]) -> bool:
+            return running("v1.35.4")(o) and serving_serial(endpoint) != first
+
+        await until(client, namespace, "rot", renewed, seconds=150)
+        pki = await client.get(SECRETS, "rot-pki", namespace=namespace)
+        assert int(pki["metadata"]["annotations"]["kokpit.io/credentials-generation"]) >= 1
+        events = (await client.list(EVENTS, namespace=namespace)).items
+        assert any(e["reason"] == "CertificatesRenewed" for e in events)
+        biz = await business_kubectl(client, kubectl, namespace, "rot", tmp_path)  # new admin
+        assert biz.get("configmap", "keep")["data"] == {"answer": "42"}
+        await deleted(client, namespace, "rot")
+        await client.delete(PACKAGE_VERSIONS, f"rot-{tag}")
+    finally:
+        await operator.kill()
+        for directory in operator.root.glob("*"):
+            Supervisor(Layout(directory)).stop_all()

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kokpit.pki.kubeconfig import render_data
-from kokpit.pki import ADMIN, PKI
 
+from kokpit.pki import ADMIN, PKI
+from kokpit.pki.kubeconfig import render_data
 from kokpit.runtime.config import ClientConfig, ConfigError
 
 #: In every value of a hostile kubeconfig: it must never come back in an error.
