@@ -58,6 +58,9 @@ async def reconcile_packages(r: MachineReconciler, scope: MachineScope) -> bool:
     desired = scope.desired_packages
     applied = scope.applied_version["spec"]["packages"] if scope.applied_version else []
     retired = packages.retired(desired, applied)
+    if invalid := [problem for package in desired for problem in packages.problems(package)]:
+        _package_failed(r, scope, "InvalidPackage", "; ".join(invalid))
+        return False
     try:
         if not await _connect(r, scope):
             return False
@@ -247,8 +250,7 @@ async def _change(
 
 
 def _version(check: StepResult) -> str:
-    lines = [line.strip() for line in check.stdout.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return packages.reported_version(check.stdout)
 
 
 def _package_failed(r: MachineReconciler, scope: MachineScope, reason: str, message: str) -> None:
