@@ -226,7 +226,8 @@ _BINARY_PATHS = """
 
 _BINARY_INSTALL = """
     if [ -d "$dest" ]; then echo "kokpit: $dest is a directory" >&2; exit 1; fi
-    mkdir -p -- "$(dirname -- "$dest")"
+    # Not $(dirname): command substitution drops a name's trailing newlines.
+    mkdir -p -- "${dest%/*}/"
     tmp=$(mktemp -- "$dest.XXXXXX")
     trap 'rm -f -- "$tmp"' EXIT
     curl -fsSLg --retry 3 -o "$tmp" --url "$KOKPIT_BINARY_URL"

@@ -165,8 +165,9 @@ class SSHExecutor:
         )
         script = prelude(step.env) + "{\n" + step.script + "\n} </dev/null\n"
         key = _key(host, credentials)
-        previous, self._machines[host.key] = self._machines.get(host.key), key
-        if previous is not None and previous != key:
+        previous = self._machines.get(host.key)
+        self._machines[host.key] = key
+        if previous is not None and previous != key:  # The Machine's Secret changed.
             await self._release(previous)
         cached = self._connections.setdefault(
             key, _Connection(asyncio.Semaphore(self.sessions_per_connection))

@@ -306,7 +306,11 @@ async def test_hostile_values_reach_the_host_as_data(
     evil = hostile(marks)
     source = tmp_path / "tool"
     source.write_bytes(b"#!/bin/sh\necho tool\n")
-    path = f"/opt/{secrets.token_hex(4)}/-rf/dir with spaces/{evil.replace('/', '|')}/tool"
+    # Short parts (a file name has at most 255 bytes): the marks' path splits into several.
+    path = (
+        f"/opt/{secrets.token_hex(4)}/-rf/dir with spaces/$(touch {marks}/path)"
+        f'/`touch {marks}/path`/it\'s "q";\nKOKPIT_UNIT\n/tool'
+    )
     unit = f"[Service]\nExecStart=/opt/tool {evil}\n"
     package = {
         "name": f"tool-{secrets.token_hex(4)}",
@@ -491,7 +495,7 @@ async def test_a_rerun_waits_for_the_step_a_lost_connection_left_running(
     package = f"slow-{secrets.token_hex(4)}"
     script = f"""
         echo "start $(date +%s.%N)" >> {log}
-        sleep 3
+        sleep 4
         echo "end $(date +%s.%N)" >> {log}
     """
     crashed = SSHExecutor()

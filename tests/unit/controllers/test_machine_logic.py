@@ -124,6 +124,23 @@ def test_the_binary_helper_installs_checks_and_removes_under_the_root(tmp_path: 
 
 
 @pytest.mark.parametrize(
+    "part", ["-rf", "a b", "$(touch {m})", "`touch {m}`", 'it\'s "q"', "x\nKOKPIT_UNIT\n", "\n"]
+)
+def test_the_binary_helper_puts_the_file_exactly_at_its_path(tmp_path: Path, part: str) -> None:
+    mark = tmp_path / "mark"
+    source = tmp_path / "tool"
+    source.write_text("x")
+    path = f"/opt/{part.format(m=mark)}/{part.format(m=mark)}"
+    root = tmp_path / "root"
+    root.mkdir()
+    done = run_script(binary_package(source, path), "install", root)
+    assert done.returncode == 0, done.stderr
+    assert (root / path.lstrip("/")).read_text() == "x"
+    assert run_script(binary_package(source, path), "check", root).stdout == "1.0\n"
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize(
     ("path", "message"),
     [
         ("/../outside", "has an empty, '.' or '..' part"),
