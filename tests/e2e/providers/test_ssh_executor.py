@@ -333,7 +333,7 @@ async def test_hostile_values_reach_the_host_as_data(
     landed = target.root / path.lstrip("/")
     assert landed.read_bytes() == source.read_bytes()
     unit_file = target.root / f"etc/systemd/system/{package['name']}.service"
-    assert unit_file.read_text() == unit
+    assert unit_file.read_text() == unit.rstrip("\n") + "\n"  # a text file's one newline
     assert await run_ok(executor, host, package, "check") == f"{package['version']}\n"
     await run_ok(executor, host, package, "verify")
     await run_ok(executor, host, package, "remove")
