@@ -142,7 +142,7 @@ def problems(package: Object) -> list[str]:
             found.append(f"config {key!r} must be a string without NUL characters")
     for variable, keys in by_env.items():
         if len(keys) > 1:
-            listed = ", ".join(repr(k) for k in keys)
+            listed = ", ".join(repr(k) for k in sorted(keys))
             found.append(f"config keys {listed} would all be the environment variable {variable}")
     method = package.get("install") or {}
     if apt := method.get("apt"):

@@ -217,7 +217,7 @@ def test_helper_values_reach_the_scripts_as_env_never_as_text() -> None:
         ({"version": "1.0\n"}, "version '1.0\\n' must be printable ASCII without spaces"),
         ({"version": "1.0 "}, "version '1.0 ' must be printable ASCII"),
         ({"name": "../x"}, "name '../x' is not a package name"),
-        ({"config": {"a-b": "1", "A.B": "2", "a_b": "3"}}, "'a-b', 'A.B', 'a_b' would all be"),
+        ({"config": {"a-b": "1", "A.B": "2", "a_b": "3"}}, "'A.B', 'a-b', 'a_b' would all be"),
         ({"config": {"a b": "1"}}, "config key 'a b' must be"),
         ({"config": {"k": "a\0b"}}, "config 'k' must be a string without NUL"),
         ({"install": {"apt": {"package": "-y"}}}, "apt.package '-y' is not a Debian package"),
