@@ -146,8 +146,9 @@ class Outline(Generic[S]):
     paused: Callable[[S], bool] = lambda scope: False
     #: When every phase passed and none asked to come back: look again after this long.
     resync_after: float | None = None
-    #: Called once the finalizer is gone (forget what this process remembers of the object).
-    forget: Callable[[S], None] = lambda scope: None
+    #: Called once the finalizer is gone: forget what this process remembers of the object,
+    #: close what it held open for it.
+    forget: Callable[[S], Awaitable[None]] | None = None
 
 
 class ObjectReconciler(Generic[S]):
@@ -194,7 +195,8 @@ class ObjectReconciler(Generic[S]):
         if await self._run(scope, self._outline.delete_phases):
             finalizers.remove(self._outline.finalizer)
             await helper.patch(scope.obj)  # the status is written; now let the object go
-            self._outline.forget(scope)
+            if self._outline.forget is not None:
+                await self._outline.forget(scope)
         return Result(requeue_after=scope.requeue_after)
 
     async def _run(self, scope: S, phases: Sequence[Phase[S]]) -> bool:

@@ -105,6 +105,27 @@ class SimulatedHost:
         self._process.wait()
         self._process = None
 
+    def connections(self) -> int:
+        """How many client connections the host has open (one sshd child each)."""
+        if self._process is None:
+            return 0
+        return len(_descendants(self._process.pid, depth=1))
+
+    def freeze(self) -> None:
+        """Stop sshd and its sessions where they are (SIGSTOP), as a hung machine would: the
+        kernel still accepts connections and data, nothing answers. :meth:`thaw` resumes."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: int) -> None:
+        if self._process is None:
+            return
+        for pid in [self._process.pid, *_descendants(self._process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def drop_connections(self) -> None:
         """Kill the per-connection sshd processes (and their sessions); keep listening."""
         if self._process is None:
@@ -204,9 +225,9 @@ def _die_with_parent() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _descendants(pid: int) -> list[int]:
-    """The live processes below ``pid``, from /proc (sshd puts each connection in its own
-    session, so a process group does not hold them)."""
+def _descendants(pid: int, depth: int | None = None) -> list[int]:
+    """The live processes below ``pid`` (``depth`` levels down, or all), from /proc (sshd puts
+    each connection in its own session, so a process group does not hold them)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -218,9 +239,12 @@ def _descendants(pid: int) -> list[int]:
         if state != "Z":  # Killed, not yet reaped (its parent may be stopped).
             children.setdefault(int(ppid), []).append(int(stat.parent.name))
     found: list[int] = []
-    todo = [pid]
+    todo = [(pid, 0)]
     while todo:
-        for child in children.get(todo.pop(), []):
+        parent, level = todo.pop()
+        if depth is not None and level >= depth:
+            continue
+        for child in children.get(parent, []):
             found.append(child)
-            todo.append(child)
+            todo.append((child, level + 1))
     return found

@@ -4,6 +4,14 @@ Cluster-scoped and immutable once created, like ClusterPackageVersion. Every pac
 through idempotent steps: ``check`` says what is installed now, ``install``/``upgrade``/``remove``
 change it, ``verify`` says the change worked. Script steps are the base; the ``apt`` and
 ``binary`` helpers are thin layers that the Machine-Operator expands into script steps.
+
+Every value here may reach a host's shell. The operator passes values to scripts only as quoted
+environment variables, never as script text; the shapes below are refused by the API server first,
+with a message, so a bad value is a clear error at ``kubectl apply`` rather than a strange host.
+The Machine-Operator checks the same shapes again (``kokpit.controllers.machine.packages``), for
+objects stored before a rule existed and for the config keys, which no CEL rule can afford: the
+patterns are written once, here, for both RE2 (CEL) and Python's :func:`re.fullmatch` (plain
+classes, no ``\\s``, no anchors).
 """
 
 from __future__ import annotations
@@ -14,6 +22,30 @@ from typing import Literal
 from kokpit.api.schema import Kind, PrinterColumn, Rule, field
 
 PackageKind = Literal["SystemConfig", "KernelPatch", "ContainerRuntime", "Kubelet", "Other"]
+
+#: A package's name: it names the package's lock file and systemd unit on the host.
+PACKAGE_NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+#: A version: printable ASCII without spaces. A check step's output is compared with it after
+#: trimming whitespace, so a version with a space or newline could never match (endless upgrades).
+VERSION = r"[!-~]+"
+#: A configuration key. ``KOKPIT_CONFIG_`` + the key upper-cased with ``.`` and ``-`` turned into
+#: ``_`` is its environment variable, so keys that differ only there are refused too.
+CONFIG_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+#: A Debian package name (Debian policy 5.6.1); never a leading ``-`` (an apt-get option).
+DEBIAN_PACKAGE = r"[a-z0-9][a-z0-9+.-]+"
+#: A Debian version: [epoch:]upstream[-revision], loosely.
+DEBIAN_VERSION = r"[A-Za-z0-9][A-Za-z0-9.+~:-]*"
+#: An http(s) URL: RFC 3986 characters only (no spaces, quotes, backslashes or braces).
+URL = r"https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+"
+#: An absolute file path: segments of common file-name characters, none empty, ``.`` or ``..``,
+#: no trailing ``/``.
+HOST_PATH = r"(/[.]*[A-Za-z0-9_+@,:=~-][A-Za-z0-9._+@,:=~-]*)+"
+
+
+def _matches(pattern: str, message: str) -> Rule:
+    """A CEL rule that the whole string matches ``pattern`` (a raw CEL string: the patterns
+    hold no quotes, and their backslashes are RE2's)."""
+    return Rule(f"self.matches(r'^({pattern})$')", message)
 
 
 @dataclass(kw_only=True)
@@ -46,12 +78,30 @@ class ScriptSteps:
 class AptInstall:
     """Install a Debian package with apt-get."""
 
-    package: str = field("The Debian package name.", min_length=1, max_length=128)
+    package: str = field(
+        "The Debian package name.",
+        min_length=1,
+        max_length=128,
+        rules=(
+            _matches(
+                DEBIAN_PACKAGE,
+                "must be a Debian package name: lower-case letters, digits, '+', '-' and '.', "
+                "starting with a letter or digit",
+            ),
+        ),
+    )
     version: str = field(
         "The exact Debian version to install; empty means the package's version. The check "
         "step reports the installed Debian version, so it must equal the package's version.",
         default="",
         max_length=128,
+        rules=(
+            Rule(
+                f"self == '' || self.matches(r'^({DEBIAN_VERSION})$')",
+                "must be a Debian version: letters, digits, '.', '+', '~', ':' and '-', "
+                "starting with a letter or digit",
+            ),
+        ),
     )
 
 
@@ -59,13 +109,38 @@ class AptInstall:
 class BinaryInstall:
     """Install a binary file (and optionally a systemd unit that runs it)."""
 
-    url: str = field("Where to fetch the binary from.", min_length=1, max_length=2048)
+    url: str = field(
+        "Where to fetch the binary from (http or https).",
+        min_length=1,
+        max_length=2048,
+        rules=(
+            _matches(
+                URL,
+                "must be an http:// or https:// URL without spaces, quotes, backslashes or "
+                "braces (percent-encode them)",
+            ),
+        ),
+    )
     sha256: str = field(
         "Its SHA-256; a download that does not match is refused.", pattern=r"^[a-f0-9]{64}$"
     )
-    path: str = field("Where to put it on the host.", pattern=r"^/", max_length=1024)
+    path: str = field(
+        "Where to put it on the host: an absolute file path.",
+        min_length=2,
+        max_length=1024,
+        rules=(
+            _matches(
+                HOST_PATH,
+                "must be an absolute file path: '/'-separated names of letters, digits and "
+                "'._+@,:=~-', none of them '.' or '..', no trailing '/'",
+            ),
+        ),
+    )
     systemd_unit: str = field(
-        "A systemd unit file to install and start with it.", default="", max_length=65536
+        "A systemd unit file to install (as <package name>.service) and start with it.",
+        default="",
+        max_length=65536,
+        rules=(Rule("!self.contains('\\u0000')", "must not contain NUL characters"),),
     )
 
 
@@ -93,14 +168,28 @@ class Package:
         "Unique within the package version, e.g. containerd.",
         min_length=1,
         max_length=63,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        pattern=f"^{PACKAGE_NAME}$",
     )
     kind: PackageKind = field("What the package is; Kubelet is the one that joins the node.")
     version: str = field(
-        "The version check must report once installed.", min_length=1, max_length=128
+        "The version check must report once installed.",
+        min_length=1,
+        max_length=128,
+        rules=(
+            _matches(
+                VERSION,
+                "must be printable ASCII without spaces or newlines (the check step's output "
+                "is compared with it, trimmed)",
+            ),
+        ),
     )
+    # No CEL rule on the keys: the API server cannot bound a map key's length, so any rule
+    # over them exceeds the cost budget. The Machine-Operator checks them (InvalidPackage).
     config: dict[str, str] = field(
-        "Settings passed to the steps as environment variables KOKPIT_CONFIG_<KEY>.",
+        "Settings passed to the steps as environment variables KOKPIT_CONFIG_<KEY>: the key "
+        "upper-cased, '.' and '-' turned into '_'. Keys are letters, digits, '.', '-' and '_', "
+        "and must stay distinct as variables (a-b, A.B and a_b collide); the Machine-Operator "
+        "refuses others with the condition PackagesInstalled=False, reason InvalidPackage.",
         default_factory=dict,
         max_properties=64,
     )

@@ -85,8 +85,8 @@ class MachineOperator:
         )
         drain = DrainPhases(self.cluster_cache, self.clusters.store, options)
 
-        def forget(scope: MachineScope) -> None:
-            host.forget(scope)
+        async def forget(scope: MachineScope) -> None:
+            await host.forget(scope)
             node.forget(scope)
 
         outline: Outline[MachineScope] = Outline(

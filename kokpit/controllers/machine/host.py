@@ -10,7 +10,6 @@ again at most — never at the same time as its orphan — and is never skipped.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 
 from kokpit.api.conditions import now
@@ -26,6 +25,7 @@ from kokpit.providers.machine import (
     HostError,
     HostKeyMismatch,
     HostUnreachable,
+    InvalidCredentials,
     StepResult,
 )
 from kokpit.runtime import Backoff, Client, NotFound, Recently
@@ -80,6 +80,10 @@ class HostPhases:
         desired = scope.desired_packages
         applied = scope.applied_version["spec"]["packages"] if scope.applied_version else []
         retired = packages.retired(desired, applied)
+        if invalid := [problem for package in desired for problem in packages.problems(package)]:
+            # Stored before the API server refused such values: nothing runs on the host.
+            self._package_failed(scope, "InvalidPackage", "; ".join(invalid))
+            return False
         try:
             executor = await self._connect(scope)
             if executor is None:
@@ -135,9 +139,13 @@ class HostPhases:
             return False
         return True
 
-    def forget(self, scope: MachineScope) -> None:
+    async def forget(self, scope: MachineScope) -> None:
+        """The Machine is gone: forget it, and close its connections to the host."""
         self._checked.forget(scope.uid)
         self._backoff.reset(scope.uid)
+        executor = self._executors.get(scope.spec.get("executor", "ssh"))
+        if executor is not None:
+            await executor.forget(scope.key)
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -171,17 +179,12 @@ class HostPhases:
             scope.host_problem = ("SecretNotFound", f"SSH Secret {name} not found")
             scope.requeue(self._options.retry_interval)
             return None
-        data = secret.get("data") or {}
-        problem = _credentials_problem(data)
-        if problem:
-            scope.host_problem = ("InvalidSecret", f"SSH Secret {name}: {problem}")
+        try:
+            return Credentials.from_secret_data(secret.get("data") or {}, secret=name)
+        except InvalidCredentials as e:
+            scope.host_problem = (e.reason, str(e))
             scope.requeue(self._options.retry_interval)
             return None
-        return Credentials(
-            base64.b64decode(data["username"]).decode(),
-            base64.b64decode(data["privateKey"]),
-            base64.b64decode(data["knownHosts"]),
-        )
 
     async def _run(
         self, scope: MachineScope, executor: Executor, package: Object, action: Action
@@ -259,15 +262,3 @@ class HostPhases:
 
 def _checked_token(scope: MachineScope) -> tuple[int, str]:
     return (int(scope.metadata["generation"]), str(scope.spec["packageVersion"]))
-
-
-def _credentials_problem(data: Mapping[str, str]) -> str | None:
-    """What is wrong with an SSH Secret's data, naming keys, never quoting values."""
-    missing = [k for k in ("username", "privateKey", "knownHosts") if not data.get(k)]
-    if missing:
-        return f"lacks {', '.join(missing)}"
-    try:
-        base64.b64decode(data["username"], validate=True).decode("utf-8")
-    except ValueError:
-        return "username is not UTF-8 text"
-    return None

@@ -62,5 +62,8 @@ class SimExecutor:
             return StepResult(1, stderr=f"{step.package} is not at {step.version}")
         return StepResult(0)
 
+    async def forget(self, machine: str) -> None:
+        """Nothing to close: a simulated host keeps its state, as a real one would."""
+
     async def close(self) -> None:
         return None

@@ -470,3 +470,84 @@ def test_machines_at_the_limits_are_accepted(kubectl: Kubectl, namespace: str) -
     assert "spec.nodeLabels: Too many" in rejected(
         kubectl, machine(namespace, nodeLabels={**many, "one-more": ""})
     )
+
+
+def binary(**fields: str) -> dict[str, Any]:
+    return {
+        "binary": {"url": "https://example.com/tool", "sha256": "a" * 64, "path": "/t", **fields}
+    }
+
+
+#: Values that would be shell text if spliced into a script; each must be refused.
+HOSTILE = ["$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a'b", 'a"b', "a b", "a\nb"]
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        *(
+            ({**pkg("a"), "version": v}, "must be printable ASCII without spaces or newlines")
+            for v in ["1.0\n", "1.0 ", " 1.0", "1 0", "1.0\t"]
+        ),
+        *(
+            (pkg("a", install={"apt": {"package": p}}), "must be a Debian package name")
+            for p in ["-o=APT::Get::Trivial-Only=true", "--help", "Containerd", *HOSTILE]
+        ),
+        (
+            pkg("a", install={"apt": {"package": "containerd", "version": "1.0 -y"}}),
+            "must be a Debian version",
+        ),
+        *(
+            (pkg("a", install=binary(path=p)), "must be an absolute file path")
+            for p in [
+                "relative/tool",
+                "/usr/bin/../../etc/passwd",
+                "/usr/./bin",
+                "/usr/bin/",
+                "//usr/bin",
+                "/opt/my tool",
+                "/opt/-x\nKOKPIT_UNIT",
+                *("/opt/" + h for h in HOSTILE),
+            ]
+        ),
+        *(
+            (pkg("a", install=binary(url=u)), "must be an http:// or https:// URL")
+            for u in [
+                "file:///etc/shadow",
+                "-K/etc/passwd",
+                "https://example.com/a b",
+                "https://example.com/{a,b}",
+                *("https://example.com/" + h for h in HOSTILE),
+            ]
+        ),
+        (
+            pkg("a", install=binary(systemdUnit="[Service]\nExecStart=/t\u0000")),
+            "must not contain NUL characters",
+        ),
+    ],
+)
+def test_values_that_reach_a_host_are_refused_unless_well_formed(
+    kubectl: Kubectl, package: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(kubectl, machine_packages("mpv-hostile", package))
+
+
+@pytest.mark.usefixtures("kokpit_crds")
+def test_well_formed_host_values_are_accepted(kubectl: Kubectl) -> None:
+    tool = {
+        **pkg("tool"),
+        "version": "1.7.2-1+b1~rc1",
+        "config": {"sandbox-image": "pause:3.10", "Log.Level": "debug", "x_y": "z"},
+        "install": binary(
+            url="https://example.com/v1.7.2/tool?sig=a%2Bb&x=(1)#frag",
+            path="/usr/local/bin/.tool-1.7.2+b1",
+            systemdUnit="[Service]\nExecStart=/usr/local/bin/tool $ARGS\n",
+        ),
+    }
+    apt = pkg(
+        "containerd", install={"apt": {"package": "containerd.io", "version": "1:1.6.20~ds1-1"}}
+    )
+    obj = machine_packages("mpv-well-formed", tool, apt)
+    kubectl.run("create", "-f", "-", stdin=json.dumps(obj))
+    kubectl.run("delete", "mpv", "mpv-well-formed")

@@ -973,3 +973,29 @@ async def test_kokpits_identity_in_a_business_cluster_is_least_privilege(
                 {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
                 namespace="default",
             )
+
+
+async def test_config_keys_colliding_as_variables_are_refused_before_any_step(
+    operator: Operator, client: Client, hosts: list[SimulatedHost]
+) -> None:
+    # The API server cannot afford a CEL rule over map keys: the operator refuses them.
+    host = hosts[2]
+    bad = package("runtime", "1")
+    bad["config"] = {"log-level": "debug", "LOG.LEVEL": "info"}
+    pv = package_version("e2e-colliding-config", bad)
+    await client.apply(PACKAGE_VERSIONS, pv, field_manager="test")
+    await create_machine(client, "colliding", "e2e-colliding-config", host)
+    obj = await wait_machine(
+        client,
+        "colliding",
+        lambda o: condition(o, "PackagesInstalled").get("reason") == "InvalidPackage",
+    )
+    refused = condition(obj, "PackagesInstalled")
+    assert refused["status"] == "False"
+    assert (
+        "package 'runtime': config keys 'LOG.LEVEL', 'log-level' would all be the environment"
+        " variable KOKPIT_CONFIG_LOG_LEVEL"
+    ) in refused["message"]
+    # Every step takes its package's lock on the host first: none ran, not even a check.
+    assert not (host.root / "var").exists()
+    await delete_machine(client, "colliding")

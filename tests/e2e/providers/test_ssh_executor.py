@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import re
+import resource
 import secrets
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
-from kokpit.providers.machine import Host, HostKeyMismatch, HostUnreachable, Step
+from kokpit.controllers.machine import packages
+from kokpit.providers.machine import OUTPUT_TAIL, Host, HostKeyMismatch, HostUnreachable, Step
 from kokpit.providers.machine.ssh import KILL_GRACE, SSHExecutor, prelude
 from tests.e2e.hosts import SimulatedHost
 
@@ -34,8 +38,10 @@ async def executor() -> AsyncIterator[SSHExecutor]:
         await ssh.close()
 
 
-def step(script: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> Step:
-    return Step("demo", "install", "1.0", script, env or {}, timeout)
+def step(
+    script: str, env: dict[str, str] | None = None, timeout: float = 30.0, package: str = "demo"
+) -> Step:
+    return Step(package, "install", "1.0", script, env or {}, timeout)
 
 
 def with_credentials(
@@ -254,7 +260,10 @@ async def test_many_concurrent_steps_share_one_connection_per_host(
     tag = secrets.token_hex(4)
     script = f'sleep 0.2\ntouch "$KOKPIT_ROOT/{tag}-$N"\necho "$N $SSH_CLIENT"'
     results = await asyncio.gather(
-        *(executor.run(host.host(), step(script, {"N": str(i)})) for host, i in runs)
+        *(
+            executor.run(host.host(), step(script, {"N": str(i)}, package=f"demo-{i}"))
+            for host, i in runs
+        )
     )
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     clients: dict[str, set[str]] = {}
@@ -264,3 +273,247 @@ async def test_many_concurrent_steps_share_one_connection_per_host(
         assert (host.root / f"{tag}-{i}").exists()
         clients.setdefault(host.name, set()).add(f"{client_address}:{client_port}")
     assert all(len(ports) == 1 for ports in clients.values()), clients
+
+
+# -- hostile input, output without end, hung hosts, lost connections ---------------------------
+
+
+def hostile(marks: Path) -> str:
+    """Text that creates a file in ``marks`` if any of it runs as shell: command substitution,
+    backticks, quotes closed early, a heredoc's end line, a leading dash, spaces."""
+    return (
+        f"-rf $(touch {marks}/dollar) `touch {marks}/backtick`"
+        f"'; touch {marks}/single; '\"; touch {marks}/double; \""
+        f"\nKOKPIT_UNIT\ntouch {marks}/heredoc\n"
+    )
+
+
+async def run_ok(executor: SSHExecutor, host: Host, package: dict[str, Any], action: str) -> str:
+    made = packages.step(package, action, node_name="n1")  # type: ignore[arg-type]
+    assert made is not None
+    result = await executor.run(host, made)
+    assert result.ok, result
+    return result.stdout
+
+
+async def test_hostile_values_reach_the_host_as_data(
+    executor: SSHExecutor, ssh_hosts: list[SimulatedHost], tmp_path: Path
+) -> None:
+    # Straight to the host, past the API server's validation: the scripts alone must hold.
+    target = ssh_hosts[0]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    evil = hostile(marks)
+    source = tmp_path / "tool"
+    source.write_bytes(b"#!/bin/sh\necho tool\n")
+    # Short parts (a file name has at most 255 bytes): the marks' path splits into several.
+    path = (
+        f"/opt/{secrets.token_hex(4)}/-rf/dir with spaces/$(touch {marks}/path)"
+        f'/`touch {marks}/path`/it\'s "q";\nKOKPIT_UNIT\n/tool'
+    )
+    unit = f"[Service]\nExecStart=/opt/tool {evil}\n"
+    package = {
+        "name": f"tool-{secrets.token_hex(4)}",
+        "kind": "Other",
+        "version": f"1.0{evil}",
+        "config": {"flags": evil, "--x": "-y"},
+        "install": {
+            "binary": {
+                # curl takes a URL's query as data too; the quotes and $() are the host's problem.
+                "url": f"file://{source}?$(touch%20{marks}/url)`id`'\"",
+                "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+                "path": path,
+                "systemdUnit": unit,
+            }
+        },
+    }
+    host = target.host()
+    assert await run_ok(executor, host, package, "check") == ""
+    await run_ok(executor, host, package, "install")
+    landed = target.root / path.lstrip("/")
+    assert landed.read_bytes() == source.read_bytes()
+    unit_file = target.root / f"etc/systemd/system/{package['name']}.service"
+    assert unit_file.read_text() == unit.rstrip("\n") + "\n"  # a text file's one newline
+    assert await run_ok(executor, host, package, "check") == f"{package['version']}\n"
+    await run_ok(executor, host, package, "verify")
+    await run_ok(executor, host, package, "remove")
+    assert not landed.exists()
+    assert not unit_file.exists()
+    assert list(marks.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/../../escaped", "kokpit: binary.path has an empty, '.' or '..' part: /../../escaped"),
+        ("relative/tool", "kokpit: binary.path is not absolute: relative/tool"),
+        ("/opt/", "has an empty"),
+    ],
+)
+async def test_a_path_leaving_the_root_fails_the_step_clearly(
+    executor: SSHExecutor,
+    ssh_hosts: list[SimulatedHost],
+    tmp_path: Path,
+    path: str,
+    message: str,
+) -> None:
+    target = ssh_hosts[0]
+    source = tmp_path / "tool"
+    source.write_text("x")
+    binary = {
+        "url": f"file://{source}",
+        "sha256": hashlib.sha256(b"x").hexdigest(),
+        "path": path,
+    }
+    package = {"name": "escape", "kind": "Other", "version": "1", "install": {"binary": binary}}
+    outside = sorted(target.root.parent.iterdir())
+    made = packages.step(package, "install", node_name="n1")
+    assert made is not None
+    result = await executor.run(target.host(), made)
+    assert result.exit_status == 1
+    assert message in result.stderr_tail
+    assert sorted(target.root.parent.iterdir()) == outside
+
+
+async def test_an_apt_package_is_one_argument_never_an_option(
+    executor: SSHExecutor, ssh_hosts: list[SimulatedHost], tmp_path: Path
+) -> None:
+    # apt-get itself would touch this machine: a stand-in records its arguments instead.
+    target = ssh_hosts[1]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    fake = target.root / f"fake-bin-{secrets.token_hex(4)}"
+    fake.mkdir()
+    calls = fake / "calls"
+    for name in ("apt-get", "dpkg-query"):
+        (fake / name).write_text(
+            f"#!/bin/sh\nprintf '[%s]' {name} \"$@\" >> {calls}\necho >> {calls}\n"
+        )
+        (fake / name).chmod(0o755)
+    name = f"-o=APT::Get::Trivial-Only=true {hostile(marks)}"
+    package = {
+        "name": "containerd",
+        "kind": "ContainerRuntime",
+        "version": "1.7.2-1",
+        "install": {"apt": {"package": name}},
+    }
+    for action in ("check", "install", "verify", "remove"):
+        made = packages.step(package, action, node_name="n1")
+        assert made is not None
+        faked = dataclasses.replace(made, script=f'PATH="{fake}:$PATH"\n{made.script}')
+        await executor.run(target.host(), faked)
+    lines = calls.read_text().split("\n[")
+    assert lines[1].endswith(f"[install][--][{name}=1.7.2-1]")
+    assert lines[3].endswith(f"[remove][--][{name}]\n")
+    assert list(marks.iterdir()) == []
+
+
+async def test_a_host_printing_without_end_costs_bounded_memory(
+    executor: SSHExecutor, ssh_hosts: list[SimulatedHost]
+) -> None:
+    size = 200 * 1024 * 1024
+    script = (
+        f"yes | head -c {size}\necho last line\nyes err | head -c {size // 4} >&2\necho bye >&2"
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    result = await executor.run(ssh_hosts[2].host(), step(script, timeout=600))
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert result.ok, result.stderr_tail
+    assert len(result.stdout) == OUTPUT_TAIL
+    assert result.stdout.endswith("y\ny\nlast line\n")
+    assert len(result.stderr) == OUTPUT_TAIL
+    assert result.stderr.endswith("err\nerr\nbye\n")
+    assert grown < 64 * 1024, f"the operator grew by {grown} KiB reading {size} bytes"
+
+
+async def test_a_hung_host_holds_only_its_own_steps(ssh_hosts: list[SimulatedHost]) -> None:
+    hung, healthy = ssh_hosts[1], ssh_hosts[2]
+    ssh = SSHExecutor(connect_timeout=5, max_sessions=4, sessions_per_connection=2)
+    try:
+        assert (await ssh.run(hung.host(), step("echo up"))).stdout == "up\n"
+        hung.freeze()
+        try:
+            started = time.monotonic()
+            stuck = [
+                asyncio.create_task(ssh.run(hung.host(), step("true", package=f"p{i}")))
+                for i in range(4)
+            ]
+            await asyncio.sleep(0.1)
+            quick = await asyncio.gather(
+                *(ssh.run(healthy.host(), step("echo ok", package=f"p{i}")) for i in range(8))
+            )
+            assert [r.stdout for r in quick] == ["ok\n"] * 8
+            assert not any(task.done() for task in stuck), "the healthy host waited for the hung"
+            errors = await asyncio.gather(*stuck, return_exceptions=True)
+            elapsed = time.monotonic() - started
+        finally:
+            hung.thaw()
+        assert all(isinstance(e, HostUnreachable) for e in errors), errors
+        assert "did not open a session within 5 s" in str(errors[0])
+        # Two sessions time out on the hung connection, then two connects (one at a time).
+        assert elapsed < 4 * 5 + 5, "bounded by the connect timeout, not by keepalives"
+        assert (await ssh.run(hung.host(), step("echo back"))).stdout == "back\n"
+    finally:
+        await ssh.close()
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_connections_of_forgotten_or_rekeyed_machines_are_closed(
+    ssh_hosts: list[SimulatedHost],
+) -> None:
+    target = ssh_hosts[3]
+    ssh = SSHExecutor()
+    try:
+        await until(lambda: target.connections() == 0)
+        first = await ssh.run(target.host(), step('echo "$SSH_CLIENT"'))
+        assert target.connections() == 1
+        # The Machine's Secret pins the host again (re-keyed): the old connection is closed.
+        rekeyed = with_credentials(target, known_hosts=target.known_hosts + b"# re-pinned\n")
+        second = await ssh.run(rekeyed, step('echo "$SSH_CLIENT"'))
+        assert second.stdout != first.stdout, "a new connection"
+        await until(lambda: target.connections() == 1)
+        await ssh.forget(rekeyed.key)
+        await until(lambda: target.connections() == 0)
+        await ssh.forget(rekeyed.key)  # twice is fine
+        # A Machine forgotten by mistake only costs a new connection.
+        assert (await ssh.run(rekeyed, step("echo again"))).stdout == "again\n"
+    finally:
+        await ssh.close()
+
+
+async def test_a_rerun_waits_for_the_step_a_lost_connection_left_running(
+    ssh_hosts: list[SimulatedHost],
+) -> None:
+    target = ssh_hosts[0]
+    log = target.root / f"lock-{secrets.token_hex(4)}"
+    package = f"slow-{secrets.token_hex(4)}"
+    script = f"""
+        echo "start $(date +%s.%N)" >> {log}
+        sleep 4
+        echo "end $(date +%s.%N)" >> {log}
+    """
+    crashed = SSHExecutor()
+    orphan = asyncio.create_task(crashed.run(target.host(), step(script, package=package)))
+    await until(log.exists)
+    await crashed.close()  # as if the operator died: sshd leaves the step running
+    with pytest.raises(HostUnreachable):
+        await orphan
+    restarted = SSHExecutor()
+    try:
+        other = await restarted.run(target.host(), step("echo free", package="another"))
+        assert other.stdout == "free\n", "another package's steps do not wait"
+        assert len(log.read_text().splitlines()) == 1, "the orphan is still running"
+        rerun = await restarted.run(target.host(), step(script, package=package))
+    finally:
+        await restarted.close()
+    assert rerun.ok, rerun
+    assert "waiting for another run of this package's steps to end" in rerun.stderr
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert [event for event, _ in events] == ["start", "end", "start", "end"]
+    assert float(events[2][1]) >= float(events[1][1]), "the rerun started after the orphan ended"

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -75,58 +76,205 @@ def test_step_env_carries_the_config_under_safe_names() -> None:
     assert packages.scripts(pkg("x", "1"))["upgrade"]["run"] == "i"
 
 
-def run_script(script: str, root: Path) -> subprocess.CompletedProcess[str]:
+def run_script(
+    package: dict[str, Any], action: str, root: Path, path: str = "/usr/bin:/bin"
+) -> subprocess.CompletedProcess[str]:
+    """Run a step's script as the ssh executor would: ``sh -eu``, its env exported."""
+    step = packages.step(package, action, node_name="n1")  # type: ignore[arg-type]
+    assert step is not None
     return subprocess.run(
-        ["/bin/sh", "-euc", script],
-        env={"KOKPIT_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+        ["/bin/sh", "-euc", step.script],
+        env={**step.env, "KOKPIT_ROOT": str(root), "PATH": path},
         capture_output=True,
         text=True,
         check=False,
     )
 
 
+def binary_package(source: Path, path: str, unit: str = "") -> dict[str, Any]:
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    binary = {"url": f"file://{source}", "sha256": sha, "path": path, "systemdUnit": unit}
+    return {"name": "tool", "kind": "Other", "version": "1.0", "install": {"binary": binary}}
+
+
 def test_the_binary_helper_installs_checks_and_removes_under_the_root(tmp_path: Path) -> None:
     source = tmp_path / "tool"
     source.write_text("#!/bin/sh\necho hi\n")
-    sha = subprocess.run(["sha256sum", str(source)], capture_output=True, text=True).stdout[:64]
-    package = {
-        "name": "tool",
-        "kind": "Other",
-        "version": "1.0",
-        "install": {
-            "binary": {"url": f"file://{source}", "sha256": sha, "path": "/usr/local/bin/tool"}
-        },
-    }
+    package = binary_package(source, "/usr/local/bin/tool", unit="[Service]\nExecStart=/t\n")
     root = tmp_path / "root"
     root.mkdir()
-    steps = packages.scripts(package)
-    assert run_script(steps["check"]["run"], root).stdout == ""
-    assert run_script(steps["install"]["run"], root).returncode == 0
+    assert run_script(package, "check", root).stdout == ""
+    assert run_script(package, "install", root).returncode == 0
     assert (root / "usr/local/bin/tool").read_text() == source.read_text()
-    assert run_script(steps["check"]["run"], root).stdout.strip() == "1.0"
-    assert run_script(steps["verify"]["run"], root).returncode == 0
+    unit = root / "etc/systemd/system/tool.service"
+    assert unit.read_text() == "[Service]\nExecStart=/t\n"
+    assert run_script(package, "check", root).stdout == "1.0\n"
+    assert run_script(package, "verify", root).returncode == 0
     # A download that does not match the pinned sha256 is refused and leaves nothing behind.
     bad = json.loads(json.dumps(package))
     bad["install"]["binary"]["sha256"] = "0" * 64
     bad["install"]["binary"]["path"] = "/opt/bad"
-    failed = run_script(packages.scripts(bad)["install"]["run"], root)
+    failed = run_script(bad, "install", root)
     assert failed.returncode != 0
     assert "is not 0000" in failed.stderr
     assert list((root / "opt").iterdir()) == []
-    assert run_script(steps["remove"]["run"], root).returncode == 0
+    assert run_script(package, "remove", root).returncode == 0
     assert not (root / "usr/local/bin/tool").exists()
+    assert not unit.exists()
 
 
-def test_the_apt_helper_pins_the_version() -> None:
+@pytest.mark.parametrize(
+    "part", ["-rf", "a b", "$(touch {m})", "`touch {m}`", 'it\'s "q"', "x\nKOKPIT_UNIT\n", "\n"]
+)
+def test_the_binary_helper_puts_the_file_exactly_at_its_path(tmp_path: Path, part: str) -> None:
+    mark = tmp_path / "mark"
+    source = tmp_path / "tool"
+    source.write_text("x")
+    path = f"/opt/{part.format(m=mark)}/{part.format(m=mark)}"
+    root = tmp_path / "root"
+    root.mkdir()
+    done = run_script(binary_package(source, path), "install", root)
+    assert done.returncode == 0, done.stderr
+    assert (root / path.lstrip("/")).read_text() == "x"
+    assert run_script(binary_package(source, path), "check", root).stdout == "1.0\n"
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/../outside", "has an empty, '.' or '..' part"),
+        ("/usr/./bin", "has an empty, '.' or '..' part"),
+        ("/usr//bin", "has an empty, '.' or '..' part"),
+        ("/usr/bin/", "has an empty, '.' or '..' part"),
+        ("usr/bin/tool", "is not absolute"),
+        ("/", "has an empty"),
+    ],
+)
+def test_the_binary_helper_refuses_paths_that_leave_the_root(
+    tmp_path: Path, path: str, message: str
+) -> None:
+    source = tmp_path / "tool"
+    source.write_text("x")
+    root = tmp_path / "deep" / "root"
+    root.mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    for action in ("check", "install", "verify", "remove"):
+        done = run_script(binary_package(source, path), action, root)
+        assert done.returncode == 1
+        assert message in done.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def fake_commands(tmp_path: Path, *names: str) -> tuple[str, Path]:
+    """A PATH whose ``names`` record their arguments, one per line, in a log."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "argv.log"
+    bin_dir.mkdir()
+    for name in names:
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\nprintf '%s\\n' {name} \"$@\" >> {log}\n")
+        script.chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin", log
+
+
+@pytest.mark.parametrize("name", ["containerd", "-o=APT::Get::Trivial-Only", "$(id) `id` 'a\""])
+def test_the_apt_helper_passes_the_package_as_one_argument(tmp_path: Path, name: str) -> None:
     package = {
         "name": "containerd",
         "kind": "ContainerRuntime",
         "version": "1.6.20~ds1-1",
-        "install": {"apt": {"package": "containerd"}},
+        "install": {"apt": {"package": name}},
     }
-    steps = packages.scripts(package)
-    assert "install 'containerd=1.6.20~ds1-1'" in steps["install"]["run"]
-    assert set(steps) == {"check", "install", "upgrade", "remove", "verify"}
+    path, log = fake_commands(tmp_path, "apt-get", "dpkg-query")
+    for action in ("install", "remove", "check"):
+        assert run_script(package, action, tmp_path, path).returncode == 0
+    calls = log.read_text().split("apt-get\n")[1:]
+    assert calls[0].endswith(f"install\n--\n{name}=1.6.20~ds1-1\n")
+    assert calls[1].endswith(
+        f"remove\n--\n{name}\ndpkg-query\n-W\n-f=${{db:Status-Abbrev}} "
+        f"${{Version}}\\n\n--\n{name}\n"
+    )
+    assert set(packages.scripts(package)) == {"check", "install", "upgrade", "remove", "verify"}
+
+
+def test_helper_values_reach_the_scripts_as_env_never_as_text() -> None:
+    hostile = "$(touch /tmp/pwned)`id`'\"\nKOKPIT_UNIT\n-rf"
+    binary = {"url": hostile, "sha256": hostile, "path": hostile, "systemdUnit": hostile}
+    apt = {"package": hostile, "version": hostile}
+    for method in ({"binary": binary}, {"apt": apt}):
+        package = {"name": "p", "kind": "Other", "version": hostile, "install": method}
+        for action, script in packages.scripts(package).items():
+            assert "pwned" not in script["run"], action
+            assert "KOKPIT_UNIT" not in script["run"], action
+        step = packages.step(package, "install", node_name="n1")
+        assert step is not None
+        assert hostile in step.env.values()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"version": "1.0\n"}, "version '1.0\\n' must be printable ASCII without spaces"),
+        ({"version": "1.0 "}, "version '1.0 ' must be printable ASCII"),
+        ({"name": "../x"}, "name '../x' is not a package name"),
+        ({"config": {"a-b": "1", "A.B": "2", "a_b": "3"}}, "'A.B', 'a-b', 'a_b' would all be"),
+        ({"config": {"a b": "1"}}, "config key 'a b' must be"),
+        ({"config": {"k": "a\0b"}}, "config 'k' must be a string without NUL"),
+        ({"install": {"apt": {"package": "-y"}}}, "apt.package '-y' is not a Debian package"),
+        ({"install": {"apt": {"package": "ok", "version": "1 2"}}}, "apt.version '1 2' is not"),
+        (
+            {"install": {"binary": {"url": "https://x/a b", "sha256": "a" * 64, "path": "/p"}}},
+            "url",
+        ),
+        (
+            {
+                "install": {
+                    "binary": {"url": "file:///etc/shadow", "sha256": "a" * 64, "path": "/p"}
+                }
+            },
+            "url",
+        ),
+        (
+            {"install": {"binary": {"url": "https://x/", "sha256": "a" * 64, "path": "/a/../b"}}},
+            "path",
+        ),
+        ({"install": {"binary": {"url": "https://x/", "sha256": "a" * 64, "path": "/a/"}}}, "path"),
+        (
+            {"install": {"binary": {"url": "https://x/", "sha256": "A" * 64, "path": "/a"}}},
+            "sha256",
+        ),
+    ],
+)
+def test_values_of_the_wrong_shape_are_problems(change: dict[str, Any], problem: str) -> None:
+    package = {**pkg("p", "1.0"), **change}
+    found = packages.problems(package)
+    assert len(found) == 1, found
+    assert problem in found[0]
+    assert found[0].startswith(f"package {package['name']!r}: ")
+
+
+def test_well_formed_values_are_no_problem() -> None:
+    binary = {
+        "url": "https://example.com/v1.7.2/tool?sig=a%2Bb&x=(1)#frag",
+        "sha256": "a" * 64,
+        "path": "/usr/local/bin/.tool-1.7.2+b1",
+        "systemdUnit": "[Service]\nExecStart=/usr/local/bin/tool $ARGS\n",
+    }
+    config = {"sandbox-image": "pause:3.10", "Log.Level": "it's $(fine)\n"}
+    tool = {**pkg("tool", "1.7.2-1+b1~rc1"), "config": config, "install": {"binary": binary}}
+    apt = {**pkg("containerd", "1.0"), "install": {"apt": {"package": "containerd.io"}}}
+    assert packages.problems(tool) == []
+    assert packages.problems(apt) == []
+    assert packages.problems(pkg("x", "v1.36.3")) == []
+
+
+@pytest.mark.parametrize("stdout", ["1.0", "1.0\n", "1.0 \r\n", "installing...\n  1.0\t\n\n"])
+def test_a_check_printing_the_version_with_spaces_needs_no_change(stdout: str) -> None:
+    # The loop that never ends: the host is at 1.0, but the check's output never compares equal.
+    reported = packages.reported_version(stdout)
+    assert packages.next_change([pkg("a", "1.0")], {"a": reported}, []) is None
+    # A version that could never compare equal is refused before any step runs.
+    assert bool(packages.problems(pkg("a", stdout))) is (stdout != "1.0")
 
 
 @pytest.mark.parametrize("failure_rate", [0.0, 1.0])
