@@ -191,6 +191,7 @@ def version_of(k: Kubectl) -> str:
     return str(json.loads(k.run("get", "--raw", "/version"))["gitVersion"])
 
 
+@pytest.mark.slow  # about 70 s
 async def test_create_fail_roll_back_upgrade_and_delete(
     client: Client, kubectl: Kubectl, namespace: str, operator: Operator, tmp_path: Path
 ) -> None:
@@ -470,6 +471,7 @@ async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_
         await client.delete(PACKAGE_VERSIONS, name)
 
 
+@pytest.mark.slow  # about 60 s
 @pytest.mark.usefixtures("shared_nodes")
 async def test_fifty_kube_on_kube_clusters_become_ready_on_kwok_nodes(
     client: Client, kubectl: Kubectl, namespace: str, operator: Operator
