@@ -10,8 +10,9 @@ planes and host steps it started live on, as they would).
 
 This is the template for every operator's crash tests:
 
-1. Start the operator with the ``operator_process`` pattern below (a fixture that always
-   stops it in teardown).
+1. Start the operator in a fixture through :func:`operator_process`, which stops it however
+   the test ends (examples: ``machine_operator`` in
+   ``tests/e2e/controllers/test_machine_operator.py``, ``cluster_operator`` beside it).
 2. Wait for the risky moment by observing real state (a marker a host step writes, a component
    process starting, ``status`` saying a step is under way); never by sleeping.
 3. :meth:`~OperatorProcess.kill`, then assert that the intent is in the API server (what the
@@ -48,6 +49,7 @@ from kokpit.local.process import tail
 from kokpit.runtime import ClientConfig
 
 T = TypeVar("T")
+#: The operators ``kokpit operator`` runs (a new operator adds its name here).
 Which = Literal["machine", "cluster"]
 
 #: How long a fresh process may take to list its informers and say it is ready.
