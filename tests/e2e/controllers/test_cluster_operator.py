@@ -416,6 +416,9 @@ async def test_the_operator_sigkilled_mid_upgrade_step_finishes_the_upgrade_once
     for component in ("kube-controller-manager", "kube-scheduler"):
         (process,) = started_by[component]
         assert running_version(process.pid) == "Kubernetes v1.36.3", component
+    etcd = max(watch.runs("etcd"), key=lambda r: r.last_seen)  # the one running now
+    etcd_version = str(new["spec"]["components"]["etcd"]["version"]).removeprefix("v")
+    assert running_version(etcd.pid).splitlines()[0] == f"etcd Version: {etcd_version}"
     assert biz.get("configmap", "keep")["data"] == {"answer": "42"}
     assert [h["packageVersion"] for h in obj["status"]["history"]] == [
         old["metadata"]["name"],
