@@ -15,7 +15,7 @@ PYTEST  ?= $(PY) -m pytest
 
 help:
 	@echo "make demo   start the local meta-cluster and walk through kokpit"
-	@echo "make test   lint, unit tests and e2e tests on a real local control plane"
+	@echo "make test   lint, unit tests and e2e tests (slow ones too) on a real local control plane"
 	@echo "other: venv assets host-deps test-unit test-e2e test-slow lint fmt generate bench lock clean"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -42,6 +42,8 @@ host-deps:
 demo: assets
 	$(PY) -m kokpit demo
 
+# `make test` runs everything, the `slow` scenarios too (under 20 minutes on 2 cores once the
+# binaries are built); test-e2e leaves the slow ones out, test-slow runs only them.
 test: lint assets host-deps
 	$(PYTEST)
 

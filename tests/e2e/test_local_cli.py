@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kokpit.local import Assets, Kubectl
 from tests.e2e.support import eventually
 
@@ -118,6 +120,7 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
     assert not data.exists()
 
 
+@pytest.mark.slow  # about 100 s
 def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     data = tmp_path / "demo"
     demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=600)

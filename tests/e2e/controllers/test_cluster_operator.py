@@ -1,5 +1,7 @@
 """The Cluster-Operator with the process runtime: real business control planes, created,
-upgraded, rolled back after a failed health check, resumed after the operator dies, deleted."""
+upgraded, rolled back after a failed health check, deleted; and an upgrade finished by a fresh
+operator after the one making it was SIGKILLed mid-step (the operator as a process of its own,
+see :mod:`tests.e2e.operators`)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,15 @@ import base64
 import contextlib
 import ipaddress
 import json
+import os
 import secrets
 import ssl
+import subprocess
+import threading
+import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +33,13 @@ from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.components import Layout
 from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
-from kokpit.providers.controlplane import ControlPlaneRuntime
+from kokpit.providers.controlplane import ORDER, ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import EVENTS, SECRETS, SERVICES
+from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, overlapping
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -49,7 +57,8 @@ def package(
 
 
 class Operator:
-    """The Cluster-Operator in this process, which a test can kill and start again."""
+    """The Cluster-Operator in this process (the crash test runs it as a process of its own,
+    :func:`cluster_operator`)."""
 
     def __init__(
         self, config: ClientConfig, root: Path, options: ClusterOptions | None = None
@@ -72,7 +81,7 @@ class Operator:
         setup(manager, runtimes, recorder, self.options)
         self.task = asyncio.create_task(manager.start())
 
-    async def kill(self) -> None:
+    async def stop(self) -> None:
         assert self.task is not None
         assert self.client is not None
         self.task.cancel()
@@ -86,10 +95,34 @@ async def operator(local_cluster: LocalCluster, tmp_path: Path) -> AsyncIterator
     op = Operator(ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp")
     await op.start()
     yield op
-    await op.kill()
+    await op.stop()
     # Whatever a failed test left running: stop it, so no control plane outlives the test.
     for directory in op.root.glob("*"):
         Supervisor(Layout(directory)).stop_all()
+
+
+def process_root(tmp_path: Path) -> Path:
+    """Where a test's control planes run (one directory per Cluster uid)."""
+    return tmp_path / "cp"
+
+
+@pytest.fixture
+async def cluster_operator(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> AsyncIterator[OperatorProcess]:
+    """The Cluster-Operator as a process of its own (``kokpit operator cluster``, process
+    runtime), for tests that SIGKILL it. Admin credentials for now (its RBAC is to come)."""
+    root = process_root(tmp_path)
+    args = ["--runtimes", "process", "--process-root", str(root)]
+    try:
+        with operator_process(
+            "cluster", local_cluster.kubeconfig, tmp_path / "cluster-operator.log", args
+        ) as op:
+            await op.start()
+            yield op
+    finally:
+        for directory in root.glob("*"):  # whatever a failed test left running
+            Supervisor(Layout(directory)).stop_all()
 
 
 async def until(
@@ -131,6 +164,20 @@ def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
+def cluster_where(
+    client: Client, namespace: str, check: Callable[[dict[str, Any]], bool], name: str = "biz"
+) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    """A check for :meth:`OperatorProcess.wait`: the Cluster once ``check`` holds for it."""
+
+    async def where() -> dict[str, Any] | None:
+        with contextlib.suppress(NotFound):
+            obj = await client.get(CLUSTERS, name, namespace=namespace)
+            return obj if check(obj) else None
+        return None
+
+    return where
+
+
 def running(version: str) -> Callable[[dict[str, Any]], bool]:
     def check(obj: dict[str, Any]) -> bool:
         s = obj.get("status", {})
@@ -154,7 +201,8 @@ def version_of(k: Kubectl) -> str:
     return str(json.loads(k.run("get", "--raw", "/version"))["gitVersion"])
 
 
-async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
+@pytest.mark.slow  # about 70 s
+async def test_create_fail_roll_back_upgrade_and_delete(
     client: Client, kubectl: Kubectl, namespace: str, operator: Operator, tmp_path: Path
 ) -> None:
     tag = secrets.token_hex(3)
@@ -198,16 +246,8 @@ async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
     still = await client.get(CLUSTERS, "biz", namespace=namespace)
     assert still["status"].get("step") is None, "the failed version is not retried"
 
-    # Upgrade, with the operator killed once a step is under way; the new one finishes it.
+    # Upgrade.
     await client.patch(CLUSTERS, "biz", {"spec": {"packageVersion": new}}, namespace=namespace)
-    await until(
-        client,
-        namespace,
-        "biz",
-        lambda o: (o["status"].get("step") or {}).get("component") == "kube-apiserver",
-    )
-    await operator.kill()
-    await operator.start()
     obj = await until(client, namespace, "biz", running("v1.36.3"))
     assert cond(obj, "RolledBack")["status"] == "False"
     assert version_of(biz) == "v1.36.3"
@@ -227,6 +267,176 @@ async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
             await client.get(SECRETS, f"biz-{suffix}", namespace=namespace)
     for name in (old, new, broken):
         await client.delete(PACKAGE_VERSIONS, name)
+
+
+@dataclass
+class ComponentRun:
+    """One process of a control-plane component, as :class:`ComponentWatch` saw it."""
+
+    component: str
+    pid: int
+    #: The binary it runs (the release directory names its version).
+    binary: str
+    #: Wall-clock times of the first and the last scan that saw it alive.
+    first_seen: float
+    last_seen: float
+
+
+class ComponentWatch:
+    """Every component process of the control planes under ``root``, seen by scanning /proc
+    every ``interval`` seconds from a thread: which ran, from which binary, and when.
+
+    Two processes of one component seen alive by the same scan ran concurrently; a process
+    shorter than ``interval`` may be missed (a component takes seconds to start)."""
+
+    def __init__(self, root: Path, interval: float = 0.05) -> None:
+        self.root = str(root)
+        self.interval = interval
+        self._runs: dict[tuple[int, str], ComponentRun] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="component-watch", daemon=True)
+
+    def __enter__(self) -> ComponentWatch:
+        self._scan()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def runs(self, component: str | None = None) -> list[ComponentRun]:
+        with self._lock:
+            found = sorted(self._runs.values(), key=lambda r: r.first_seen)
+        return [r for r in found if component in (None, r.component)]
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._scan()
+
+    def _scan(self) -> None:
+        now = time.time()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+                state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            binary = argv[0].decode(errors="replace")
+            component = Path(binary).name
+            if component not in ORDER or state in ("Z", "X"):
+                continue
+            if not any(self.root.encode() in arg for arg in argv[1:]):
+                continue
+            key = (int(entry.name), binary)
+            with self._lock:
+                run = self._runs.setdefault(key, ComponentRun(component, key[0], binary, now, now))
+                run.last_seen = now
+
+
+def concurrent(runs: list[ComponentRun]) -> list[tuple[ComponentRun, ComponentRun]]:
+    """Pairs of processes of one component that were alive at the same time."""
+    by_interval = {(r.first_seen, r.last_seen): r for r in runs}
+    return [(by_interval[a], by_interval[b]) for a, b in overlapping(list(by_interval))]
+
+
+def running_version(pid: int) -> str:
+    """What the binary of a running process says its version is."""
+    said = subprocess.run(
+        [f"/proc/{pid}/exe", "--version"], capture_output=True, text=True, check=True
+    )
+    return said.stdout.strip()
+
+
+def release_of(run: ComponentRun) -> str:
+    """The Kubernetes release whose binaries a process runs (the cache is per release)."""
+    return Path(run.binary).parent.name
+
+
+async def test_the_operator_sigkilled_mid_upgrade_step_finishes_the_upgrade_once_restarted(
+    client: Client,
+    kubectl: Kubectl,
+    namespace: str,
+    cluster_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    op = cluster_operator
+    tag = secrets.token_hex(3)
+    old, new = package(f"old-{tag}", Release("v1.35.4")), package(f"new-{tag}", Release("v1.36.3"))
+    for pv in (old, new):
+        await client.create(PACKAGE_VERSIONS, pv)
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "biz", "namespace": namespace},
+            "spec": {"packageVersion": old["metadata"]["name"], "runtime": "process"},
+        },
+    )
+    obj = await op.wait(cluster_where(client, namespace, running("v1.35.4")), "v1.35.4", 180)
+    biz = await business_kubectl(client, kubectl, namespace, "biz", tmp_path)
+    biz.run("create", "configmap", "keep", "--from-literal=answer=42")
+    etcd_changes = old["spec"]["components"]["etcd"] != new["spec"]["components"]["etcd"]
+
+    with ComponentWatch(process_root(tmp_path) / obj["metadata"]["uid"]) as watch:
+        before = {(r.pid, r.binary) for r in watch.runs()}
+        assert {r.component for r in watch.runs()} == set(ORDER)
+        await client.patch(
+            CLUSTERS,
+            "biz",
+            {"spec": {"packageVersion": new["metadata"]["name"]}},
+            namespace=namespace,
+        )
+
+        async def apiserver_step_under_way() -> dict[str, Any] | None:
+            o = await client.get(CLUSTERS, "biz", namespace=namespace)
+            step = o["status"].get("step") or {}
+            new_apiserver = [r for r in watch.runs("kube-apiserver") if release_of(r) == "v1.36.3"]
+            return o if step.get("component") == "kube-apiserver" and new_apiserver else None
+
+        # The risky moment: the step is recorded and the new kube-apiserver is starting.
+        await op.wait(apiserver_step_under_way, "the kube-apiserver step to be under way", 120)
+        op.kill()
+        obj = await client.get(CLUSTERS, "biz", namespace=namespace)
+        step = obj["status"].get("step") or {}
+        assert (step.get("component"), step.get("version"), step.get("packageVersion")) == (
+            "kube-apiserver",
+            "v1.36.3",
+            new["metadata"]["name"],
+        ), op.explain(f"the intent is not in the API server: {step}")
+        started = next(r for r in watch.runs("kube-apiserver") if release_of(r) == "v1.36.3")
+        assert started.first_seen >= api_seconds(step["startedAt"]), "recorded before the step"
+
+        await op.start()
+        obj = await op.wait(cluster_where(client, namespace, running("v1.36.3")), "v1.36.3", 180)
+    for component in ORDER:
+        clashes = concurrent(watch.runs(component))
+        assert not clashes, op.explain(f"{component} ran concurrently with itself: {clashes}")
+    started_by = {c: [r for r in watch.runs(c) if (r.pid, r.binary) not in before] for c in ORDER}
+    assert len(started_by["etcd"]) == (1 if etcd_changes else 0), started_by["etcd"]
+    assert 1 <= len(started_by["kube-apiserver"]) <= 2, started_by["kube-apiserver"]
+    assert len(started_by["kube-controller-manager"]) == 1, "not skipped, not repeated"
+    assert len(started_by["kube-scheduler"]) == 1, "not skipped, not repeated"
+    # Each component ends at the new version, as the running process itself says.
+    assert version_of(biz) == "v1.36.3"  # kube-apiserver's /version
+    for component in ("kube-controller-manager", "kube-scheduler"):
+        (process,) = started_by[component]
+        assert running_version(process.pid) == "Kubernetes v1.36.3", component
+    etcd = max(watch.runs("etcd"), key=lambda r: r.last_seen)  # the one running now
+    etcd_version = str(new["spec"]["components"]["etcd"]["version"]).removeprefix("v")
+    assert running_version(etcd.pid).splitlines()[0] == f"etcd Version: {etcd_version}"
+    assert biz.get("configmap", "keep")["data"] == {"answer": "42"}
+    assert [h["packageVersion"] for h in obj["status"]["history"]] == [
+        old["metadata"]["name"],
+        new["metadata"]["name"],
+    ]
+    await deleted(client, namespace, "biz")
+    for pv in (old, new):
+        await client.delete(PACKAGE_VERSIONS, pv["metadata"]["name"])
 
 
 async def test_a_missing_package_version_and_a_skipped_minor_are_conditions_not_crashes(
@@ -335,6 +545,7 @@ async def test_a_kube_on_kube_cluster_with_the_longest_allowed_name_becomes_read
     await client.delete(PACKAGE_VERSIONS, package_name)
 
 
+@pytest.mark.slow  # about 60 s
 @pytest.mark.usefixtures("shared_nodes")
 async def test_fifty_kube_on_kube_clusters_become_ready_on_kwok_nodes(
     client: Client, kubectl: Kubectl, namespace: str, operator: Operator
@@ -507,6 +718,6 @@ async def test_certificates_are_renewed_before_they_expire_and_rolled_out(
         await deleted(client, namespace, "rot")
         await client.delete(PACKAGE_VERSIONS, f"rot-{tag}")
     finally:
-        await operator.kill()
+        await operator.stop()
         for directory in operator.root.glob("*"):
             Supervisor(Layout(directory)).stop_all()

@@ -1,7 +1,8 @@
 """The Machine-Operator against the real meta-cluster, a real business cluster (process
 runtime, with KWOK playing the kubelets) and real sshd hosts: packages installed, upgraded and
 removed; failing steps, wrong host keys and unreachable hosts reported; nodes joined, gated by
-their Condition ConfigMaps, drained and deleted; an operator killed mid-install."""
+their Condition ConfigMaps, drained and deleted. The crash tests run the operator as a process of
+its own and SIGKILL it mid-install and mid-drain (see :mod:`tests.e2e.operators`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,13 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.resources import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
+from tests.e2e.operators import (
+    OperatorProcess,
+    api_seconds,
+    operator_process,
+    overlapping,
+    write_kubeconfig,
+)
 from tests.e2e.rbac import apply_rbac, service_account
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
@@ -75,7 +85,8 @@ def hosts(ssh_hosts: list[SimulatedHost]) -> list[SimulatedHost]:
 
 
 class Operator:
-    """The Machine-Operator in this process, which a test can kill and start again."""
+    """The Machine-Operator in this process (the crash tests run it as a process of its own,
+    :func:`machine_operator`)."""
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -94,7 +105,7 @@ class Operator:
         self.reconciler: MachineOperator = setup(manager, executors, recorder, options)
         self.task = asyncio.create_task(manager.start())
 
-    async def kill(self) -> None:
+    async def stop(self) -> None:
         assert self.task is not None
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -114,7 +125,22 @@ async def operator(
     op = Operator(service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator"))
     await op.start()
     yield op
-    await op.kill()
+    await op.stop()
+
+
+@pytest.fixture
+async def machine_operator(
+    local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster, tmp_path: Path
+) -> AsyncIterator[OperatorProcess]:
+    """The operator as a process of its own (``kokpit operator machine``), with the
+    permissions of config/rbac/machine-operator.yaml, for tests that SIGKILL it."""
+    apply_rbac(kubectl, "machine-operator")
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    config = service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator")
+    kubeconfig = write_kubeconfig(config, tmp_path / "machine-operator.kubeconfig")
+    with operator_process("machine", kubeconfig, tmp_path / "machine-operator.log") as op:
+        await op.start()
+        yield op
 
 
 @pytest.fixture
@@ -126,10 +152,20 @@ async def business(biz: BusinessCluster) -> AsyncIterator[Client]:
 # -- manifests ------------------------------------------------------------------------------
 
 STATE = '"$KOKPIT_ROOT/opt/kokpit"'
+RUNS = f"{STATE}/runs.log"
+
+
+def timed(action: str) -> str:
+    """Script lines that log when this run of a step starts and, on exit, when it ends, with
+    the shell's pid to pair the two: from them a test sees how often a step ran and whether
+    two runs overlapped (see :func:`runs`)."""
+    run = f'"$KOKPIT_PACKAGE {action} $KOKPIT_VERSION $$ $(date +%s.%N)"'
+    return f"echo start {run} >> {RUNS}\ntrap 'echo end {run} >> {RUNS}' EXIT\n"
 
 
 def package(name: str, version: str, kind: str = "Other", install: str = "") -> Object:
-    """A script package that records every step in the host's steps.log."""
+    """A script package that records every step in the host's steps.log, and the start and
+    end of every install and remove in its runs.log."""
     version_file = f'{STATE}/"$KOKPIT_PACKAGE".version'
     log = f'echo "$KOKPIT_PACKAGE $0 $KOKPIT_VERSION" >> {STATE}/steps.log'
     return {
@@ -141,12 +177,15 @@ def package(name: str, version: str, kind: str = "Other", install: str = "") -> 
             "script": {
                 "check": {"run": f"cat {version_file} 2>/dev/null || true"},
                 "install": {
-                    "run": f"mkdir -p {STATE}\n{log.replace('$0', 'install')}\n{install}\n"
+                    "run": f"mkdir -p {STATE}\n{timed('install')}"
+                    f"{log.replace('$0', 'install')}\n{install}\n"
                     f'echo "$KOKPIT_VERSION" > {version_file}\n'
                     f'echo "$KOKPIT_CONFIG_GREETING" > {STATE}/"$KOKPIT_PACKAGE".config',
                     "timeoutSeconds": 30,
                 },
-                "remove": {"run": f"{log.replace('$0', 'remove')}\nrm -f {version_file}"},
+                "remove": {
+                    "run": f"{timed('remove')}{log.replace('$0', 'remove')}\nrm -f {version_file}"
+                },
                 "verify": {"run": f'test "$(cat {version_file})" = "$KOKPIT_VERSION"'},
             }
         },
@@ -234,6 +273,50 @@ def steps(host: SimulatedHost) -> list[str]:
 def installed(host: SimulatedHost, name: str) -> str | None:
     path = host.root / f"opt/kokpit/{name}.version"
     return path.read_text().strip() if path.exists() else None
+
+
+@dataclass
+class Run:
+    """One run of a package's install or remove on a host, from its runs.log."""
+
+    package: str
+    action: str
+    version: str
+    start: float
+    #: None while it runs (or if it was killed before its exit trap).
+    end: float | None = None
+
+
+def runs(host: SimulatedHost) -> list[Run]:
+    """Every install and remove run on ``host``, in the order they started."""
+    path = host.root / "opt/kokpit/runs.log"
+    found: list[Run] = []
+    open_runs: dict[str, Run] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        edge, name, action, version, pid, at = line.split()
+        if edge == "start":
+            open_runs[pid] = Run(name, action, version, float(at))
+            found.append(open_runs[pid])
+        else:
+            open_runs.pop(pid).end = float(at)
+    return sorted(found, key=lambda r: r.start)
+
+
+def ran(host_runs: list[Run], name: str, action: str) -> list[Run]:
+    return [r for r in host_runs if (r.package, r.action) == (name, action)]
+
+
+def concurrent_runs(host_runs: list[Run]) -> dict[str, list[tuple[Run, Run]]]:
+    """Per package, the runs of its steps that overlapped in time (a run without an end
+    overlaps everything after its start)."""
+    clashes: dict[str, list[tuple[Run, Run]]] = {}
+    for name in {r.package for r in host_runs}:
+        mine = [r for r in host_runs if r.package == name]
+        by_interval = {(r.start, math.inf if r.end is None else r.end): r for r in mine}
+        pairs = overlapping(list(by_interval))
+        if pairs:
+            clashes[name] = [(by_interval[a], by_interval[b]) for a, b in pairs]
+    return clashes
 
 
 async def delete_machine(client: Client, name: str) -> None:
@@ -612,10 +695,33 @@ async def test_a_gate_taint_removed_by_hand_is_put_back_within_seconds(
     await delete_machine(client, "drifty")
 
 
-async def test_the_operator_killed_mid_install_finishes_after_restart(
-    operator: Operator, client: Client, hosts: list[SimulatedHost]
+def machine_where(
+    client: Client, name: str, done: Callable[[Object], bool]
+) -> Callable[[], Awaitable[Object | None]]:
+    """A check for :meth:`OperatorProcess.wait`: the Machine once ``done`` holds for it."""
+
+    async def check() -> Object | None:
+        obj = await client.get(MACHINES, name, namespace=NS)
+        return obj if done(obj) else None
+
+    return check
+
+
+def ended(host: SimulatedHost) -> Callable[[], Awaitable[list[Run] | None]]:
+    """A check: the host's runs once every one has ended (an orphan of a killed operator
+    ends on its own)."""
+
+    async def check() -> list[Run] | None:
+        found = runs(host)
+        return found if all(r.end is not None for r in found) else None
+
+    return check
+
+
+async def test_the_operator_sigkilled_mid_install_finishes_the_step_once_restarted(
+    machine_operator: OperatorProcess, client: Client, hosts: list[SimulatedHost]
 ) -> None:
-    host = hosts[3]
+    op, host = machine_operator, hosts[3]
     slow = package("containerd", "2.0", install="sleep 4")
     await client.apply(
         PACKAGE_VERSIONS,
@@ -624,83 +730,151 @@ async def test_the_operator_killed_mid_install_finishes_after_restart(
     )
     await create_machine(client, "crash", "e2e-slow", host)
 
-    def installing_containerd(o: Object) -> bool:
-        op = o.get("status", {}).get("lastOperation") or {}
-        return (op.get("package"), op.get("result")) == ("containerd", "Running")
+    async def installing() -> Run | None:
+        return next(iter(ran(runs(host), "containerd", "install")), None)
 
-    await wait_machine(client, "crash", installing_containerd)
-    await asyncio.sleep(1)  # inside the step's script
-    await operator.kill()
-    await operator.start()
-    obj = await wait_machine(client, "crash", is_ready, within=60)
-    log = steps(host)
-    assert log.count("base install 1") == 1  # done before the crash: checked, not repeated
-    assert log.count("tail install 1") == 1  # after it: not skipped
-    assert 1 <= log.count("containerd install 2.0") <= 2  # may have run again, never skipped
+    # The risky moment: containerd's install script has started on the host.
+    interrupted = await op.wait(installing, "containerd's install to start on the host", 90)
+    op.kill()
+    assert ran(runs(host), "containerd", "install")[0].end is None, "killed mid-step"
+    obj = await client.get(MACHINES, "crash", namespace=NS)
+    intent = obj["status"].get("lastOperation") or {}
+    assert (intent.get("package"), intent.get("step"), intent.get("result")) == (
+        "containerd",
+        "install",
+        "Running",
+    ), op.explain(f"the intent is not in the API server: {intent}")
+    assert api_seconds(intent["startedAt"]) <= interrupted.start, "recorded before the step started"
+
+    await op.start()
+    obj = await op.wait(machine_where(client, "crash", is_ready), "Ready after the restart", 90)
+    host_runs = await op.wait(ended(host), "every step run on the host to end", 30)
+    clashes = concurrent_runs(host_runs)
+    assert not clashes, op.explain(f"steps ran concurrently with themselves: {clashes}")
+    assert len(ran(host_runs, "base", "install")) == 1  # done before the crash: not repeated
+    assert 1 <= len(ran(host_runs, "containerd", "install")) <= 2  # maybe again, never skipped
+    assert len(ran(host_runs, "tail", "install")) == 1  # after it: not skipped
+    order = [r.package for r in host_runs]
+    assert (order[0], order[-1]) == ("base", "tail"), f"runs in order: {order}"
     assert installed(host, "containerd") == "2.0"
     assert [p["version"] for p in obj["status"]["packages"]] == ["1", "2.0", "1"]
     await delete_machine(client, "crash")
 
 
-async def test_deleting_a_machine_drains_its_node_within_pod_disruption_budgets(
-    operator: Operator, client: Client, business: Client, biz: BusinessCluster
-) -> None:
-    await client.apply(
-        PACKAGE_VERSIONS,
-        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
-        field_manager="test",
-    )
-    await create_machine(client, "drained", "e2e-node")
-    await wait_machine(client, "drained", is_ready)
+def guarded_workload(node: str) -> list[Object]:
+    """Two pods that only fit ``node``, and a budget that lets neither go."""
     labels = {"app": "guarded"}
-    biz.kubectl.apply(
-        [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "guarded", "namespace": "default"},
-                "spec": {
-                    "replicas": 2,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "nodeSelector": {"kubernetes.io/hostname": "drained"},
-                            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                            "containers": [{"name": "c", "image": "busybox"}],
-                        },
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "guarded", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": node},
+                        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                        "containers": [{"name": "c", "image": "busybox"}],
                     },
                 },
             },
-            {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": "guarded", "namespace": "default"},
-                "spec": {"minAvailable": 2, "selector": {"matchLabels": labels}},
-            },
-        ]
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "guarded", "namespace": "default"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": labels}},
+        },
+    ]
+
+
+async def test_the_operator_sigkilled_mid_drain_deletes_the_machine_once_restarted(
+    machine_operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    biz: BusinessCluster,
+    hosts: list[SimulatedHost],
+) -> None:
+    op, host = machine_operator, hosts[2]
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version(
+            "e2e-drain",
+            package("containerd", "2.0"),
+            package("kubelet", "1.36.3", kind="Kubelet"),
+        ),
+        field_manager="test",
     )
+    await create_machine(client, "drained", "e2e-drain", host)
+    await op.wait(machine_where(client, "drained", is_ready), "the Machine to be Ready", 90)
+    biz.kubectl.apply(guarded_workload("drained"))
 
     async def running() -> list[Object]:
         pods = await business.list(PODS, namespace="default", label_selector="app=guarded")
         return [p for p in pods.items if p.get("status", {}).get("phase") == "Running"]
 
-    deadline = time.monotonic() + 60
-    while len(await running()) < 2:
-        assert time.monotonic() < deadline, "the guarded pods never ran"
-        await asyncio.sleep(0.5)
+    async def both_running() -> bool:
+        return len(await running()) == 2
+
+    await op.wait(both_running, "the guarded pods to run", 60)
     await client.delete(MACHINES, "drained", namespace=NS)
-    obj = await wait_machine(
-        client, "drained", lambda o: condition(o, "Ready").get("reason") == "DrainBlocked"
-    )
+
+    # The risky moment: the drain is under way, held back by the budget.
+    def drain_blocked(o: Object) -> bool:
+        return condition(o, "Ready").get("reason") == "DrainBlocked"
+
+    await op.wait(machine_where(client, "drained", drain_blocked), "the drain to be held", 60)
+    op.kill()
+    obj = await client.get(MACHINES, "drained", namespace=NS)
+    assert obj["metadata"].get("deletionTimestamp")
+    assert obj["metadata"].get("finalizers"), "the finalizer holds the Machine"
+    assert obj["status"]["phase"] == "Deleting", op.explain(json.dumps(obj["status"]))
     assert "default/guarded-" in condition(obj, "Ready")["message"]
-    node = await business.get(NODES, "drained")
-    assert node["spec"]["unschedulable"] is True  # cordoned
+    assert (await business.get(NODES, "drained"))["spec"]["unschedulable"] is True  # cordoned
     assert len(await running()) == 2  # the budget held
+    assert not [r for r in runs(host) if r.action == "remove"], "nothing removed while draining"
+
+    await op.start()
+
+    async def blocked_again() -> bool:
+        """The fresh operator (its pid names it in its Events) meets the budget too."""
+        events = await client.list(EVENTS, namespace=NS, field_selector="regarding.name=drained")
+        return any(
+            e["reason"] == "DrainBlocked"
+            and str(e.get("reportingInstance", "")).endswith(f"_{op.pid}")
+            for e in events.items
+        )
+
+    await op.wait(blocked_again, "the restarted operator to meet the budget", 60)
+    assert len(await running()) == 2
+    assert not [r for r in runs(host) if r.action == "remove"], "nothing removed while draining"
+
     biz.kubectl.run("delete", "pdb", "guarded", "-n", "default")
-    await delete_machine(client, "drained")
+
+    async def machine_gone() -> bool:
+        try:
+            await client.get(MACHINES, "drained", namespace=NS)
+        except NotFound:
+            return True
+        return False
+
+    await op.wait(machine_gone, "the Machine to be deleted once the budget allows", 90)
     with pytest.raises(NotFound):
         await business.get(NODES, "drained")
+    host_runs = await op.wait(ended(host), "every step run on the host to end", 30)
+    clashes = concurrent_runs(host_runs)
+    assert not clashes, op.explain(f"steps ran concurrently with themselves: {clashes}")
+    assert [(r.package, r.action) for r in host_runs] == [
+        ("containerd", "install"),
+        ("kubelet", "install"),
+        ("kubelet", "remove"),  # the last installed first, each exactly once
+        ("containerd", "remove"),
+    ], op.explain(f"runs on the host: {host_runs}")
+    assert installed(host, "containerd") is None
+    assert installed(host, "kubelet") is None
     biz.kubectl.run("delete", "deployment", "guarded", "-n", "default")
 
 
