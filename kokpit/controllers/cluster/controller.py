@@ -86,7 +86,10 @@ class ClusterReconciler:
         scope = ClusterScope(cluster)
         if meta.get("deletionTimestamp"):
             if FINALIZER in finalizers:
-                await phases.reconcile_delete(self, scope)
+                try:
+                    await phases.reconcile_delete(self, scope)
+                except PlanError as e:  # its runtime is off: say so, keep the finalizer
+                    return await self._cannot_delete(scope, helper, e)
                 finalizers.remove(FINALIZER)
                 await helper.patch(cluster)
             return Result()
@@ -96,6 +99,7 @@ class ClusterReconciler:
         if scope.spec.get("paused"):
             return Result()
         try:
+            self.runtime_for(scope)  # before anything is made for a runtime that is off
             for phase in (
                 phases.reconcile_package_version,
                 phases.reconcile_pki,
@@ -105,24 +109,43 @@ class ClusterReconciler:
                 if not await phase(self, scope):
                     break
         except PlanError as e:
-            scope.blocked = ("CannotApply", str(e))
-            await self.recorder.event(cluster, "Warning", "CannotApply", str(e))
+            scope.blocked = (e.reason, str(e))
+            await self.recorder.event(cluster, "Warning", e.reason, str(e))
             scope.requeue(self.options.failed_retry_interval)
         finally:
             status.update(scope)
             await helper.patch(cluster)
         return Result(requeue_after=scope.requeue_after)
 
+    async def _cannot_delete(
+        self, scope: ClusterScope, helper: PatchHelper, error: PlanError
+    ) -> Result:
+        scope.blocked = (error.reason, str(error))
+        await self.recorder.event(scope.cluster, "Warning", error.reason, str(error))
+        status.update(scope)
+        await helper.patch(scope.cluster)
+        return Result(requeue_after=self.options.failed_retry_interval)
+
     def runtime_for(self, scope: ClusterScope) -> ControlPlaneRuntime:
         name = scope.spec.get("runtime", "kubernetes")
         runtime = self.runtimes.get(name)
         if runtime is None:
-            raise PlanError(f"the {name} runtime is not enabled in this operator")
+            raise RuntimeNotEnabled(
+                f"the {name} runtime is not enabled in this operator; an admin enables it by "
+                f"starting the Cluster-Operator with --runtimes naming {name}"
+            )
         return runtime
 
     async def write(self, scope: ClusterScope) -> None:
         """Write the scope's object now (a step's intent, before the step is made)."""
         await self._helpers[scope.key].patch(scope.cluster)
+
+
+class RuntimeNotEnabled(PlanError):
+    """The Cluster names a runtime this operator was not started with (``process`` is
+    opt-in: it runs control planes on the operator's own host)."""
+
+    reason = "RuntimeNotEnabled"
 
 
 def setup(

@@ -173,10 +173,18 @@ async def reconcile_admin_kubeconfig(r: ClusterReconciler, scope: ClusterScope) 
 async def reconcile_delete(r: ClusterReconciler, scope: ClusterScope) -> None:
     """Stop the control plane and delete everything the Cluster owned."""
     meta = scope.cluster["metadata"]
-    await r.runtime_for(scope).delete(control_plane(scope, {}))
+    if applied_anything(scope.status) or scope.spec.get("runtime", "kubernetes") in r.runtimes:
+        await r.runtime_for(scope).delete(control_plane(scope, {}))
     for suffix in ("pki", "admin-kubeconfig"):
         with contextlib.suppress(NotFound):
             await r.client.delete(SECRETS, f"{meta['name']}-{suffix}", namespace=meta["namespace"])
+
+
+def applied_anything(status: Object) -> bool:
+    """Whether a runtime may have made something for this Cluster: every step is recorded in
+    the status before it is made, so a status without any step, version or history says no
+    (a Cluster whose runtime is not enabled can then be deleted without it)."""
+    return any(status.get(k) for k in ("step", "packageVersion", "failedPackageVersion", "history"))
 
 
 def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:

@@ -163,7 +163,10 @@ class MachineReconciler:
         name = scope.spec.get("executor", "ssh")
         executor = self.executors.get(name)
         if executor is None:
-            raise NoExecutor(f"the {name} executor is not enabled in this operator")
+            raise NoExecutor(
+                f"the {name} executor is not enabled in this operator; an admin enables it "
+                f"by starting the Machine-Operator with --executors naming {name}"
+            )
         return executor
 
     # -- what the operator remembers ---------------------------------------------------------
