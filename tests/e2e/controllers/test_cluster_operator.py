@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kokpit.controllers.cluster import CLUSTERS, PACKAGE_VERSIONS, ClusterOptions, setup
+from kokpit.controllers.machine import MACHINES
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.components import Layout
 from kokpit.local.samples import cluster_package
@@ -23,8 +24,18 @@ from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
-from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
-from kokpit.runtime.resources import EVENTS, SECRETS
+from kokpit.runtime import (
+    Client,
+    ClientConfig,
+    EventRecorder,
+    Forbidden,
+    LeaderElectionConfig,
+    Manager,
+    ManagerOptions,
+    NotFound,
+)
+from kokpit.runtime.resources import DEPLOYMENTS, EVENTS, LEASES, SECRETS
+from tests.e2e.rbac import operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -42,23 +53,32 @@ def package(
 
 
 class Operator:
-    """The Cluster-Operator in this process, which a test can kill and start again."""
+    """The Cluster-Operator in this process, which a test can kill and start again: leader
+    elected on its Lease, like a deployed one, with the runtimes a test enables (the
+    ``process`` runtime is opt-in, as in ``kokpit operator cluster``)."""
 
-    def __init__(self, config: ClientConfig, root: Path) -> None:
-        self.config, self.root = config, root
+    def __init__(
+        self,
+        config: ClientConfig,
+        root: Path,
+        runtimes: tuple[str, ...] = ("process", "kubernetes"),
+    ) -> None:
+        self.config, self.root, self.enabled = config, root, runtimes
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
 
     async def start(self) -> None:
         self.client = Client(self.config)
-        manager = Manager(self.client, ManagerOptions(health_port=None))
+        election = LeaderElectionConfig("kokpit-system", "kokpit-cluster-operator", "e2e")
+        manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
         recorder = EventRecorder(
             self.client, "kokpit.io/cluster-operator", "test", min_update_interval=0
         )
-        runtimes: dict[str, ControlPlaneRuntime] = {
+        available: dict[str, ControlPlaneRuntime] = {
             "process": ProcessRuntime(self.root),
             "kubernetes": KubernetesRuntime(self.client),
         }
+        runtimes = {name: available[name] for name in self.enabled}
         setup(manager, runtimes, recorder, ClusterOptions(poll_interval=0.5))
         self.task = asyncio.create_task(manager.start())
 
@@ -71,9 +91,24 @@ class Operator:
         await self.client.close()
 
 
+#: In the operator's environment, never in its components'.
+MARKER = "KOKPIT_TEST_SECRET"
+
+
 @pytest.fixture
-async def operator(local_cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[Operator]:
-    op = Operator(ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp")
+def identity(local_cluster: LocalCluster, kubectl: Kubectl, namespace: str) -> ClientConfig:
+    """The operator's service account, with exactly the permissions of
+    config/rbac/cluster-operator.yaml (its namespaced role bound in the test's namespace)."""
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    return operator_identity(kubectl, admin, "cluster-operator", [namespace])
+
+
+@pytest.fixture
+async def operator(
+    identity: ClientConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Operator]:
+    monkeypatch.setenv(MARKER, "xyz")  # like a token or cloud credentials of the operator
+    op = Operator(identity, tmp_path / "cp")
     await op.start()
     yield op
     await op.kill()
@@ -140,6 +175,12 @@ async def business_kubectl(
     return Kubectl(kubectl.binary, path)
 
 
+def environment_keys(pid: int) -> list[str]:
+    """The names of the variables in the environment process ``pid`` was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return sorted(item.split(b"=", 1)[0].decode() for item in environ if item)
+
+
 def version_of(k: Kubectl) -> str:
     return str(json.loads(k.run("get", "--raw", "/version"))["gitVersion"])
 
@@ -171,6 +212,12 @@ async def test_create_fail_roll_back_upgrade_survive_restart_and_delete(
     biz = await business_kubectl(client, kubectl, namespace, "biz", tmp_path)
     assert version_of(biz) == "v1.35.4"
     biz.run("create", "configmap", "keep", "--from-literal=answer=42")
+    # Its components run with a minimal environment, not the operator's.
+    state = Supervisor(Layout(operator.root / obj["metadata"]["uid"])).state()
+    for name, entry in state["processes"].items():
+        keys = environment_keys(entry["pid"])
+        assert MARKER not in keys, f"{name} inherited the operator's environment"
+        assert keys == ["HOME", "PATH"], f"{name} got {keys}"
 
     # A broken kube-apiserver flag: its health check fails, and the cluster rolls back.
     await client.patch(CLUSTERS, "biz", {"spec": {"packageVersion": broken}}, namespace=namespace)
@@ -313,3 +360,75 @@ async def test_fifty_kube_on_kube_clusters_become_ready_on_kwok_nodes(
     )["items"]
     assert left == [], "deleting a Cluster leaves no orphans"
     await client.delete(PACKAGE_VERSIONS, name)
+
+
+async def test_the_operators_identity_is_forbidden_what_it_does_not_need(
+    identity: ClientConfig, namespace: str
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "planted", "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "planted"}},
+            "template": {
+                "metadata": {"labels": {"app": "planted"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    async with Client(identity) as op:
+        # What it needs works (so the refusals below are RBAC's, not a broken token)...
+        with pytest.raises(NotFound):
+            await op.get(SECRETS, "no-such-secret", namespace=namespace)
+        await op.list(CLUSTERS)
+        # ...and what it does not need is refused.
+        with pytest.raises(Forbidden):  # Secrets only by name, only where Clusters are
+            await op.list(SECRETS)
+        with pytest.raises(Forbidden):
+            await op.get(SECRETS, "any", namespace="kube-system")
+        with pytest.raises(Forbidden):  # workloads only where Clusters are
+            await op.create(DEPLOYMENTS, deployment)
+        with pytest.raises(Forbidden):  # Machines are the Machine-Operator's
+            await op.list(MACHINES, namespace=namespace)
+        with pytest.raises(Forbidden):  # its own Lease only
+            await op.get(LEASES, "kokpit-machine-operator", namespace="kokpit-system")
+
+
+async def test_a_cluster_asking_for_a_disabled_runtime_is_told_which_flag_enables_it(
+    client: Client, identity: ClientConfig, namespace: str, tmp_path: Path
+) -> None:
+    # What `kokpit operator cluster` runs unless told otherwise: no process runtime.
+    op = Operator(identity, tmp_path / "cp", runtimes=("kubernetes",))
+    await op.start()
+    try:
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": "local", "namespace": namespace},
+                "spec": {"packageVersion": "any", "runtime": "process"},
+            },
+        )
+        obj = await until(
+            client,
+            namespace,
+            "local",
+            lambda o: cond(o, "ControlPlaneAvailable").get("reason") == "RuntimeNotEnabled",
+            seconds=60,
+        )
+        message = cond(obj, "ControlPlaneAvailable")["message"]
+        assert "process runtime is not enabled" in message
+        assert "--runtimes" in message
+        assert cond(obj, "Upgrading")["reason"] == "RuntimeNotEnabled"
+        assert cond(obj, "Ready")["status"] == "False"
+        assert not op.root.exists() or not list(op.root.iterdir()), "nothing was started"
+        with pytest.raises(NotFound):  # nor made for it
+            await client.get(SECRETS, "local-pki", namespace=namespace)
+        events = (await client.list(EVENTS, namespace=namespace)).items
+        assert any(e["reason"] == "RuntimeNotEnabled" for e in events)
+        # Nothing was ever applied: it can be deleted without the runtime.
+        await deleted(client, namespace, "local")
+    finally:
+        await op.kill()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from kokpit.api.conditions import get
+from kokpit.controllers.cluster import CLUSTERS
 from kokpit.controllers.machine import (
     MACHINES,
     PACKAGE_VERSIONS,
@@ -30,18 +31,20 @@ from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.runtime import (
+    AlreadyExists,
     Client,
     ClientConfig,
     EventRecorder,
     Forbidden,
+    LeaderElectionConfig,
     Manager,
     ManagerOptions,
     NotFound,
     Resource,
 )
-from kokpit.runtime.resources import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS
+from kokpit.runtime.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
-from tests.e2e.rbac import apply_rbac, service_account
+from tests.e2e.rbac import apply_rbac, operator_identity, service_account
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "machines-e2e"
@@ -77,21 +80,26 @@ def hosts(ssh_hosts: list[SimulatedHost]) -> list[SimulatedHost]:
 
 
 class Operator:
-    """The Machine-Operator in this process, which a test can kill and start again."""
+    """The Machine-Operator in this process, which a test can kill and start again: leader
+    elected on its Lease, like a deployed one, with the executors a test enables (the ``sim``
+    executor is opt-in, as in ``kokpit operator machine``)."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, executors: tuple[str, ...] = ("ssh", "sim")) -> None:
         self.config = config
+        self.enabled = executors
         self.sim = SimExecutor()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.client = Client(self.config)
-        manager = Manager(self.client, ManagerOptions(health_port=None))
+        election = LeaderElectionConfig("kokpit-system", "kokpit-machine-operator", "e2e")
+        manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
         recorder = EventRecorder(
             self.client, "kokpit.io/machine-operator", "test", min_update_interval=0
         )
         self.ssh = SSHExecutor(connect_timeout=3)
-        executors: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
+        available: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
+        executors = {name: available[name] for name in self.enabled}
         options = MachineOptions(min_backoff=0.5, max_backoff=3, retry_interval=1)
         self.reconciler: MachineReconciler = setup(manager, executors, recorder, options)
         self.task = asyncio.create_task(manager.start())
@@ -107,13 +115,16 @@ class Operator:
 
 
 @pytest.fixture
-async def operator(
-    local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster
-) -> AsyncIterator[Operator]:
-    """The operator with the permissions of config/rbac/machine-operator.yaml."""
-    apply_rbac(kubectl, "machine-operator")
+def identity(local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster) -> ClientConfig:
+    """The operator's service account, with exactly the permissions of
+    config/rbac/machine-operator.yaml (its namespaced role bound in the Machines' namespace)."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    op = Operator(service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator"))
+    return operator_identity(kubectl, admin, "machine-operator", [NS])
+
+
+@pytest.fixture
+async def operator(identity: ClientConfig) -> AsyncIterator[Operator]:
+    op = Operator(identity)
     await op.start()
     yield op
     await op.kill()
@@ -661,3 +672,81 @@ async def test_a_reporter_may_patch_condition_configmaps_and_nothing_else(
         with pytest.raises(Forbidden):
             await reporter.get(SECRETS, "reported", namespace=NS)
     await delete_machine(client, "reported")
+
+
+async def test_the_operators_identity_is_forbidden_what_it_does_not_need(
+    identity: ClientConfig, client: Client
+) -> None:
+    other_lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "someone-else", "namespace": "kokpit-system"},
+        "spec": {"holderIdentity": "someone"},
+    }
+    with contextlib.suppress(AlreadyExists):
+        await client.create(LEASES, other_lease)
+    async with Client(identity) as op:
+        # What it needs works (so the refusals below are RBAC's, not a broken token)...
+        with pytest.raises(NotFound):
+            await op.get(SECRETS, "no-such-secret", namespace=NS)
+        await op.list(CONFIGMAPS, label_selector="kokpit.io/node-conditions=true")
+        # ...and what it does not need is refused.
+        with pytest.raises(Forbidden):  # Secrets outside the Machines' namespaces
+            await op.get(SECRETS, "any", namespace="kube-system")
+        with pytest.raises(Forbidden):  # nor listing every Secret
+            await op.list(SECRETS)
+        with pytest.raises(Forbidden):  # ConfigMaps only where Machines are
+            await op.create(
+                CONFIGMAPS,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "planted", "namespace": "kube-system"},
+                },
+            )
+        lease = await client.get(LEASES, "someone-else", namespace="kokpit-system")
+        lease["spec"]["holderIdentity"] = "kokpit-machine-operator"
+        with pytest.raises(Forbidden):  # its own Lease only
+            await op.replace(LEASES, lease)
+        with pytest.raises(Forbidden):
+            await op.get(LEASES, "kokpit-cluster-operator", namespace="kokpit-system")
+        with pytest.raises(Forbidden):  # Clusters are read, never written
+            await op.patch(CLUSTERS, "biz", {"metadata": {"labels": {"x": "y"}}}, namespace=NS)
+    await client.delete(LEASES, "someone-else", namespace="kokpit-system")
+
+
+async def test_a_machine_asking_for_a_disabled_executor_is_told_which_flag_enables_it(
+    identity: ClientConfig, client: Client, business: Client
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    ssh_only = Operator(identity, executors=("ssh",))  # what `kokpit operator machine` runs
+    await ssh_only.start()
+    try:
+        await create_machine(client, "wants-sim", "e2e-node")  # spec.executor: sim
+        obj = await wait_machine(
+            client,
+            "wants-sim",
+            lambda o: condition(o, "HostReachable").get("reason") == "ExecutorNotEnabled",
+        )
+        message = condition(obj, "HostReachable")["message"]
+        assert "sim executor is not enabled" in message
+        assert "--executors" in message
+        assert not is_ready(obj)
+        assert not obj["status"].get("nodeName")
+        assert ssh_only.sim.hosts == {}, "no step ran on the disabled executor"
+        with pytest.raises(NotFound):
+            await business.get(NODES, "wants-sim")
+    finally:
+        await ssh_only.kill()
+    # The admin follows the message: the same Machine now goes through.
+    enabled = Operator(identity, executors=("ssh", "sim"))
+    await enabled.start()
+    try:
+        await wait_machine(client, "wants-sim", is_ready)
+        await delete_machine(client, "wants-sim")
+    finally:
+        await enabled.kill()
