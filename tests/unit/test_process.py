@@ -69,7 +69,11 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
 
 
 def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    """The environment ``pid`` runs with (read as /proc shows it: empty for the moment the
+    process is still being exec'd, so read until it is there)."""
+    deadline = time.monotonic() + 5
+    while not (raw := Path(f"/proc/{pid}/environ").read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if item)
 
 
