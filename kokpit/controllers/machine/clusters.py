@@ -7,8 +7,17 @@ import asyncio
 import base64
 from dataclasses import dataclass
 
-from kokpit.runtime import Client, ClientConfig, ConfigError, Informer, NotFound
+from kokpit.runtime import Client, ClientConfig, ConfigError, Forbidden, Informer, NotFound
 from kokpit.runtime.resources import SECRETS
+
+
+def not_permitted(namespace: str) -> str:
+    """Why Secrets of ``namespace`` cannot be read: the admin did not bind the operator's
+    namespaced role there (config/rbac/machine-operator.yaml)."""
+    return (
+        f"the Machine-Operator may not read Secrets in namespace {namespace}: bind the "
+        f"ClusterRole kokpit-machine-operator-namespaced there with a RoleBinding"
+    )
 
 
 class ClusterNotReady(Exception):
@@ -67,6 +76,8 @@ class ClusterClients:
         except NotFound:
             message = f"Cluster {cluster}'s kubeconfig Secret {secret} is missing"
             raise ClusterNotReady(message) from None
+        except Forbidden:
+            raise ClusterNotReady(not_permitted(namespace)) from None
         except (KeyError, ValueError, ConfigError) as e:
             raise ClusterNotReady(f"Cluster {cluster}'s kubeconfig Secret {secret}: {e}") from e
 

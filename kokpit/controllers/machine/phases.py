@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kokpit.api.conditions import now
 from kokpit.controllers.machine import gates, packages, status
-from kokpit.controllers.machine.clusters import ClusterNotReady
+from kokpit.controllers.machine.clusters import ClusterNotReady, not_permitted
 from kokpit.controllers.machine.packages import Change
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine import (
@@ -28,7 +28,7 @@ from kokpit.providers.machine import (
     StepResult,
 )
 from kokpit.providers.machine.kubelet import Registration
-from kokpit.runtime import Client, Conflict, NotFound, TooManyRequests
+from kokpit.runtime import Client, Conflict, Forbidden, NotFound, TooManyRequests
 from kokpit.runtime.resources import CONFIGMAPS, NODES, PODS, SECRETS
 
 if TYPE_CHECKING:
@@ -172,6 +172,10 @@ async def _connect(r: MachineReconciler, scope: MachineScope) -> bool:
         except NotFound:
             scope.host_problem = ("SecretNotFound", f"SSH Secret {name} not found")
             scope.requeue(r.options.retry_interval)
+            return False
+        except Forbidden:
+            scope.host_problem = ("Forbidden", not_permitted(scope.namespace))
+            scope.requeue(r.options.max_backoff)
             return False
         data = secret.get("data") or {}
         missing = [k for k in ("username", "privateKey", "knownHosts") if not data.get(k)]

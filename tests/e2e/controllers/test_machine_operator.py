@@ -44,7 +44,7 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
-from tests.e2e.rbac import apply_rbac, operator_identity, service_account
+from tests.e2e.rbac import apply_rbac, bind_namespaced, operator_identity, service_account
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "machines-e2e"
@@ -219,12 +219,16 @@ async def create_machine(
 
 
 async def wait_machine(
-    client: Client, name: str, done: Callable[[Object], bool], within: float = 60
+    client: Client,
+    name: str,
+    done: Callable[[Object], bool],
+    within: float = 60,
+    namespace: str = NS,
 ) -> Object:
     deadline = time.monotonic() + within
     obj: Object = {}
     while time.monotonic() < deadline:
-        obj = await client.get(MACHINES, name, namespace=NS)
+        obj = await client.get(MACHINES, name, namespace=namespace)
         if done(obj):
             return obj
         await asyncio.sleep(0.2)
@@ -249,18 +253,20 @@ def installed(host: SimulatedHost, name: str) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-async def delete_machine(client: Client, name: str) -> None:
+async def delete_machine(client: Client, name: str, namespace: str = NS) -> None:
     """Delete a Machine and wait until its finalizer has run and it is gone."""
     with contextlib.suppress(NotFound):
-        await client.delete(MACHINES, name, namespace=NS)
-    await gone(client, MACHINES, name, within=60)
+        await client.delete(MACHINES, name, namespace=namespace)
+    await gone(client, MACHINES, name, within=60, namespace=namespace)
 
 
-async def gone(client: Client, resource: Resource, name: str, within: float = 30) -> None:
+async def gone(
+    client: Client, resource: Resource, name: str, within: float = 30, namespace: str = NS
+) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            await client.get(resource, name, namespace=NS)
+            await client.get(resource, name, namespace=namespace)
         except NotFound:
             return
         await asyncio.sleep(0.2)
@@ -750,3 +756,37 @@ async def test_a_machine_asking_for_a_disabled_executor_is_told_which_flag_enabl
         await delete_machine(client, "wants-sim")
     finally:
         await enabled.kill()
+
+
+async def test_a_namespace_the_operator_is_not_bound_in_is_a_condition_naming_the_role(
+    operator: Operator,
+    client: Client,
+    kubectl: Kubectl,
+    namespace: str,
+    hosts: list[SimulatedHost],
+) -> None:
+    host = hosts[1]
+    await client.apply(
+        PACKAGE_VERSIONS, package_version("e2e-plain", package("base", "1")), field_manager="test"
+    )
+    secret = ssh_secret("elsewhere", host)
+    secret["metadata"]["namespace"] = namespace
+    await client.apply(SECRETS, secret, field_manager="test")
+    obj = machine("elsewhere", "e2e-plain", host)
+    obj["metadata"]["namespace"] = namespace
+    await client.create(MACHINES, obj)
+    found = await wait_machine(
+        client,
+        "elsewhere",
+        lambda o: condition(o, "HostReachable").get("reason") == "Forbidden",
+        namespace=namespace,
+    )
+    message = condition(found, "HostReachable")["message"]
+    assert f"may not read Secrets in namespace {namespace}" in message
+    assert "kokpit-machine-operator-namespaced" in message
+    assert steps(host) == []
+    # The admin does what the message says, and the Machine goes through.
+    bind_namespaced(kubectl, "machine-operator", namespace)
+    await wait_machine(client, "elsewhere", is_ready, namespace=namespace)
+    assert installed(host, "base") == "1"
+    await delete_machine(client, "elsewhere", namespace=namespace)
