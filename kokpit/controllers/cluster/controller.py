@@ -22,6 +22,7 @@ from kokpit.runtime import (
     Controller,
     ControllerOptions,
     EventRecorder,
+    Forbidden,
     Informer,
     Manager,
     PatchHelper,
@@ -112,6 +113,9 @@ class ClusterReconciler:
             scope.blocked = (e.reason, str(e))
             await self.recorder.event(cluster, "Warning", e.reason, str(e))
             scope.requeue(self.options.failed_retry_interval)
+        except Forbidden:
+            scope.blocked = ("Forbidden", not_permitted(scope.cluster["metadata"]["namespace"]))
+            scope.requeue(self.options.failed_retry_interval)
         finally:
             status.update(scope)
             await helper.patch(cluster)
@@ -139,6 +143,15 @@ class ClusterReconciler:
     async def write(self, scope: ClusterScope) -> None:
         """Write the scope's object now (a step's intent, before the step is made)."""
         await self._helpers[scope.key].patch(scope.cluster)
+
+
+def not_permitted(namespace: str) -> str:
+    """Why the operator cannot write a Cluster's Secrets or workloads: the admin did not bind
+    its namespaced role there (config/rbac/cluster-operator.yaml)."""
+    return (
+        f"the Cluster-Operator may not manage Secrets and workloads in namespace {namespace}: "
+        f"bind the ClusterRole kokpit-cluster-operator-namespaced there with a RoleBinding"
+    )
 
 
 class RuntimeNotEnabled(PlanError):

@@ -25,7 +25,11 @@ def package_version_resolved(scope: ClusterScope) -> Condition:
 
 
 def control_plane_available(scope: ClusterScope) -> Condition:
-    if not scope.health and scope.blocked and scope.blocked[0] == "RuntimeNotEnabled":
+    if (
+        not scope.health
+        and scope.blocked
+        and scope.blocked[0] in ("RuntimeNotEnabled", "Forbidden")
+    ):
         return (CONTROL_PLANE_AVAILABLE, "False", *scope.blocked)
     if not scope.health:
         return (CONTROL_PLANE_AVAILABLE, "Unknown", "NotChecked", "health was not checked")

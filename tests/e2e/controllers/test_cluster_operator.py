@@ -35,7 +35,7 @@ from kokpit.runtime import (
     NotFound,
 )
 from kokpit.runtime.resources import DEPLOYMENTS, EVENTS, LEASES, SECRETS
-from tests.e2e.rbac import operator_identity
+from tests.e2e.rbac import bind_namespaced, operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -432,3 +432,46 @@ async def test_a_cluster_asking_for_a_disabled_runtime_is_told_which_flag_enable
         await deleted(client, namespace, "local")
     finally:
         await op.kill()
+
+
+async def test_a_namespace_the_operator_is_not_bound_in_is_a_condition_naming_the_role(
+    client: Client, kubectl: Kubectl, operator: Operator
+) -> None:
+    tag = secrets.token_hex(3)
+    unbound = f"unbound-{tag}"
+    kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": unbound}}])
+    try:
+        await client.create(PACKAGE_VERSIONS, package(f"p-{tag}", Release("v1.36.3")))
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": "elsewhere", "namespace": unbound},
+                "spec": {"packageVersion": f"p-{tag}", "runtime": "kubernetes"},
+            },
+        )
+        obj = await until(
+            client,
+            unbound,
+            "elsewhere",
+            lambda o: cond(o, "ControlPlaneAvailable").get("reason") == "Forbidden",
+            seconds=60,
+        )
+        message = cond(obj, "ControlPlaneAvailable")["message"]
+        assert f"may not manage Secrets and workloads in namespace {unbound}" in message
+        assert "kokpit-cluster-operator-namespaced" in message
+        # The admin does what the message says, and the Cluster goes on.
+        bind_namespaced(kubectl, "cluster-operator", unbound)
+        await until(
+            client,
+            unbound,
+            "elsewhere",
+            lambda o: (o["status"].get("step") or {}).get("component") is not None,
+            seconds=60,
+        )
+        await client.get(SECRETS, "elsewhere-pki", namespace=unbound)
+        await deleted(client, unbound, "elsewhere")
+        await client.delete(PACKAGE_VERSIONS, f"p-{tag}")
+    finally:
+        kubectl.run("delete", "namespace", unbound, "--wait=false", "--ignore-not-found")
