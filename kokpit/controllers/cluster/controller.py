@@ -91,6 +91,11 @@ class ClusterReconciler:
                     await phases.reconcile_delete(self, scope)
                 except PlanError as e:  # its runtime is off: say so, keep the finalizer
                     return await self._cannot_delete(scope, helper, e)
+                except Forbidden:
+                    # Its namespaced role is gone: deleting a namespace deletes its
+                    # RoleBindings too. Everything it made there is owned by the Cluster,
+                    # so the garbage collector removes it once the Cluster is gone.
+                    pass
                 finalizers.remove(FINALIZER)
                 await helper.patch(cluster)
             return Result()
