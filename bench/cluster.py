@@ -115,6 +115,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cluster",
                     "--kubeconfig",
                     str(meta.kubeconfig),
+                    "--runtimes",
+                    "kubernetes,process",
                     "--process-root",
                     str(Path(tmp) / "cp"),
                     "--health-port",

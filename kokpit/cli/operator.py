@@ -1,11 +1,18 @@
 """``kokpit operator cluster|machine``: run the Cluster-Operator or the Machine-Operator.
 
-    kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes,process]
+    kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--leader-elect] [--health-port N]
-    kokpit operator machine [--kubeconfig PATH] [--executors ssh,sim]
+    kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
+
+Risky capabilities are opt-in. The ``process`` runtime runs business control planes as
+processes on the operator's own host (as its user, with its files); the ``sim`` executor
+plays hosts and registers Nodes that no machine stands behind. Neither is on unless named:
+by default the Cluster-Operator runs the ``kubernetes`` runtime only and the Machine-Operator
+the ``ssh`` executor only. A Cluster or Machine that asks for one that is off gets a
+condition saying which flag turns it on.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +58,10 @@ def register(sub: Any) -> None:
     _common(c, workers=8)
     c.add_argument(
         "--runtimes",
-        default="kubernetes,process",
-        help="control-plane runtimes to enable (default: both)",
+        type=_names("kubernetes", "process"),
+        default=("kubernetes",),
+        help="control-plane runtimes to enable, of kubernetes,process (default: kubernetes; "
+        "process runs control planes on this host and must be asked for)",
     )
     c.add_argument(
         "--process-root",
@@ -62,7 +71,13 @@ def register(sub: Any) -> None:
     c.set_defaults(run=run_cluster)
     m = which.add_parser("machine", help="the Machine-Operator")
     _common(m, workers=16)
-    m.add_argument("--executors", default="ssh,sim", help="executors to enable (default: both)")
+    m.add_argument(
+        "--executors",
+        type=_names("ssh", "sim"),
+        default=("ssh",),
+        help="executors to enable, of ssh,sim (default: ssh; sim registers simulated Nodes "
+        "and must be asked for)",
+    )
     m.add_argument("--sim-latency", type=float, default=0.0, help="seconds per simulated step")
     m.add_argument(
         "--sim-failure-rate", type=float, default=0.0, help="share of simulated steps that fail"
@@ -86,6 +101,22 @@ def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
     p.add_argument("--qps", type=float, default=200.0, help="API requests per second")
 
 
+def _names(*known: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of some of ``known`` (a typo is an error at
+    start, not a capability silently left off)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n for n in text.split(",") if n)
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(known)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     configure()
     asyncio.run(_cluster(args))
@@ -98,7 +129,7 @@ async def _cluster(args: argparse.Namespace) -> None:
             "kubernetes": KubernetesRuntime(manager.client),
             "process": ProcessRuntime(args.process_root),
         }
-        runtimes = {n: available[n] for n in args.runtimes.split(",") if n}
+        runtimes = {n: available[n] for n in args.runtimes}
         options = ClusterOptions(max_concurrent_reconciles=args.workers)
         cluster.setup(manager, runtimes, recorder, options)
         await manager.start()
@@ -116,7 +147,7 @@ async def _machine(args: argparse.Namespace) -> None:
             "ssh": SSHExecutor(),
             "sim": SimExecutor(latency=args.sim_latency, failure_rate=args.sim_failure_rate),
         }
-        executors = {n: available[n] for n in args.executors.split(",") if n}
+        executors = {n: available[n] for n in args.executors}
         options = MachineOptions(
             max_concurrent_reconciles=args.workers,
             recheck_interval=args.recheck_interval,

@@ -32,8 +32,29 @@ class ProcessRef:
         return cls(pid=int(data["pid"]), start_ticks=int(data["start_ticks"]))
 
 
+#: The search path of a component: the system's directories, fixed (the caller's PATH may name
+#: a user's own directories first).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def minimal_environment(home: Path | None = None) -> dict[str, str]:
+    """The whole environment a component gets: PATH, and HOME when given, nothing inherited.
+
+    Whoever starts components (an operator, ``kokpit local up``) may hold KUBECONFIG, tokens
+    or cloud credentials in its environment, and a component needs none of them: everything
+    it uses is a flag or a file it is pointed at. HOME is a directory of the component's own
+    (its layout's root), so no default (``~/.kube/config``, ``~/.kwok``) is read from the
+    user that started it; without one some Go tools fail to find a home at all.
+    """
+    env = {"PATH": SYSTEM_PATH}
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
+
+
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> ProcessRef:
-    """Start ``argv`` detached (new session, stdin from /dev/null, output appended to ``log``)."""
+    """Start ``argv`` detached (new session, stdin from /dev/null, output appended to ``log``)
+    with ``env``, by default :func:`minimal_environment` (never the caller's)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
@@ -46,7 +67,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
         pid = os.posix_spawn(
             argv[0],
             argv,
-            env if env is not None else dict(os.environ),
+            env if env is not None else minimal_environment(),
             file_actions=actions,
             setsid=True,
         )

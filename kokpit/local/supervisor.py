@@ -5,7 +5,8 @@ component, the process (pid and kernel start time), its command line and how to 
 health, plus whatever the owner stores beside them (ports, versions). It is rewritten after
 every start and stop, so a command killed half-way leaves a record that the next one can use
 to stop or adopt what runs. Used by the local meta-cluster and by the ``process`` control-plane
-runtime of business clusters.
+runtime of business clusters. A component's environment is PATH and a HOME of its own, never
+its starter's (see :func:`~kokpit.local.process.minimal_environment`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Supervisor:
 
     def start(self, component: Component) -> ProcessRef:
         self.layout.root.mkdir(parents=True, exist_ok=True)
-        ref = process.spawn(component.argv, self.layout.log(component.name))
+        env = process.minimal_environment(home=self.layout.root)
+        ref = process.spawn(component.argv, self.layout.log(component.name), env)
         state = self.state()
         state.setdefault("processes", {})[component.name] = {
             **ref.to_json(),

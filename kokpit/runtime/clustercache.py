@@ -12,7 +12,9 @@ a node gone) without polling each cluster, and must follow their credentials whe
   ``options.secret_type``: nothing a Machine or a user names. A refusal is reported in
   :class:`ClusterNotReady`'s message, which never quotes the Secret's content.
 - **Rotation.** A metadata-only, label-selected informer on the Secrets (label
-  ``options.cluster_label``) notices a new resourceVersion of a Secret in use; the cluster's
+  ``options.cluster_label``), one per namespace that holds a connected Cluster (so the operator
+  needs list and watch on Secrets only where its Clusters are), notices a new resourceVersion of
+  a Secret in use; the cluster's
   client and informers are then rebuilt. One watch costs less than polling thousands of Secrets;
   ``watch_secrets=False`` trades it for a metadata GET of each Secret per health check (for an
   operator that may not list Secrets). A rebuilt informer adopts its predecessor's store, so its
@@ -226,7 +228,8 @@ class ClusterCache:
         self.options = options
         self._states: dict[str, _State] = {}
         self._watches: list[ClusterWatch] = []
-        self._secrets: Informer | None = None
+        #: The Secret informers, one per namespace holding a Cluster (with watch_secrets).
+        self._secrets: dict[str, tuple[Informer, asyncio.Task[None]]] = {}
         self._running = False
         self._log = get_logger("kokpit.clustercache")
         clusters.add_handler(_ClusterEvents(self))
@@ -296,15 +299,6 @@ class ClusterCache:
     async def start(self) -> None:
         """Keep the wanted clusters connected until cancelled; then disconnect them all."""
         self._running = True
-        secrets_task: asyncio.Task[None] | None = None
-        if self.options.watch_secrets:
-            self._secrets = Informer(
-                self._meta,
-                Scope(SECRETS, label_selector=self.options.cluster_label, metadata_only=True),
-            )
-            self._secrets.add_handler(_SecretEvents(self))
-            secrets_task = asyncio.create_task(self._secrets.start(), name="clustercache-secrets")
-            secrets_task.add_done_callback(_log_crash)
         try:
             await self._clusters.synced.wait()
             if self._watches:
@@ -313,10 +307,11 @@ class ClusterCache:
             await asyncio.Event().wait()
         finally:
             self._running = False
-            if secrets_task is not None:
-                secrets_task.cancel()
+            secret_watches, self._secrets = list(self._secrets.values()), {}
+            for _, task in secret_watches:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await secrets_task
+                    await task
             await self.close()
 
     async def close(self) -> None:
@@ -327,9 +322,30 @@ class ClusterCache:
 
     # -- keeping one cluster connected ---------------------------------------------------
 
+    def _watch_secrets_in(self, namespace: str) -> None:
+        """Start the Secret watch of ``namespace`` (once)."""
+        if not self.options.watch_secrets or namespace in self._secrets:
+            return
+        informer = Informer(
+            self._meta,
+            Scope(
+                SECRETS,
+                namespace=namespace,
+                label_selector=self.options.cluster_label,
+                metadata_only=True,
+            ),
+        )
+        informer.add_handler(_SecretEvents(self))
+        task = asyncio.get_running_loop().create_task(
+            informer.start(), name=f"clustercache-secrets-{namespace}"
+        )
+        task.add_done_callback(_log_crash)
+        self._secrets[namespace] = (informer, task)
+
     def _want(self, key: str) -> _State:
         state = self._states.get(key)
         if state is None:
+            self._watch_secrets_in(key.split("/", 1)[0])
             state = self._states[key] = _State(key)
             state.task = asyncio.get_running_loop().create_task(
                 self._keep(state), name=f"clustercache-{key}"
@@ -423,7 +439,8 @@ class ClusterCache:
             state.reading = False
         state.secret_rv = secret["metadata"]["resourceVersion"]
         # A change the watch delivered while the GET was under way: build again after this.
-        seen = self._secrets.store.get(state.secret) if self._secrets is not None else None
+        secrets = self._secrets.get(namespace)
+        seen = secrets[0].store.get(state.secret) if secrets is not None else None
         if seen is not None and seen["metadata"]["resourceVersion"] != state.secret_rv:
             state.wake.set()
         if problem := untrusted(cluster, secret, self.options.secret_type):

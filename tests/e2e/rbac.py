@@ -34,3 +34,37 @@ def service_account(
     )
     token = kubectl.run("create", "token", "-n", namespace, name, "--duration=2h").strip()
     return ClientConfig(server=admin.server, ca_data=admin.ca_data, token=token)
+
+
+def bind_namespaced(kubectl: Kubectl, operator: str, namespace: str) -> None:
+    """What an admin does for each namespace an operator works in: bind the operator's
+    ``kokpit-<operator>-namespaced`` ClusterRole there with a RoleBinding."""
+    name = f"kokpit-{operator}"
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": f"{name}-namespaced",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": name, "namespace": "kokpit-system"}
+                ],
+            }
+        ]
+    )
+
+
+def operator_identity(
+    kubectl: Kubectl, admin: ClientConfig, operator: str, namespaces: list[str]
+) -> ClientConfig:
+    """The credentials of ``kokpit-system/kokpit-<operator>`` with exactly the permissions of
+    ``config/rbac/<operator>.yaml``, its namespaced role bound in ``namespaces``."""
+    apply_rbac(kubectl, operator)
+    for namespace in namespaces:
+        bind_namespaced(kubectl, operator, namespace)
+    return service_account(kubectl, admin, "kokpit-system", f"kokpit-{operator}")

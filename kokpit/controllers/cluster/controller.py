@@ -16,16 +16,18 @@ from collections.abc import Mapping
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS, CLUSTERS
 from kokpit.controllers.cluster import status
 from kokpit.controllers.cluster.options import ClusterOptions
-from kokpit.controllers.cluster.phases import ClusterPhases
+from kokpit.controllers.cluster.phases import ClusterPhases, not_permitted
 from kokpit.controllers.cluster.scope import ClusterScope
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.runtime import (
     Controller,
     ControllerOptions,
     EventRecorder,
+    Forbidden,
     Manager,
     ObjectReconciler,
     Outline,
+    Phase,
     Request,
     by_field,
 )
@@ -46,18 +48,46 @@ def setup(
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
     packages = manager.cache.informer(CLUSTER_PACKAGE_VERSIONS)
     phases = ClusterPhases(manager.client, packages.store, runtimes, options)
+
+    def unless_forbidden(phase: Phase[ClusterScope]) -> Phase[ClusterScope]:
+        """A write the operator may not make in a namespace is a condition naming the role to
+        bind there, not a reconcile error retried for ever."""
+
+        async def guarded(scope: ClusterScope) -> bool:
+            try:
+                return await phase(scope)
+            except Forbidden:
+                scope.blocked = ("Forbidden", not_permitted(scope.namespace))
+                scope.requeue(options.failed_retry_interval)
+                return False
+
+        return guarded
+
+    async def delete(scope: ClusterScope) -> bool:
+        try:
+            return await phases.delete(scope)
+        except Forbidden:
+            # Its namespaced role is gone (deleting a namespace deletes its RoleBindings
+            # first): what it made there is owned by the Cluster, and the garbage collector
+            # removes it once the Cluster is gone.
+            return True
+
     outline: Outline[ClusterScope] = Outline(
         resource=CLUSTERS,
         finalizer=FINALIZER,
         scope=ClusterScope,
-        phases=(
-            phases.resolve_package_version,
-            phases.reconcile_pki,
-            phases.reconcile_control_plane,
-            phases.reconcile_admin_kubeconfig,
-            phases.reconcile_operator_access,
+        phases=tuple(
+            unless_forbidden(phase)
+            for phase in (
+                phases.check_runtime,
+                phases.resolve_package_version,
+                phases.reconcile_pki,
+                phases.reconcile_control_plane,
+                phases.reconcile_admin_kubeconfig,
+                phases.reconcile_operator_access,
+            )
         ),
-        delete_phases=(phases.delete,),
+        delete_phases=(delete,),
         update_status=status.update,
         paused=lambda scope: bool(scope.spec.get("paused")),
         resync_after=options.resync_interval,

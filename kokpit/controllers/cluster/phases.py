@@ -98,6 +98,11 @@ class ClusterPhases:
         #: which renewal of the certificates.
         self._access_granted: Recently[tuple[str, int]] = Recently(3600)
 
+    async def check_runtime(self, scope: ClusterScope) -> bool:
+        """First: a Cluster whose runtime this operator was not started with gets nothing made
+        for it (no PKI Secret, no workload), only a condition naming the flag."""
+        return self._runtime(scope) is not None
+
     async def resolve_package_version(self, scope: ClusterScope) -> bool:
         target = target_package_version(scope)
         package = self._packages.get(target)
@@ -189,8 +194,8 @@ class ClusterPhases:
             try:
                 return await self._step(scope, runtime, plan, target, health.plan, health.detail)
             except PlanError as e:
-                scope.blocked = ("CannotApply", str(e))
-                scope.event("Warning", "CannotApply", str(e))
+                scope.blocked = (e.reason, str(e))
+                scope.event("Warning", e.reason, str(e))
                 scope.requeue(self._options.failed_retry_interval)
                 return False
         self._all_healthy(scope, target)
@@ -309,11 +314,16 @@ class ClusterPhases:
         return True
 
     async def delete(self, scope: ClusterScope) -> bool:
-        """Stop the control plane and delete what the Cluster owns (and nothing else)."""
-        runtime = self._runtime(scope)
-        if runtime is None:
-            return False
-        await runtime.delete(control_plane(scope, {}))
+        """Stop the control plane and delete what the Cluster owns (and nothing else). A
+        Cluster whose runtime is off can go only if nothing was ever applied for it."""
+        if (
+            applied_anything(scope.status)
+            or scope.spec.get("runtime", "kubernetes") in self._runtimes
+        ):
+            runtime = self._runtime(scope)
+            if runtime is None:
+                return False
+            await runtime.delete(control_plane(scope, {}))
         for suffix in ("pki", "admin-kubeconfig", "kokpit-kubeconfig"):
             name = object_name(scope.name, suffix)
             try:
@@ -338,6 +348,7 @@ class ClusterPhases:
                 f"start it with --runtimes including {kind}"
             )
             scope.blocked = ("RuntimeNotEnabled", message)
+            scope.event("Warning", "RuntimeNotEnabled", message)
             scope.requeue(self._options.failed_retry_interval)
         return runtime
 
@@ -409,6 +420,22 @@ class ClusterPhases:
 
 #: What :meth:`ClusterPhases._owned_secret` returns for a Secret that is somebody else's.
 _NOT_OURS: Object = {}
+
+
+def applied_anything(status: Object) -> bool:
+    """Whether a runtime may have made something for this Cluster: every step is recorded in
+    the status before it is made, so a status without any step, version or history says no
+    (a Cluster whose runtime is not enabled can then be deleted without it)."""
+    return any(status.get(k) for k in ("step", "packageVersion", "failedPackageVersion", "history"))
+
+
+def not_permitted(namespace: str) -> str:
+    """Why the operator cannot write a Cluster's Secrets or workloads: the admin did not bind
+    its namespaced role there (config/rbac/cluster-operator.yaml)."""
+    return (
+        f"the Cluster-Operator may not manage Secrets and workloads in namespace {namespace}: "
+        f"bind the ClusterRole kokpit-cluster-operator-namespaced there with a RoleBinding"
+    )
 
 
 def control_plane(scope: ClusterScope, pki: dict[str, bytes]) -> ControlPlane:

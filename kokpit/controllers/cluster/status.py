@@ -25,6 +25,12 @@ def package_version_resolved(scope: ClusterScope) -> Condition:
 
 
 def control_plane_available(scope: ClusterScope) -> Condition:
+    if (
+        not scope.health
+        and scope.blocked
+        and scope.blocked[0] in ("RuntimeNotEnabled", "Forbidden")
+    ):
+        return (CONTROL_PLANE_AVAILABLE, "False", *scope.blocked)
     if not scope.health:
         return (CONTROL_PLANE_AVAILABLE, "Unknown", "NotChecked", "health was not checked")
     bad = [f"{n}: {h.detail or 'not ready'}" for n, h in scope.health.items() if not h.ready]

@@ -28,7 +28,7 @@ from kokpit.providers.machine import (
     InvalidCredentials,
     StepResult,
 )
-from kokpit.runtime import Backoff, Client, NotFound, Recently
+from kokpit.runtime import Backoff, Client, Forbidden, NotFound, Recently
 from kokpit.runtime.resources import SECRETS
 from kokpit.runtime.store import Store
 
@@ -179,6 +179,10 @@ class HostPhases:
             scope.host_problem = ("SecretNotFound", f"SSH Secret {name} not found")
             scope.requeue(self._options.retry_interval)
             return None
+        except Forbidden:
+            scope.host_problem = ("Forbidden", not_permitted(scope.namespace))
+            scope.requeue(self._options.max_backoff)
+            return None
         try:
             return Credentials.from_secret_data(secret.get("data") or {}, secret=name)
         except InvalidCredentials as e:
@@ -258,6 +262,15 @@ class HostPhases:
             scope.requeue(self._options.max_backoff)
         else:
             scope.requeue(self._backoff.next(scope.uid))
+
+
+def not_permitted(namespace: str) -> str:
+    """Why Secrets of ``namespace`` cannot be read: the admin did not bind the operator's
+    namespaced role there (config/rbac/machine-operator.yaml)."""
+    return (
+        f"the Machine-Operator may not read Secrets in namespace {namespace}: bind the "
+        f"ClusterRole kokpit-machine-operator-namespaced there with a RoleBinding"
+    )
 
 
 def _checked_token(scope: MachineScope) -> tuple[int, str]:

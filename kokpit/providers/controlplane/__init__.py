@@ -112,7 +112,9 @@ class ComponentHealth:
 
 class PlanError(Exception):
     """The runtime cannot apply a plan (for example: no binaries for that version); the
-    message is for a person and ends up in a condition."""
+    message is for a person and ends up in a condition, with :attr:`reason`."""
+
+    reason = "CannotApply"
 
 
 class ControlPlaneRuntime(Protocol):

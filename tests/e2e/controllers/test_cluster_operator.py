@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
-from kokpit.api.v1alpha1 import CLUSTERS
+from kokpit.api.v1alpha1 import CLUSTERS, MACHINES
 from kokpit.api.v1alpha1.cluster import NAME_MAX
 from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
@@ -37,9 +37,25 @@ from kokpit.providers.controlplane import ORDER, ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.controlplane.releases import cluster_package
-from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
-from kokpit.runtime.resources import EVENTS, SECRETS, SERVICES
-from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, overlapping
+from kokpit.runtime import (
+    Client,
+    ClientConfig,
+    EventRecorder,
+    Forbidden,
+    LeaderElectionConfig,
+    Manager,
+    ManagerOptions,
+    NotFound,
+)
+from kokpit.runtime.resources import DEPLOYMENTS, EVENTS, LEASES, SECRETS, SERVICES
+from tests.e2e.operators import (
+    OperatorProcess,
+    api_seconds,
+    operator_process,
+    overlapping,
+    write_kubeconfig,
+)
+from tests.e2e.rbac import bind_namespaced, operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -57,27 +73,34 @@ def package(
 
 
 class Operator:
-    """The Cluster-Operator in this process (the crash test runs it as a process of its own,
-    :func:`cluster_operator`)."""
+    """The Cluster-Operator in this process, which a test can kill and start again: leader
+    elected on its Lease, like a deployed one, with the runtimes a test enables (the
+    ``process`` runtime is opt-in, as in ``kokpit operator cluster``)."""
 
     def __init__(
-        self, config: ClientConfig, root: Path, options: ClusterOptions | None = None
+        self,
+        config: ClientConfig,
+        root: Path,
+        runtimes: tuple[str, ...] = ("process", "kubernetes"),
+        options: ClusterOptions | None = None,
     ) -> None:
-        self.config, self.root = config, root
+        self.config, self.root, self.enabled = config, root, runtimes
         self.options = options or ClusterOptions(poll_interval=0.5)
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
 
     async def start(self) -> None:
         self.client = Client(self.config)
-        manager = Manager(self.client, ManagerOptions(health_port=None))
+        election = LeaderElectionConfig("kokpit-system", "kokpit-cluster-operator", "e2e")
+        manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
         recorder = EventRecorder(
             self.client, "kokpit.io/cluster-operator", "test", min_update_interval=0
         )
-        runtimes: dict[str, ControlPlaneRuntime] = {
+        available: dict[str, ControlPlaneRuntime] = {
             "process": ProcessRuntime(self.root),
             "kubernetes": KubernetesRuntime(self.client),
         }
+        runtimes = {name: available[name] for name in self.enabled}
         setup(manager, runtimes, recorder, self.options)
         self.task = asyncio.create_task(manager.start())
 
@@ -90,9 +113,24 @@ class Operator:
         await self.client.close()
 
 
+#: In the operator's environment, never in its components'.
+MARKER = "KOKPIT_TEST_SECRET"
+
+
 @pytest.fixture
-async def operator(local_cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[Operator]:
-    op = Operator(ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp")
+def identity(local_cluster: LocalCluster, kubectl: Kubectl, namespace: str) -> ClientConfig:
+    """The operator's service account, with exactly the permissions of
+    config/rbac/cluster-operator.yaml (its namespaced role bound in the test's namespace)."""
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    return operator_identity(kubectl, admin, "cluster-operator", [namespace])
+
+
+@pytest.fixture
+async def operator(
+    identity: ClientConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Operator]:
+    monkeypatch.setenv(MARKER, "xyz")  # like a token or cloud credentials of the operator
+    op = Operator(identity, tmp_path / "cp")
     await op.start()
     yield op
     await op.stop()
@@ -108,16 +146,16 @@ def process_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def cluster_operator(
-    local_cluster: LocalCluster, tmp_path: Path
+    identity: ClientConfig, tmp_path: Path
 ) -> AsyncIterator[OperatorProcess]:
     """The Cluster-Operator as a process of its own (``kokpit operator cluster``, process
-    runtime), for tests that SIGKILL it. Admin credentials for now (its RBAC is to come)."""
+    runtime) with the permissions of config/rbac/cluster-operator.yaml, for tests that
+    SIGKILL it."""
     root = process_root(tmp_path)
     args = ["--runtimes", "process", "--process-root", str(root)]
+    kubeconfig = write_kubeconfig(identity, tmp_path / "cluster-operator.kubeconfig")
     try:
-        with operator_process(
-            "cluster", local_cluster.kubeconfig, tmp_path / "cluster-operator.log", args
-        ) as op:
+        with operator_process("cluster", kubeconfig, tmp_path / "cluster-operator.log", args) as op:
             await op.start()
             yield op
     finally:
@@ -197,6 +235,12 @@ async def business_kubectl(
     return Kubectl(kubectl.binary, path)
 
 
+def environment_keys(pid: int) -> list[str]:
+    """The names of the variables in the environment process ``pid`` was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return sorted(item.split(b"=", 1)[0].decode() for item in environ if item)
+
+
 def version_of(k: Kubectl) -> str:
     return str(json.loads(k.run("get", "--raw", "/version"))["gitVersion"])
 
@@ -226,6 +270,12 @@ async def test_create_fail_roll_back_upgrade_and_delete(
     # Create: a real business API server, reachable with the admin kubeconfig Secret.
     obj = await until(client, namespace, "biz", running("v1.35.4"))
     assert obj["status"]["phase"] == "Running"
+    # Its components run with a minimal environment, not the operator's.
+    state = Supervisor(Layout(operator.root / obj["metadata"]["uid"])).state()
+    for name, entry in state["processes"].items():
+        keys = environment_keys(entry["pid"])
+        assert MARKER not in keys, f"{name} inherited the operator's environment"
+        assert keys == ["HOME", "PATH"], f"{name} got {keys}"
     biz = await business_kubectl(client, kubectl, namespace, "biz", tmp_path)
     assert version_of(biz) == "v1.35.4"
     biz.run("create", "configmap", "keep", "--from-literal=answer=42")
@@ -684,7 +734,7 @@ async def test_certificates_are_renewed_before_they_expire_and_rolled_out(
     them one at a time; the cluster keeps serving, with its data, on the new certificates."""
     options = ClusterOptions(poll_interval=0.5, leaf_validity_seconds=90)
     operator = Operator(
-        ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp", options
+        ClientConfig.from_kubeconfig(local_cluster.kubeconfig), tmp_path / "cp", options=options
     )
     await operator.start()
     tag = secrets.token_hex(3)
@@ -721,3 +771,130 @@ async def test_certificates_are_renewed_before_they_expire_and_rolled_out(
         await operator.stop()
         for directory in operator.root.glob("*"):
             Supervisor(Layout(directory)).stop_all()
+
+
+async def test_the_operators_identity_is_forbidden_what_it_does_not_need(
+    identity: ClientConfig, namespace: str
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "planted", "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "planted"}},
+            "template": {
+                "metadata": {"labels": {"app": "planted"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    async with Client(identity) as op:
+        # What it needs works (so the refusals below are RBAC's, not a broken token)...
+        with pytest.raises(NotFound):
+            await op.get(SECRETS, "no-such-secret", namespace=namespace)
+        await op.list(CLUSTERS)
+        # ...and what it does not need is refused.
+        with pytest.raises(Forbidden):  # Secrets only by name, only where Clusters are
+            await op.list(SECRETS)
+        with pytest.raises(Forbidden):
+            await op.get(SECRETS, "any", namespace="kube-system")
+        with pytest.raises(Forbidden):  # workloads only where Clusters are
+            await op.create(DEPLOYMENTS, deployment)
+        with pytest.raises(Forbidden):  # Machines are the Machine-Operator's
+            await op.list(MACHINES, namespace=namespace)
+        with pytest.raises(Forbidden):  # its own Lease only
+            await op.get(LEASES, "kokpit-machine-operator", namespace="kokpit-system")
+
+
+async def test_a_cluster_asking_for_a_disabled_runtime_is_told_which_flag_enables_it(
+    client: Client, identity: ClientConfig, namespace: str, tmp_path: Path
+) -> None:
+    # What `kokpit operator cluster` runs unless told otherwise: no process runtime.
+    op = Operator(identity, tmp_path / "cp", runtimes=("kubernetes",))
+    await op.start()
+    try:
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": "local", "namespace": namespace},
+                "spec": {"packageVersion": "any", "runtime": "process"},
+            },
+        )
+        obj = await until(
+            client,
+            namespace,
+            "local",
+            lambda o: cond(o, "ControlPlaneAvailable").get("reason") == "RuntimeNotEnabled",
+            seconds=60,
+        )
+        message = cond(obj, "ControlPlaneAvailable")["message"]
+        assert "process runtime is not enabled" in message
+        assert "--runtimes" in message
+        assert cond(obj, "Upgrading")["reason"] == "RuntimeNotEnabled"
+        assert cond(obj, "Ready")["status"] == "False"
+        assert not op.root.exists() or not list(op.root.iterdir()), "nothing was started"
+        with pytest.raises(NotFound):  # nor made for it
+            await client.get(SECRETS, "local-pki", namespace=namespace)
+        events = (await client.list(EVENTS, namespace=namespace)).items
+        assert any(e["reason"] == "RuntimeNotEnabled" for e in events)
+        # Nothing was ever applied: it can be deleted without the runtime.
+        await deleted(client, namespace, "local")
+    finally:
+        await op.stop()
+
+
+async def test_a_namespace_the_operator_is_not_bound_in_is_a_condition_naming_the_role(
+    client: Client, kubectl: Kubectl, operator: Operator
+) -> None:
+    tag = secrets.token_hex(3)
+    unbound = f"unbound-{tag}"
+    kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": unbound}}])
+    try:
+        await client.create(PACKAGE_VERSIONS, package(f"p-{tag}", Release("v1.36.3")))
+        await client.create(
+            CLUSTERS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Cluster",
+                "metadata": {"name": "elsewhere", "namespace": unbound},
+                "spec": {"packageVersion": f"p-{tag}", "runtime": "kubernetes"},
+            },
+        )
+        obj = await until(
+            client,
+            unbound,
+            "elsewhere",
+            lambda o: cond(o, "ControlPlaneAvailable").get("reason") == "Forbidden",
+            seconds=60,
+        )
+        message = cond(obj, "ControlPlaneAvailable")["message"]
+        assert f"may not manage Secrets and workloads in namespace {unbound}" in message
+        assert "kokpit-cluster-operator-namespaced" in message
+        # The admin does what the message says, and the Cluster goes on.
+        bind_namespaced(kubectl, "cluster-operator", unbound)
+        await until(
+            client,
+            unbound,
+            "elsewhere",
+            lambda o: bool(o["status"].get("step") or o["status"].get("packageVersion")),
+            seconds=60,
+        )
+        await client.get(SECRETS, "elsewhere-pki", namespace=unbound)
+        # Deleting the namespace deletes the RoleBinding with everything else, maybe first
+        # (as here): the Cluster must not be stuck on a finalizer its operator cannot run.
+        kubectl.run("delete", "rolebinding", "kokpit-cluster-operator", "-n", unbound)
+        kubectl.run("delete", "namespace", unbound, "--wait=false")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            try:
+                await client.get(CLUSTERS, "elsewhere", namespace=unbound)
+            except NotFound:
+                break
+            assert loop.time() < deadline, "the Cluster of a deleted namespace was never let go"
+            await asyncio.sleep(0.5)
+        await client.delete(PACKAGE_VERSIONS, f"p-{tag}")
+    finally:
+        kubectl.run("delete", "namespace", unbound, "--wait=false", "--ignore-not-found")

@@ -21,24 +21,26 @@ import pytest
 
 from fixtures.business import BusinessCluster, business_cluster
 from kokpit.api.conditions import get
+from kokpit.api.v1alpha1 import CLUSTERS, MACHINES
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
-from kokpit.api.v1alpha1 import MACHINES
 from kokpit.controllers.machine import MachineOperator, MachineOptions, setup
 from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.runtime import (
+    AlreadyExists,
     Client,
     ClientConfig,
     EventRecorder,
     Forbidden,
+    LeaderElectionConfig,
     Manager,
     ManagerOptions,
     NotFound,
     Resource,
 )
-from kokpit.runtime.resources import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS
+from kokpit.runtime.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
 from tests.e2e.hosts import SimulatedHost
 from tests.e2e.operators import (
     OperatorProcess,
@@ -47,7 +49,7 @@ from tests.e2e.operators import (
     overlapping,
     write_kubeconfig,
 )
-from tests.e2e.rbac import apply_rbac, service_account
+from tests.e2e.rbac import apply_rbac, bind_namespaced, operator_identity, service_account
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
 NS = "machines-e2e"
@@ -86,21 +88,26 @@ def hosts(ssh_hosts: list[SimulatedHost]) -> list[SimulatedHost]:
 
 class Operator:
     """The Machine-Operator in this process (the crash tests run it as a process of its own,
-    :func:`machine_operator`)."""
+    :func:`machine_operator`): leader elected on its Lease, like a deployed one, with the
+    executors a test enables (the ``sim`` executor is opt-in, as in ``kokpit operator
+    machine``)."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, executors: tuple[str, ...] = ("ssh", "sim")) -> None:
         self.config = config
+        self.enabled = executors
         self.sim = SimExecutor()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.client = Client(self.config)
-        manager = Manager(self.client, ManagerOptions(health_port=None))
+        election = LeaderElectionConfig("kokpit-system", "kokpit-machine-operator", "e2e")
+        manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
         recorder = EventRecorder(
             self.client, "kokpit.io/machine-operator", "test", min_update_interval=0
         )
         self.ssh = SSHExecutor(connect_timeout=3)
-        executors: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
+        available: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
+        executors = {name: available[name] for name in self.enabled}
         options = MachineOptions(min_backoff=0.5, max_backoff=3, retry_interval=1)
         self.reconciler: MachineOperator = setup(manager, executors, recorder, options)
         self.task = asyncio.create_task(manager.start())
@@ -116,13 +123,16 @@ class Operator:
 
 
 @pytest.fixture
-async def operator(
-    local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster
-) -> AsyncIterator[Operator]:
-    """The operator with the permissions of config/rbac/machine-operator.yaml."""
-    apply_rbac(kubectl, "machine-operator")
+def identity(local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster) -> ClientConfig:
+    """The operator's service account, with exactly the permissions of
+    config/rbac/machine-operator.yaml (its namespaced role bound in the Machines' namespace)."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    op = Operator(service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator"))
+    return operator_identity(kubectl, admin, "machine-operator", [NS])
+
+
+@pytest.fixture
+async def operator(identity: ClientConfig) -> AsyncIterator[Operator]:
+    op = Operator(identity)
     await op.start()
     yield op
     await op.stop()
@@ -130,14 +140,11 @@ async def operator(
 
 @pytest.fixture
 async def machine_operator(
-    local_cluster: LocalCluster, kubectl: Kubectl, biz: BusinessCluster, tmp_path: Path
+    identity: ClientConfig, tmp_path: Path
 ) -> AsyncIterator[OperatorProcess]:
     """The operator as a process of its own (``kokpit operator machine``), with the
     permissions of config/rbac/machine-operator.yaml, for tests that SIGKILL it."""
-    apply_rbac(kubectl, "machine-operator")
-    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    config = service_account(kubectl, admin, "kokpit-system", "kokpit-machine-operator")
-    kubeconfig = write_kubeconfig(config, tmp_path / "machine-operator.kubeconfig")
+    kubeconfig = write_kubeconfig(identity, tmp_path / "machine-operator.kubeconfig")
     with operator_process("machine", kubeconfig, tmp_path / "machine-operator.log") as op:
         await op.start()
         yield op
@@ -245,12 +252,16 @@ async def create_machine(
 
 
 async def wait_machine(
-    client: Client, name: str, done: Callable[[Object], bool], within: float = 60
+    client: Client,
+    name: str,
+    done: Callable[[Object], bool],
+    within: float = 60,
+    namespace: str = NS,
 ) -> Object:
     deadline = time.monotonic() + within
     obj: Object = {}
     while time.monotonic() < deadline:
-        obj = await client.get(MACHINES, name, namespace=NS)
+        obj = await client.get(MACHINES, name, namespace=namespace)
         if done(obj):
             return obj
         await asyncio.sleep(0.2)
@@ -319,18 +330,20 @@ def concurrent_runs(host_runs: list[Run]) -> dict[str, list[tuple[Run, Run]]]:
     return clashes
 
 
-async def delete_machine(client: Client, name: str) -> None:
+async def delete_machine(client: Client, name: str, namespace: str = NS) -> None:
     """Delete a Machine and wait until its finalizer has run and it is gone."""
     with contextlib.suppress(NotFound):
-        await client.delete(MACHINES, name, namespace=NS)
-    await gone(client, MACHINES, name, within=60)
+        await client.delete(MACHINES, name, namespace=namespace)
+    await gone(client, MACHINES, name, within=60, namespace=namespace)
 
 
-async def gone(client: Client, resource: Resource, name: str, within: float = 30) -> None:
+async def gone(
+    client: Client, resource: Resource, name: str, within: float = 30, namespace: str = NS
+) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            await client.get(resource, name, namespace=NS)
+            await client.get(resource, name, namespace=namespace)
         except NotFound:
             return
         await asyncio.sleep(0.2)
@@ -1173,3 +1186,116 @@ async def test_config_keys_colliding_as_variables_are_refused_before_any_step(
     # Every step takes its package's lock on the host first: none ran, not even a check.
     assert not (host.root / "var").exists()
     await delete_machine(client, "colliding")
+
+
+async def test_the_operators_identity_is_forbidden_what_it_does_not_need(
+    identity: ClientConfig, client: Client
+) -> None:
+    other_lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "someone-else", "namespace": "kokpit-system"},
+        "spec": {"holderIdentity": "someone"},
+    }
+    with contextlib.suppress(AlreadyExists):
+        await client.create(LEASES, other_lease)
+    async with Client(identity) as op:
+        # What it needs works (so the refusals below are RBAC's, not a broken token)...
+        with pytest.raises(NotFound):
+            await op.get(SECRETS, "no-such-secret", namespace=NS)
+        await op.list(CONFIGMAPS, label_selector="kokpit.io/node-conditions=true")
+        # ...and what it does not need is refused.
+        with pytest.raises(Forbidden):  # Secrets outside the Machines' namespaces
+            await op.get(SECRETS, "any", namespace="kube-system")
+        with pytest.raises(Forbidden):  # nor listing every Secret
+            await op.list(SECRETS)
+        with pytest.raises(Forbidden):  # ConfigMaps only where Machines are
+            await op.create(
+                CONFIGMAPS,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "planted", "namespace": "kube-system"},
+                },
+            )
+        lease = await client.get(LEASES, "someone-else", namespace="kokpit-system")
+        lease["spec"]["holderIdentity"] = "kokpit-machine-operator"
+        with pytest.raises(Forbidden):  # its own Lease only
+            await op.replace(LEASES, lease)
+        with pytest.raises(Forbidden):
+            await op.get(LEASES, "kokpit-cluster-operator", namespace="kokpit-system")
+        with pytest.raises(Forbidden):  # Clusters are read, never written
+            await op.patch(CLUSTERS, "biz", {"metadata": {"labels": {"x": "y"}}}, namespace=NS)
+    await client.delete(LEASES, "someone-else", namespace="kokpit-system")
+
+
+async def test_a_machine_asking_for_a_disabled_executor_is_told_which_flag_enables_it(
+    identity: ClientConfig, client: Client, business: Client
+) -> None:
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    ssh_only = Operator(identity, executors=("ssh",))  # what `kokpit operator machine` runs
+    await ssh_only.start()
+    try:
+        await create_machine(client, "wants-sim", "e2e-node")  # spec.executor: sim
+        obj = await wait_machine(
+            client,
+            "wants-sim",
+            lambda o: condition(o, "Ready").get("reason") == "ExecutorNotEnabled",
+        )
+        assert not condition(obj, "HostReachable"), "a set-up mistake, not an unreachable host"
+        message = condition(obj, "Ready")["message"]
+        assert "sim executor is not enabled" in message
+        assert "--executors" in message
+        assert not is_ready(obj)
+        assert not obj["status"].get("nodeName")
+        assert ssh_only.sim.hosts == {}, "no step ran on the disabled executor"
+        with pytest.raises(NotFound):
+            await business.get(NODES, "wants-sim")
+    finally:
+        await ssh_only.stop()
+    # The admin follows the message: the same Machine now goes through.
+    enabled = Operator(identity, executors=("ssh", "sim"))
+    await enabled.start()
+    try:
+        await wait_machine(client, "wants-sim", is_ready)
+        await delete_machine(client, "wants-sim")
+    finally:
+        await enabled.stop()
+
+
+async def test_a_namespace_the_operator_is_not_bound_in_is_a_condition_naming_the_role(
+    operator: Operator,
+    client: Client,
+    kubectl: Kubectl,
+    namespace: str,
+    hosts: list[SimulatedHost],
+) -> None:
+    host = hosts[1]
+    await client.apply(
+        PACKAGE_VERSIONS, package_version("e2e-plain", package("base", "1")), field_manager="test"
+    )
+    secret = ssh_secret("elsewhere", host)
+    secret["metadata"]["namespace"] = namespace
+    await client.apply(SECRETS, secret, field_manager="test")
+    obj = machine("elsewhere", "e2e-plain", host)
+    obj["metadata"]["namespace"] = namespace
+    await client.create(MACHINES, obj)
+    found = await wait_machine(
+        client,
+        "elsewhere",
+        lambda o: condition(o, "HostReachable").get("reason") == "Forbidden",
+        namespace=namespace,
+    )
+    message = condition(found, "HostReachable")["message"]
+    assert f"may not read Secrets in namespace {namespace}" in message
+    assert "kokpit-machine-operator-namespaced" in message
+    assert steps(host) == []
+    # The admin does what the message says, and the Machine goes through.
+    bind_namespaced(kubectl, "machine-operator", namespace)
+    await wait_machine(client, "elsewhere", is_ready, namespace=namespace)
+    assert installed(host, "base") == "1"
+    await delete_machine(client, "elsewhere", namespace=namespace)

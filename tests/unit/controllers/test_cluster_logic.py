@@ -1,6 +1,12 @@
 import pytest
 
-from kokpit.controllers.cluster.phases import DEFAULT_DEADLINE_S, SPEC_KEYS, deadline, plan_for
+from kokpit.controllers.cluster.phases import (
+    DEFAULT_DEADLINE_S,
+    SPEC_KEYS,
+    applied_anything,
+    deadline,
+    plan_for,
+)
 from kokpit.controllers.cluster.skew import skew_error
 from kokpit.local.components import Health
 from kokpit.providers.controlplane import DEFAULT_PROBES, ComponentPlan, Probe
@@ -72,3 +78,20 @@ def test_the_probe_reaches_the_process_health_url_and_the_pod_readiness_probe() 
     probe = _readiness_probe(ComponentPlan("kube-scheduler", "v1.36.3", probe=Probe("/livez", 7)))
     assert probe["httpGet"] == {"path": "/livez", "port": 10259, "scheme": "HTTPS"}
     assert probe["timeoutSeconds"] == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "applied"),
+    [
+        ({}, False),  # new: nothing recorded, nothing made
+        ({"phase": "Pending", "conditions": [{"type": "Ready"}]}, False),
+        ({"step": {"component": "etcd"}}, True),  # recorded before it is made
+        ({"packageVersion": "v1"}, True),
+        ({"failedPackageVersion": "v2"}, True),
+        ({"history": [{"packageVersion": "v1"}]}, True),
+    ],
+)
+def test_only_a_status_without_steps_says_no_runtime_made_anything(
+    status: dict[str, object], applied: bool
+) -> None:
+    assert applied_anything(status) == applied

@@ -3,7 +3,11 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from kokpit.local import process
+from kokpit.local.components import Component, Health, Layout
+from kokpit.local.supervisor import Supervisor
 
 
 def wait_dead(ref: process.ProcessRef, timeout: float = 5.0) -> bool:
@@ -62,3 +66,30 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert process.tail(log, 3).splitlines() == ["line 99997", "line 99998", "line 99999"]
     assert process.tail(tmp_path / "absent.log") == ""
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` runs with (read as /proc shows it: empty for the moment the
+    process is still being exec'd, so read until it is there)."""
+    deadline = time.monotonic() + 5
+    while not (raw := Path(f"/proc/{pid}/environ").read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if item)
+
+
+def test_a_component_gets_a_minimal_environment_not_its_starters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOKPIT_TEST_SECRET", "xyz")
+    monkeypatch.setenv("KUBECONFIG", "/home/admin/.kube/config")
+    layout = Layout(tmp_path / "cp")
+    ref = Supervisor(layout).start(Component("sleeper", ["/bin/sleep", "30"], Health("")))
+    try:
+        assert environ_of(ref.pid) == {"PATH": process.SYSTEM_PATH, "HOME": str(layout.root)}
+    finally:
+        process.stop(ref)
+    ref = process.spawn(["/bin/sleep", "30"], tmp_path / "x.log")
+    try:
+        assert environ_of(ref.pid) == {"PATH": process.SYSTEM_PATH}
+    finally:
+        process.stop(ref)
