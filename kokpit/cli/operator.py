@@ -2,7 +2,7 @@
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--leader-elect] [--health-port N]
-    kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]]
+    kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
@@ -77,6 +77,14 @@ def register(sub: Any) -> None:
         default=("ssh",),
         help="executors to enable, of ssh,sim (default: ssh; sim registers simulated Nodes "
         "and must be asked for)",
+    )
+    m.add_argument(
+        "--kwok-nodes",
+        type=_names("ssh", "sim"),
+        default=("sim",),
+        help="executors whose hosts run no kubelet, so kokpit registers their Nodes for KWOK "
+        "(default: sim; test hosts over ssh add ssh). Other hosts' Nodes come from their "
+        "own kubelet",
     )
     m.add_argument("--sim-latency", type=float, default=0.0, help="seconds per simulated step")
     m.add_argument(
@@ -154,7 +162,8 @@ async def _machine(args: argparse.Namespace) -> None:
             cluster_qps=args.cluster_qps,
             cluster_burst=int(args.cluster_qps * 2),
         )
-        reconciler = machine.setup(manager, executors, recorder, options)
+        registrars = machine.node_registrars(executors, kwok=set(args.kwok_nodes))
+        reconciler = machine.setup(manager, executors, recorder, options, registrars)
         try:
             await manager.start()
         finally:

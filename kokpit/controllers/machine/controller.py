@@ -16,7 +16,7 @@ published on a node, failure counts) only saves work: a restarted operator does 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES
@@ -28,7 +28,7 @@ from kokpit.controllers.machine.node import NodePhases
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Executor
-from kokpit.providers.machine.kubelet import KwokKubelet, NodeRegistrar
+from kokpit.providers.machine.kubelet import HostKubelet, KwokKubelet, NodeRegistrar
 from kokpit.runtime import (
     ClusterCache,
     ClusterCacheOptions,
@@ -80,7 +80,7 @@ class MachineOperator:
             manager.client,
             self.cluster_cache,
             self.condition_configmaps.store,
-            registrars or _kwok_for(executors),
+            registrars or node_registrars(executors, kwok={"sim"}),
             options,
         )
         drain = DrainPhases(self.cluster_cache, self.clusters.store, options)
@@ -110,10 +110,12 @@ class MachineOperator:
         await self.cluster_cache.close()
 
 
-def _kwok_for(executors: Mapping[str, Executor]) -> dict[str, NodeRegistrar]:
-    """Until a real host's own kubelet registers its Node (the kube-on-kube work), every
-    executor's nodes are registered by the KWOK stand-in."""
-    return {name: KwokKubelet() for name in executors}
+def node_registrars(
+    executors: Mapping[str, Executor], *, kwok: Set[str]
+) -> dict[str, NodeRegistrar]:
+    """How each executor's Nodes come to be: registered by kokpit for KWOK (``kwok``: hosts
+    that run no kubelet, such as simulated ones), or by the host's own kubelet."""
+    return {name: KwokKubelet() if name in kwok else HostKubelet() for name in executors}
 
 
 def setup(
@@ -124,8 +126,8 @@ def setup(
     registrars: Mapping[str, NodeRegistrar] | None = None,
 ) -> MachineOperator:
     """Create the Machine-Operator's controller and its watches on ``manager``.
-    ``registrars`` says, per executor, how a Machine's Node comes to be (default: the KWOK
-    stand-in for every executor)."""
+    ``registrars`` says, per executor, how a Machine's Node comes to be (default: registered
+    for KWOK with the ``sim`` executor, by the host's own kubelet with the others)."""
     options = options or MachineOptions()
     operator = MachineOperator(manager, executors, recorder, options, registrars)
     machines = operator.machines

@@ -13,7 +13,12 @@ from kokpit.api.conditions import now
 from kokpit.controllers.machine import gates, nodewatch, status
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
-from kokpit.providers.machine.kubelet import NodeRegistrar, NodeTaken, Registration
+from kokpit.providers.machine.kubelet import (
+    NodeNotRegistered,
+    NodeRegistrar,
+    NodeTaken,
+    Registration,
+)
 from kokpit.runtime import (
     Client,
     ClusterCache,
@@ -59,6 +64,10 @@ class NodePhases:
         if not self._joined(scope):
             try:
                 node = await self._register(scope, client)
+            except NodeNotRegistered as e:
+                scope.node_problem = ("WaitingForKubelet", str(e))
+                scope.requeue(self._options.retry_interval)
+                return False
             except NodeTaken as e:
                 scope.node_problem = ("NodeNameTaken", str(e))
                 scope.event("Warning", "NodeNameTaken", str(e))

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from kokpit.local.components import KWOK_NODE_ANNOTATION
 from kokpit.local.nodes import CAPACITY
-from kokpit.runtime import AlreadyExists, Client
+from kokpit.runtime import AlreadyExists, Client, NotFound
 from kokpit.runtime.resources import NODES
 
 #: On every Node a Machine registered: the Machine's namespace/name.
@@ -34,6 +34,10 @@ class NodeTaken(Exception):
     """A Node of that name exists and is not this Machine's: kokpit leaves it alone."""
 
 
+class NodeNotRegistered(Exception):
+    """The host's own kubelet has not registered its Node yet."""
+
+
 class NodeRegistrar(Protocol):
     """How a Machine's Node comes to be in its business cluster: a choice of the executor.
     KWOK registers simulated hosts' nodes; a real host's kubelet registers its own."""
@@ -46,6 +50,37 @@ def owned_by(node: Mapping[str, Any], machine: str) -> bool:
     gated, drained and deleted by kokpit."""
     annotations = node.get("metadata", {}).get("annotations") or {}
     return bool(annotations.get(MACHINE_ANNOTATION) == machine)
+
+
+class HostKubelet:
+    """A real host's Node comes from its own kubelet (installed by the Machine's package
+    version, registering with ``--register-with-taints``): kokpit waits for it, and adopts it
+    once it carries the Machine's address, by annotating it as the Machine's."""
+
+    async def register(self, client: Client, node: Registration) -> dict[str, Any]:
+        try:
+            found = await client.get(NODES, node.name)
+        except NotFound:
+            raise NodeNotRegistered(
+                f"waiting for the kubelet on {node.address} to register Node {node.name}"
+            ) from None
+        if owned_by(found, node.machine):
+            return found
+        addresses = (found.get("status") or {}).get("addresses") or []
+        if not any(a.get("address") == node.address for a in addresses):
+            raise NodeTaken(
+                f"Node {node.name} does not report the Machine's address {node.address}; "
+                f"kokpit will not adopt, drain or delete it"
+            )
+        patch = {
+            "metadata": {
+                "resourceVersion": found["metadata"]["resourceVersion"],
+                "annotations": {MACHINE_ANNOTATION: node.machine},
+                "labels": dict(node.labels),
+            }
+        }
+        adopted: dict[str, Any] = await client.patch(NODES, node.name, patch)
+        return adopted
 
 
 class KwokKubelet:

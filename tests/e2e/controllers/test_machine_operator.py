@@ -23,7 +23,7 @@ from fixtures.business import BusinessCluster, business_cluster
 from kokpit.api.conditions import get
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINES
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
-from kokpit.controllers.machine import MachineOperator, MachineOptions, setup
+from kokpit.controllers.machine import MachineOperator, MachineOptions, node_registrars, setup
 from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
@@ -92,9 +92,16 @@ class Operator:
     executors a test enables (the ``sim`` executor is opt-in, as in ``kokpit operator
     machine``)."""
 
-    def __init__(self, config: ClientConfig, executors: tuple[str, ...] = ("ssh", "sim")) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        executors: tuple[str, ...] = ("ssh", "sim"),
+        kwok_nodes: tuple[str, ...] = ("ssh", "sim"),
+    ) -> None:
         self.config = config
         self.enabled = executors
+        #: The test hosts run no kubelet: by default their Nodes are registered for KWOK.
+        self.kwok_nodes = kwok_nodes
         self.sim = SimExecutor()
         self.task: asyncio.Task[None] | None = None
 
@@ -109,7 +116,8 @@ class Operator:
         available: dict[str, Executor] = {"ssh": self.ssh, "sim": self.sim}
         executors = {name: available[name] for name in self.enabled}
         options = MachineOptions(min_backoff=0.5, max_backoff=3, retry_interval=1)
-        self.reconciler: MachineOperator = setup(manager, executors, recorder, options)
+        registrars = node_registrars(executors, kwok=set(self.kwok_nodes))
+        self.reconciler: MachineOperator = setup(manager, executors, recorder, options, registrars)
         self.task = asyncio.create_task(manager.start())
 
     async def stop(self) -> None:
@@ -145,7 +153,8 @@ async def machine_operator(
     """The operator as a process of its own (``kokpit operator machine``), with the
     permissions of config/rbac/machine-operator.yaml, for tests that SIGKILL it."""
     kubeconfig = write_kubeconfig(identity, tmp_path / "machine-operator.kubeconfig")
-    with operator_process("machine", kubeconfig, tmp_path / "machine-operator.log") as op:
+    args = ["--kwok-nodes", "ssh"]  # the test hosts run no kubelet
+    with operator_process("machine", kubeconfig, tmp_path / "machine-operator.log", args) as op:
         await op.start()
         yield op
 
@@ -1299,3 +1308,68 @@ async def test_a_namespace_the_operator_is_not_bound_in_is_a_condition_naming_th
     await wait_machine(client, "elsewhere", is_ready, namespace=namespace)
     assert installed(host, "base") == "1"
     await delete_machine(client, "elsewhere", namespace=namespace)
+
+
+async def test_a_real_hosts_node_comes_from_its_own_kubelet_and_is_adopted(
+    identity: ClientConfig, client: Client, business: Client, hosts: list[SimulatedHost]
+) -> None:
+    """With the product's default, an ssh host's Node is its kubelet's: the Machine waits
+    for it, adopts it once it carries the Machine's address, and gates it; a Node of that
+    name with another address is somebody else's."""
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    operator = Operator(identity, executors=("ssh",), kwok_nodes=())
+    await operator.start()
+    host, other = hosts[0], hosts[1]
+
+    def kubelet_node(name: str, address: str) -> Object:
+        """What the host's kubelet registers (here KWOK keeps it Ready)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+            "spec": {"taints": [{"key": "kokpit.io/not-ready", "effect": "NoSchedule"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+        }
+
+    try:
+        await create_machine(client, "own-kubelet", "e2e-node", host)
+        obj = await wait_machine(
+            client,
+            "own-kubelet",
+            lambda o: condition(o, "NodeJoined").get("reason") == "WaitingForKubelet",
+        )
+        assert f"kubelet on {host.address}" in condition(obj, "NodeJoined")["message"]
+        with pytest.raises(NotFound):  # kokpit registered nothing itself
+            await business.get(NODES, "own-kubelet")
+        node = await business.create(NODES, kubelet_node("own-kubelet", host.address))
+        await business.patch(NODES, "own-kubelet", {"status": node["status"]}, subresource="status")
+        obj = await wait_machine(client, "own-kubelet", is_ready)
+        assert obj["status"]["nodeName"] == "own-kubelet"
+        adopted = await business.get(NODES, "own-kubelet")
+        assert adopted["metadata"]["annotations"]["kokpit.io/machine"] == f"{NS}/own-kubelet"
+        assert adopted["metadata"]["labels"]["kokpit.io/test"] == "machines"
+        assert not tainted(adopted), "no gates: the node is schedulable"
+
+        await create_machine(client, "not-its-node", "e2e-node", other)
+        stranger = await business.create(NODES, kubelet_node("not-its-node", "10.9.9.9"))
+        await business.patch(
+            NODES, "not-its-node", {"status": stranger["status"]}, subresource="status"
+        )
+        obj = await wait_machine(
+            client,
+            "not-its-node",
+            lambda o: condition(o, "NodeJoined").get("reason") == "NodeNameTaken",
+        )
+        assert "does not report the Machine's address" in condition(obj, "NodeJoined")["message"]
+        for name in ("own-kubelet", "not-its-node"):
+            await delete_machine(client, name)
+        with pytest.raises(NotFound):  # its own node goes with it
+            await business.get(NODES, "own-kubelet")
+        await business.get(NODES, "not-its-node")  # the stranger stays
+        await business.delete(NODES, "not-its-node")
+    finally:
+        await operator.stop()
