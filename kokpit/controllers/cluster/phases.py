@@ -194,9 +194,7 @@ class ClusterPhases:
             try:
                 return await self._step(scope, runtime, plan, target, health.plan, health.detail)
             except PlanError as e:
-                scope.blocked = (e.reason, str(e))
-                scope.event("Warning", e.reason, str(e))
-                scope.requeue(self._options.failed_retry_interval)
+                self._block(scope, e.reason, str(e))
                 return False
         self._all_healthy(scope, target)
         return True
@@ -347,10 +345,14 @@ class ClusterPhases:
                 f"the {kind} runtime is not enabled in this operator (enabled: {enabled}); "
                 f"start it with --runtimes including {kind}"
             )
-            scope.blocked = ("RuntimeNotEnabled", message)
-            scope.event("Warning", "RuntimeNotEnabled", message)
-            scope.requeue(self._options.failed_retry_interval)
+            self._block(scope, "RuntimeNotEnabled", message)
         return runtime
+
+    def _block(self, scope: ClusterScope, reason: str, message: str) -> None:
+        """Something a person must change: a condition, an Event, and a slow retry."""
+        scope.blocked = (reason, message)
+        scope.event("Warning", reason, message)
+        scope.requeue(self._options.failed_retry_interval)
 
     async def _owned_secret(self, scope: ClusterScope, name: str) -> Object | None:
         """The Secret ``name`` if the Cluster owns it, None if there is none, and
@@ -365,9 +367,7 @@ class ClusterPhases:
             f"Secret {name} exists and is not owned by this Cluster; kokpit will not use, "
             f"change or delete it. Delete or rename it, or give the Cluster another name"
         )
-        scope.blocked = ("SecretNotOwned", message)
-        scope.event("Warning", "SecretNotOwned", message)
-        scope.requeue(self._options.failed_retry_interval)
+        self._block(scope, "SecretNotOwned", message)
         return _NOT_OURS
 
     def _step_failed(self, scope: ClusterScope, name: str, version: str, detail: str) -> None:

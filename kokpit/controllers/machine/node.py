@@ -68,14 +68,10 @@ class NodePhases:
                 scope.node_problem = ("WaitingForKubelet", str(e))
                 scope.requeue(self._options.retry_interval)
                 return False
-            except NodeTaken as e:
-                scope.node_problem = ("NodeNameTaken", str(e))
-                scope.event("Warning", "NodeNameTaken", str(e))
-                scope.requeue(self._options.max_backoff)
-                return False
-            except ConfigMapTaken as e:
-                scope.node_problem = ("ConditionConfigMapTaken", str(e))
-                scope.event("Warning", "ConditionConfigMapTaken", str(e))
+            except (NodeTaken, ConfigMapTaken) as e:  # somebody else's: a person decides
+                reason = "NodeNameTaken" if isinstance(e, NodeTaken) else "ConditionConfigMapTaken"
+                scope.node_problem = (reason, str(e))
+                scope.event("Warning", reason, str(e))
                 scope.requeue(self._options.max_backoff)
                 return False
         reports, problems = gates.parse(self._configmaps.get(scope.key))
