@@ -65,7 +65,7 @@ class NodePhases:
             try:
                 node = await self._register(scope, client)
             except NodeNotRegistered as e:
-                scope.node_problem = ("WaitingForKubelet", str(e))
+                scope.node_problem = ("NodeNotRegistered", str(e))
                 scope.requeue(self._options.retry_interval)
                 return False
             except (NodeTaken, ConfigMapTaken) as e:  # somebody else's: a person decides

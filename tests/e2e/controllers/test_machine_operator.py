@@ -1340,7 +1340,7 @@ async def test_a_real_hosts_node_comes_from_its_own_kubelet_and_is_adopted(
         obj = await wait_machine(
             client,
             "own-kubelet",
-            lambda o: condition(o, "NodeJoined").get("reason") == "WaitingForKubelet",
+            lambda o: condition(o, "NodeJoined").get("reason") == "NodeNotRegistered",
         )
         assert f"kubelet on {host.address}" in condition(obj, "NodeJoined")["message"]
         with pytest.raises(NotFound):  # kokpit registered nothing itself
