@@ -79,6 +79,7 @@ bench: assets $(BENCH_STAMP)
 	$(PY) -m bench.local
 	$(PY) -m bench.runtime
 	$(PY) -m bench.cluster
+	$(PY) -m bench.clustercache
 
 # Re-pin dependencies after editing pyproject.toml.
 lock: $(STAMP)
