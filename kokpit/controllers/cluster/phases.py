@@ -51,6 +51,7 @@ from kokpit.runtime import (
     controlled_by,
     owner_reference,
 )
+from kokpit.runtime.client import NO_RETRY
 from kokpit.runtime.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, SECRETS
 from kokpit.runtime.store import Store
 
@@ -288,7 +289,10 @@ class ClusterPhases:
             user_agent="kokpit-cluster-operator",
         )
         try:
-            async with Client(admin) as business:
+            # One attempt each, bounded: an API server that does not answer (yet) must not
+            # hold a worker; the next reconcile tries again.
+            async with Client(admin, retry=NO_RETRY) as business:
+                await business.probe(seconds=5)
                 for obj in access.rbac():
                     resource = CLUSTERROLES if obj["kind"] == "ClusterRole" else CLUSTERROLEBINDINGS
                     await business.apply(resource, obj, field_manager=self._options.field_manager)

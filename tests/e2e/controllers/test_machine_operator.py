@@ -1326,11 +1326,12 @@ async def test_a_real_hosts_node_comes_from_its_own_kubelet_and_is_adopted(
     host, other = hosts[0], hosts[1]
 
     def kubelet_node(name: str, address: str) -> Object:
-        """What the host's kubelet registers (here KWOK keeps it Ready)."""
+        """What the host's kubelet registers (not KWOK's to play: KWOK would put its own
+        address on it)."""
         return {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+            "metadata": {"name": name},
             "spec": {"taints": [{"key": "kokpit.io/not-ready", "effect": "NoSchedule"}]},
             "status": {"addresses": [{"type": "InternalIP", "address": address}]},
         }
