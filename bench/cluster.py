@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from bench.interrupt import stop_on_sigterm
 from fixtures.samples import cluster
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
@@ -215,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--clusters", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=100)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine as machine_info
+from bench.interrupt import stop_on_sigterm
 from fixtures.samples import cluster as cluster_manifest
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import CLUSTERS, KINDS
@@ -236,6 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--counts", default="1,4", help="two cluster counts, for the slope")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from bench.interrupt import stop_on_sigterm
 from kokpit.local import RELEASES, Assets, Kubectl, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.local.assets import read_manifest, release_dir
@@ -55,6 +56,7 @@ def timed_up(cluster: LocalCluster, assets: Assets) -> float:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=60.0, help="idle seconds before measuring")

@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import machine as machine_info
 from bench.cluster import proc_stats, ready
+from bench.interrupt import stop_on_sigterm
 from fixtures.business import business_cluster
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import KINDS, MACHINES
@@ -262,6 +263,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--machines", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=200)

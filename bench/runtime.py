@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from bench.interrupt import stop_on_sigterm
 from fixtures.samples import WIDGETS, widget, widget_crd
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
 from kokpit.pki import ADMIN
@@ -219,6 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--edits", type=int, default=1_000)
