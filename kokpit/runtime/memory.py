@@ -16,20 +16,26 @@ T = TypeVar("T", bound=Hashable)
 
 
 class Recently(Generic[T]):
-    """Remembers a value per key for ``ttl`` seconds: "this process already did *value* for
-    *key* lately", so the work can be skipped until the value changes or the time is up."""
+    """Remembers a value per key for ``ttl`` seconds (or the ttl given with it): "this process
+    already did *value* for *key* lately", so the work can be skipped until the value changes
+    or the time is up."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._seen: dict[str, tuple[T, float]] = {}
+        self._seen: dict[str, tuple[T, float]] = {}  # value, when it expires
 
-    def remember(self, key: str, value: T) -> None:
-        self._seen[key] = (value, self._clock())
+    def remember(self, key: str, value: T, ttl: float | None = None) -> None:
+        self._seen[key] = (value, self._clock() + (self._ttl if ttl is None else ttl))
 
     def holds(self, key: str, value: T) -> bool:
         seen = self._seen.get(key)
-        return seen is not None and seen[0] == value and self._clock() - seen[1] < self._ttl
+        return seen is not None and seen[0] == value and self._clock() < seen[1]
+
+    def left(self, key: str) -> float:
+        """Seconds until what is remembered for ``key`` expires (0 if nothing is)."""
+        seen = self._seen.get(key)
+        return max(0.0, seen[1] - self._clock()) if seen is not None else 0.0
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)

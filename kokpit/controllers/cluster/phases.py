@@ -30,7 +30,7 @@ from kokpit.controllers.cluster import access
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
-from kokpit.pki import MACHINE_OPERATOR
+from kokpit.pki import ADMIN, MACHINE_OPERATOR, Identity
 from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
     ORDER,
@@ -95,6 +95,9 @@ class ClusterPhases:
         self._packages = packages
         self._runtimes = runtimes
         self._options = options
+        #: PKI Secrets (by resourceVersion) found complete with no leaf due, until one is: the
+        #: check writes and parses every certificate, too much for every reconcile.
+        self._pki_complete: Recently[str | None] = Recently(0)
         #: Business clusters whose access this process granted lately: to which endpoint, with
         #: which renewal of the certificates.
         self._access_granted: Recently[tuple[str, int]] = Recently(3600)
@@ -133,8 +136,14 @@ class ClusterPhases:
         generation = int(
             ((secret or {}).get("metadata", {}).get("annotations") or {}).get(CREDENTIALS, 0)
         )
-        material, renewal_in = self._complete_pki(scope, stored)
-        scope.requeue(renewal_in + 1)  # come back when the next leaf is due
+        version = (secret or {}).get("metadata", {}).get("resourceVersion")
+        if secret is not None and self._pki_complete.holds(scope.uid, version):
+            material = stored  # checked at this version, and no leaf is due yet
+        else:
+            material, renewal_in = self._complete_pki(scope, stored)
+            if material == stored:
+                self._pki_complete.remember(scope.uid, version, ttl=renewal_in)
+        scope.requeue(self._pki_complete.left(scope.uid) + 1)  # when the next leaf is due
         added = sorted(material.keys() - stored.keys())
         renewed = sorted(k for k in stored.keys() & material.keys() if stored[k] != material[k])
         if secret is None:
@@ -253,17 +262,7 @@ class ClusterPhases:
         name = object_name(scope.name, "admin-kubeconfig")
         if await self._owned_secret(scope, name) is _NOT_OURS:
             return False
-        pki = scope.control_plane.pki
-        text = render_data(
-            server=endpoint,
-            ca=pki["ca.crt"],
-            cert=pki["admin.crt"],
-            key=pki["admin.key"],
-            user="admin",
-            cluster_name=scope.name,
-        )
-        secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
-        await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
+        await self._apply_kubeconfig(scope, name, endpoint, ADMIN)
         scope.status["endpoint"] = endpoint
         scope.status["adminKubeconfigSecretRef"] = {"name": name}
         return True
@@ -301,17 +300,7 @@ class ClusterPhases:
             scope.event("Warning", "AccessNotGranted", message)
             scope.requeue(self._options.failed_retry_interval)
             return False
-        who = MACHINE_OPERATOR
-        text = render_data(
-            server=endpoint,
-            ca=pki["ca.crt"],
-            cert=pki[f"{who.file}.crt"],
-            key=pki[f"{who.file}.key"],
-            user=who.user,
-            cluster_name=scope.name,
-        )
-        secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
-        await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
+        await self._apply_kubeconfig(scope, name, endpoint, MACHINE_OPERATOR)
         self._access_granted.remember(scope.uid, (endpoint, scope.credentials))
         return True
 
@@ -351,6 +340,25 @@ class ClusterPhases:
             )
             self._block(scope, "RuntimeNotEnabled", message)
         return runtime
+
+    async def _apply_kubeconfig(
+        self, scope: ClusterScope, name: str, endpoint: str, who: Identity
+    ) -> None:
+        """The Secret ``name``: a kubeconfig of ``who``'s client certificate for the business
+        cluster, of kokpit's kubeconfig type, controlled by the Cluster."""
+        if scope.control_plane is None:
+            return
+        pki = scope.control_plane.pki
+        text = render_data(
+            server=endpoint,
+            ca=pki["ca.crt"],
+            cert=pki[f"{who.file}.crt"],
+            key=pki[f"{who.file}.key"],
+            user=who.user,
+            cluster_name=scope.name,
+        )
+        secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
+        await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
 
     def _block(self, scope: ClusterScope, reason: str, message: str) -> None:
         """Something a person must change: a condition, an Event, and a slow retry."""
