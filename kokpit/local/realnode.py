@@ -372,6 +372,16 @@ def import_image(socket_path: Path, archive: Path) -> None:
         raise RealNodeError(f"importing {archive} failed: {proc.stderr.strip()[-500:]}")
 
 
+def load_image(supervisor: Supervisor, archive: Path) -> list[str]:
+    """Import ``archive`` into every running real node of a meta-cluster (for an image made
+    after ``up``; those in the release's ``images/`` are imported at ``up``). Returns the
+    nodes it was imported into."""
+    nodes = [RealNode(**n) for n in supervisor.state().get(STATE_KEY) or []]
+    for node in nodes:
+        import_image(node.paths.socket, archive)
+    return [node.name for node in nodes]
+
+
 def wait_ready(kubectl: Kubectl, name: str, timeout_s: float) -> None:
     path = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
     deadline = time.monotonic() + timeout_s
