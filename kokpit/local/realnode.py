@@ -216,8 +216,13 @@ def up(
     """Start ``count`` real nodes and wait until each is Ready (the control plane runs)."""
     check_host(assets)
     cleanup(layout, supervisor)  # whatever an earlier run that was killed left behind
-
-    supervisor.update(**{HOST_KEY: host.snapshot()})
+    before = host.snapshot()
+    if "KUBE-SERVICES" in before["chains"].get("iptables/nat", []):
+        raise RealNodeError(
+            "another kube-proxy's chains (KUBE-SERVICES) are on this machine: two kube-proxies "
+            "would rewrite each other's rules; stop the other meta-cluster's real nodes first"
+        )
+    supervisor.update(**{HOST_KEY: before})
     kubectl = Kubectl(assets.bin("kubectl"), layout.kubeconfig)
     kubectl.apply(rbac([node_name(i) for i in range(count)]))
     pki = node_pki(layout, count)
