@@ -69,8 +69,10 @@ PAUSE_IMAGE = "kokpit.local/pause:kokpit"
 #: containernetworking-plugins, iptables, conntrack; ``make host-deps`` installs them).
 TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "ip")
 CNI_BIN_DIR = Path("/usr/lib/cni")
-#: A unix socket's path must fit in 108 bytes (``.ttrpc`` is appended to containerd's).
+#: A unix socket's path must fit in 107 bytes: containerd's socket gets ``.ttrpc`` appended,
+#: and the kubelet makes sockets such as ``pod-resources/<10 digits>`` in its root dir.
 MAX_SOCKET_PATH = 100
+MAX_KUBELET_ROOT = 76
 STATE_KEY = "real_nodes"
 #: The machine's state before the first real node started (:func:`kokpit.local.host.snapshot`).
 HOST_KEY = "real_node_host"
@@ -269,10 +271,11 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def plan(layout: Layout, index: int, taken: set[int]) -> RealNode:
     """Choose a free slot (subnet, bridge, cgroup) and free ports for node ``index``."""
     paths = NodePaths(layout.root / "real-nodes" / str(index))
-    if len(str(paths.socket)) > MAX_SOCKET_PATH:
+    if len(str(paths.socket)) > MAX_SOCKET_PATH or len(str(paths.kubelet_root)) > MAX_KUBELET_ROOT:
         raise RealNodeError(
-            f"the data directory {layout.root} is too long for containerd's socket "
-            f"({paths.socket}); use a shorter --data-dir"
+            f"the data directory {layout.root} is too long for the unix sockets of a real node "
+            f"(in {paths.kubelet_root}, at most {MAX_KUBELET_ROOT} characters); "
+            "use a shorter --data-dir"
         )
     routed = host.routed_subnets()
     links = host.link_names()

@@ -182,7 +182,10 @@ def machine_state() -> dict[str, list[str]]:
 @pytest.mark.real_node
 @pytest.mark.real_node_alone
 @pytest.mark.slow
-def test_down_leaves_the_machine_as_up_found_it(assets: Assets, tmp_path: Path) -> None:
+def test_down_leaves_the_machine_as_up_found_it(
+    assets: Assets, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("clean")  # short: the kubelet's sockets live in it
     before = machine_state()
     cluster = LocalCluster(tmp_path / "meta")
     kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
