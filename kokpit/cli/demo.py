@@ -40,6 +40,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="walk through kokpit on the local meta-cluster")
     p.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-wait", action="store_true", help="exit at the end instead of waiting")
+    p.add_argument(
+        "--real-nodes",
+        type=int,
+        default=1,
+        help="real nodes (kubelet, containerd, kube-proxy; needs root) beside the kwok ones",
+    )
     p.set_defaults(run=run)
 
 
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     operator: demo_business.OperatorThread | None = None
     kwok: subprocess.Popen[bytes] | None = None
     try:
-        cluster.up(assets, progress=_step)
+        cluster.up(assets, progress=_step, real_nodes=args.real_nodes)
     except AlreadyRunningError:
         owned = False
         _step("   already running: using it, and leaving it running afterwards")

@@ -72,7 +72,10 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 #: A unix socket's path must fit in 107 bytes: containerd's socket gets ``.ttrpc`` appended,
 #: and the kubelet makes sockets such as ``pod-resources/<10 digits>`` in its root dir.
 MAX_SOCKET_PATH = 100
-MAX_KUBELET_ROOT = 76
+#: ``device-plugins/kubelet.sock`` below the root must fit in 107 bytes.
+MAX_KUBELET_ROOT = 79
+#: The real nodes' directory under the data directory (short, see :data:`MAX_KUBELET_ROOT`).
+NODES_DIR = "real"
 STATE_KEY = "real_nodes"
 #: The machine's state before the first real node started (:func:`kokpit.local.host.snapshot`).
 HOST_KEY = "real_node_host"
@@ -139,7 +142,7 @@ class NodePaths:
 
     @property
     def kubelet_root(self) -> Path:
-        return self.run / "kubelet"
+        return self.run / "k"  # short: the kubelet's unix sockets live below it
 
     @property
     def pod_logs(self) -> Path:
@@ -229,7 +232,7 @@ def up(
     kubectl.apply(rbac([node_name(i) for i in range(count)]))
     pki = node_pki(layout, count)
     pause = images.write_image(
-        layout.root / "real-nodes" / "pause.tar",
+        layout.root / NODES_DIR / "pause.tar",
         name=PAUSE_IMAGE,
         files={"/pause": assets.bin("pause")},
         entrypoint=["/pause"],
@@ -270,7 +273,7 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def plan(layout: Layout, index: int, taken: set[int]) -> RealNode:
     """Choose a free slot (subnet, bridge, cgroup) and free ports for node ``index``."""
-    paths = NodePaths(layout.root / "real-nodes" / str(index))
+    paths = NodePaths(layout.root / NODES_DIR / str(index))
     if len(str(paths.socket)) > MAX_SOCKET_PATH or len(str(paths.kubelet_root)) > MAX_KUBELET_ROOT:
         raise RealNodeError(
             f"the data directory {layout.root} is too long for the unix sockets of a real node "
@@ -338,7 +341,7 @@ def start_node(
     supervisor.start(containerd)
     supervisor.wait_healthy(containerd, settings.start_timeout_s)
     for archive in archives:
-        import_image(paths.socket, archive)
+        import_image(paths.socket, archive, unpack=archive == archives[0])
 
     kubelet = Component(
         node.process("kubelet"),
@@ -367,10 +370,14 @@ def start_node(
     supervisor.wait_healthy(proxy, settings.start_timeout_s)
 
 
-def import_image(socket_path: Path, archive: Path) -> None:
-    """``ctr -n k8s.io images import``: the namespace the CRI plugin reads images from."""
+def import_image(socket_path: Path, archive: Path, *, unpack: bool = True) -> None:
+    """``ctr -n k8s.io images import``: the namespace the CRI plugin reads images from.
+    Without ``unpack`` the layers are unpacked only when a container first uses the image
+    (containerd's CRI plugin does it then): an image no pod uses costs one copy, not two."""
+    unpacking = [] if unpack else ["--no-unpack"]
+    command = ["ctr", f"--address={socket_path}", "-n", "k8s.io", "images", "import"]
     proc = subprocess.run(
-        ["ctr", f"--address={socket_path}", "-n", "k8s.io", "images", "import", str(archive)],
+        [*command, *unpacking, str(archive)],
         capture_output=True,
         text=True,
         check=False,
@@ -657,13 +664,19 @@ def kill_containers(socket_path: Path) -> set[str] | None:
                     ("/var/run/netns/", "/run/netns/")
                 ):
                     netns.add(Path(path).name)
-    tasks = [line.split()[0] for line in ctr("tasks", "ls").stdout.splitlines()[1:] if line.strip()]
-    for task in tasks:
+
+    def tasks() -> list[str]:
+        return [line.split()[0] for line in ctr("tasks", "ls").stdout.splitlines()[1:] if line]
+
+    killed = tasks()
+    for task in killed:
         ctr("tasks", "kill", "--signal", "SIGKILL", task)
-    for task in tasks:
-        deadline = time.monotonic() + 10
-        while ctr("tasks", "delete", task).returncode != 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    # containerd's CRI plugin deletes a task once it sees it exit; delete what it has not yet.
+    deadline = time.monotonic() + 10
+    while (left := [t for t in tasks() if t in killed]) and time.monotonic() < deadline:
+        for task in left:
+            ctr("tasks", "delete", task)
+        time.sleep(0.1)
     return netns
 
 

@@ -186,12 +186,21 @@ def test_down_leaves_the_machine_as_up_found_it(
     assets: Assets, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("clean")  # short: the kubelet's sockets live in it
+    # A release directory like the cache's, with an image archive dropped into its images/:
+    # up imports it, so the pod below runs only if that works.
+    release = tmp_path / "release"
+    release.mkdir()
+    for binary in assets.root.iterdir():
+        if binary.is_file():
+            (release / binary.name).symlink_to(binary)
+    coredns_image(assets, release / "images")
     before = machine_state()
     cluster = LocalCluster(tmp_path / "meta")
     kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
     try:
-        cluster.up(assets, progress=lambda _: None, real_nodes=1)
-        realnode.load_image(cluster.supervisor, coredns_image(assets, tmp_path))
+        cluster.up(
+            Assets(release, assets.kubernetes_version), progress=lambda _: None, real_nodes=1
+        )
         kubectl.apply(pod_and_service("dns", "default"))
         wait_ready(kubectl, "dns", "default")
         during = machine_state()
@@ -203,4 +212,4 @@ def test_down_leaves_the_machine_as_up_found_it(
     after = machine_state()
     left = {k: sorted(set(before[k]) ^ set(after[k])) for k in before if before[k] != after[k]}
     assert left == {}, "down must undo every change (listed: what differs from before up)"
-    assert not list(cluster.layout.root.glob("real-nodes/*/run")), "the run directory is gone"
+    assert not list(cluster.layout.root.glob("real/*/run")), "the run directory is gone"
