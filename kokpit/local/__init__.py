@@ -1,9 +1,11 @@
 """The embedded local meta-cluster: a real Kubernetes control plane on one machine.
 
 kokpit builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok
-from their Go modules (:mod:`.build`, cached by :mod:`.assets`), and runs them as local
-processes (:mod:`.cluster`) with simulated nodes (:mod:`.nodes`). Operators are developed and
-tested against it; ``make demo`` runs on it.
+(and, for real nodes, the kubelet, kube-proxy, pause and CoreDNS) from their Go modules
+(:mod:`.build`, cached by :mod:`.assets`), and runs them as local processes (:mod:`.cluster`)
+with simulated nodes (:mod:`.nodes`) and, on request, real nodes that run containers
+(:mod:`.realnode`, images from :mod:`.images`, the machine put back by :mod:`.host`).
+Operators are developed and tested against it; ``make demo`` runs on it.
 """
 
 from kokpit.local.assets import Assets, AssetsError, CorruptAssetsError

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kokpit.local import Assets, Kubectl, LocalCluster, realnode
+from kokpit.local import Assets, Kubectl, LocalCluster, process, realnode
 from kokpit.local.images import write_image
 
 #: A test image: CoreDNS (a static binary from the build) answering /health and /ready.
@@ -213,3 +214,36 @@ def test_down_leaves_the_machine_as_up_found_it(
     left = {k: sorted(set(before[k]) ^ set(after[k])) for k in before if before[k] != after[k]}
     assert left == {}, "down must undo every change (listed: what differs from before up)"
     assert not list(cluster.layout.root.glob("real/*/run")), "the run directory is gone"
+
+
+@pytest.mark.real_node
+@pytest.mark.real_node_alone
+@pytest.mark.slow
+def test_down_after_a_killed_up_stops_the_node_and_cleans_the_machine(
+    assets: Assets, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data = tmp_path_factory.mktemp("killed") / "meta"
+    before = machine_state()
+    kokpit = [sys.executable, "-m", "kokpit", "local", "--data-dir", str(data)]
+    up = subprocess.Popen(
+        [*kokpit, "up", "--real-nodes", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    state = data / "state.json"
+    deadline = time.monotonic() + 120
+    try:
+        while "kokpit-real-0.kubelet" not in (state.read_text() if state.exists() else ""):
+            assert up.poll() is None, "up ended before the kubelet started"
+            assert time.monotonic() < deadline, "the kubelet never started"
+            time.sleep(0.1)
+    finally:
+        up.kill()  # half-way: the node may not even be Ready
+        up.wait()
+    processes = json.loads(state.read_text())["processes"]
+    assert {"kokpit-real-0.containerd", "kokpit-real-0.kubelet"} <= processes.keys()
+    down = subprocess.run([*kokpit, "down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    for name, entry in processes.items():  # (a zombie left to an init that never reaps is dead)
+        assert not process.alive(process.ProcessRef.from_json(entry)), f"{name} still runs"
+    after = machine_state()
+    left = {k: sorted(set(before[k]) ^ set(after[k])) for k in before if before[k] != after[k]}
+    assert left == {}, "down must undo every change (listed: what differs from before up)"
