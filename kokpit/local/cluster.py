@@ -130,8 +130,10 @@ class LocalCluster:
     def down(self, *, wipe: bool = False) -> None:
         """Stop every component (real nodes first, putting the machine back as they found
         it; then kwok, ..., etcd last); ``wipe`` also deletes all data."""
-        realnode.down(self.layout, self.supervisor)
-        self.supervisor.stop_all()
+        try:
+            realnode.down(self.layout, self.supervisor)
+        finally:
+            self.supervisor.stop_all()
         if wipe:
             shutil.rmtree(self.layout.root, ignore_errors=True)
 

@@ -159,13 +159,13 @@ def unmount_under(roots: Iterable[Path], extra: Iterable[str] = ()) -> list[str]
     most recent first; a busy one is detached lazily. Returns what was unmounted."""
     prefixes = [str(r.resolve()) for r in roots]
     wanted = set(extra)
+
+    def ours(mount: str) -> bool:
+        return mount in wanted or any(mount == p or mount.startswith(p + "/") for p in prefixes)
+
     done: list[str] = []
     for _ in range(5):  # a mount may be stacked on another at the same point
-        targets = [
-            m
-            for m in reversed(mounts())
-            if m in wanted or any(m == p or m.startswith(p + "/") for p in prefixes)
-        ]
+        targets = [m for m in reversed(mounts()) if ours(m)]
         if not targets:
             return done
         for target in targets:
@@ -173,7 +173,7 @@ def unmount_under(roots: Iterable[Path], extra: Iterable[str] = ()) -> list[str]
             if proc.returncode != 0:
                 subprocess.run(["umount", "-l", target], capture_output=True, check=False)
             done.append(target)
-    left = [m for m in mounts() if m in wanted or any(m.startswith(p) for p in prefixes)]
+    left = [m for m in mounts() if ours(m)]
     if left:
         raise HostError(f"still mounted after unmounting: {left}")
     return done

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import json
 import os
@@ -617,21 +618,33 @@ def cleanup(layout: Layout, supervisor: Supervisor) -> None:
             for n in host.NETNS.iterdir()
             if n.name.startswith("cni-") and n.name not in before["netns"]
         }
-    host.unmount_under(
-        [node.paths.run for node in recorded], extra=[str(host.NETNS / n) for n in netns]
-    )
-    host.remove_netns(netns)
+    failures: list[str] = []
+
+    def attempt(what: str, step: Callable[[], object]) -> None:
+        """Run one step of the cleanup; a failure is reported at the end, after the others
+        ran (a mount that will not go must not keep the chains or sysctls as they are)."""
+        try:
+            step()
+        except (OSError, subprocess.SubprocessError, host.HostError) as e:
+            failures.append(f"{what}: {e}")
+
+    runs = [node.paths.run for node in recorded]
+    attempt("unmount", lambda: host.unmount_under(runs, [str(host.NETNS / n) for n in netns]))
+    attempt("network namespaces", lambda: host.remove_netns(netns))
     for node in recorded:
-        host.delete_link(node.bridge)
-        host.remove_cgroup(node.cgroup)
-        host.remove_log_links(CONTAINER_LOGS, node.paths.pod_logs)
+        attempt(f"bridge {node.bridge}", functools.partial(host.delete_link, node.bridge))
+        attempt(f"cgroup {node.cgroup}", functools.partial(host.remove_cgroup, node.cgroup))
+        logs = functools.partial(host.remove_log_links, CONTAINER_LOGS, node.paths.pod_logs)
+        attempt("container log links", logs)
         run = str(node.paths.run)
         if not any(m == run or m.startswith(run + "/") for m in host.mounts()):
             shutil.rmtree(node.paths.run, ignore_errors=True)
     if before is not None:
-        host.delete_new_chains(before["chains"])
-        host.restore_sysctls(before["sysctls"])
-        host.remove_new_directories(before["directories"])
+        attempt("iptables chains", lambda: host.delete_new_chains(before["chains"]))
+        attempt("sysctls", lambda: host.restore_sysctls(before["sysctls"]))
+        attempt("directories", lambda: host.remove_new_directories(before["directories"]))
+    if failures:  # state.json keeps the record, so the next down tries again
+        raise RealNodeError("the real nodes left changes behind: " + "; ".join(failures))
     supervisor.update(**{STATE_KEY: [], HOST_KEY: None})
 
 

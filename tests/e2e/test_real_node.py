@@ -226,7 +226,7 @@ def test_down_after_a_killed_up_stops_the_node_and_cleans_the_machine(
     before = machine_state()
     kokpit = [sys.executable, "-m", "kokpit", "local", "--data-dir", str(data)]
     up = subprocess.Popen(
-        [*kokpit, "up", "--real-nodes", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*kokpit, "up", "--real-nodes", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     state = data / "state.json"
     deadline = time.monotonic() + 120
