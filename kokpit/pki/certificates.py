@@ -110,7 +110,10 @@ SCHEDULER = Identity("scheduler", "system:kube-scheduler")
 #: kwok stands in for every kubelet at once (it writes any Node's and Pod's status), so it needs
 #: cluster-wide rights the Node authorizer would never give one kubelet.
 KWOK = Identity("kwok", "kokpit-kwok", ("system:masters",))
-CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+#: CoreDNS of the local meta-cluster's real node (:mod:`kokpit.local.dns`): reads Services,
+#: EndpointSlices, Pods and Namespaces, as RBAC binds it, and nothing else.
+COREDNS = Identity("coredns", "kokpit:coredns")
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, COREDNS)
 #: kokpit's Machine-Operator inside a business cluster: no group, so RBAC sees only the user
 #: and grants only what the Cluster-Operator binds to it (the admin kubeconfig is for people).
 MACHINE_OPERATOR = Identity("machine-operator", "kokpit:machine-operator")
