@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kokpit.api.v1alpha1.cluster import DerivedSuffix, object_name
+from kokpit.local.component_images import image
 from kokpit.local.components import node_ipam_flags
 from kokpit.pki import ETCD_MATERIAL, MATERIAL
 from kokpit.pki.kubeconfig import render_data
@@ -88,13 +89,6 @@ CLUSTER_DOMAIN = "cluster.local"
 #: etcd's ports: clients (TLS), peers (TLS), and health and metrics (HTTP, see above).
 ETCD_CLIENT_PORT, ETCD_PEER_PORT, ETCD_METRICS_PORT = 2379, 2380, 2381
 APISERVER_PORT = 6443
-
-
-def image(repository: str, component: str, version: str) -> str:
-    """The image of ``component`` at ``version`` in ``repository``, tagged as
-    registry.k8s.io tags them (etcd ``3.6.5-0``, the others ``v1.36.3``)."""
-    tag = f"{version.lstrip('v')}-0" if component == "etcd" else version
-    return f"{repository.rstrip('/')}/{component}:{tag}"
 
 
 @dataclass(frozen=True)

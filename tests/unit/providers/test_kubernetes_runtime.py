@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from kokpit.cli.operator import _labels
+from kokpit.local.component_images import image
 from kokpit.pki import ETCD_MATERIAL, PKI
 from kokpit.providers.controlplane import ComponentName, ComponentPlan, ControlPlane
 from kokpit.providers.controlplane.kubernetes import (
@@ -27,7 +28,6 @@ from kokpit.providers.controlplane.kubernetes import (
     apiserver_dns_names,
     etcd_dns_names,
     etcd_members,
-    image,
 )
 from kokpit.providers.controlplane.process import business_pki
 from kokpit.runtime import Client, ClientConfig
