@@ -53,7 +53,7 @@ def test_each_component_gets_the_image_the_runtime_asks_for(tmp_path: Path) -> N
     cp = ControlPlane("ns", "biz", "uid")
     versions = {"etcd": "v3.6.8"}
     for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-        plan = ComponentPlan(component, versions.get(component, "v1.36.3"))  # type: ignore[arg-type]
+        plan = ComponentPlan(component, versions.get(component, "v1.36.3"))
         _, obj = runtime._workload(cp, plan)
         container = obj["spec"]["template"]["spec"]["containers"][0]
         name, members, files = contents(archives[component])
