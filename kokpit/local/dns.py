@@ -148,6 +148,11 @@ def manifests(
                     "hostNetwork": True,
                     "dnsPolicy": "Default",
                     "nodeSelector": dict(node_selector),
+                    # Nodes kept for some pods carry a taint like the label that selects them.
+                    "tolerations": [
+                        {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"}
+                        for k, v in node_selector.items()
+                    ],
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {

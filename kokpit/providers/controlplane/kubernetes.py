@@ -32,8 +32,8 @@ and the client certificates are what keep other pods out. kube-apiserver gets no
 the cluster's endpoint, for its users, nodes and kokpit, who authenticate with certificates.
 
 Placement and images: :attr:`KubernetesRuntimeOptions.node_selector` picks the nodes (the
-local meta-cluster's real node has ``kokpit.io/real-node: "true"``; by default any node,
-kwok's included), and :attr:`~KubernetesRuntimeOptions.image_repository` where the images
+local meta-cluster's real node has ``kokpit.io/real-node: "true"``, and a taint of the same
+key and value that the pods then tolerate; by default any untainted node, kwok's included), and :attr:`~KubernetesRuntimeOptions.image_repository` where the images
 come from, as kubeadm's ``imageRepository`` (``localhost/kokpit`` for the images
 :mod:`kokpit.local.images` builds; pulled only if not present).
 
@@ -316,6 +316,7 @@ class KubernetesRuntime:
         }
         if self.options.node_selector:
             pod["nodeSelector"] = dict(self.options.node_selector)
+            pod["tolerations"] = tolerations(self.options.node_selector)
         template: dict[str, Any] = {
             "metadata": {"labels": {**labels, "kokpit.io/version": plan.version}},
             "spec": pod,
@@ -364,6 +365,16 @@ class KubernetesRuntime:
 
 def _name(cp: ControlPlane, suffix: DerivedSuffix) -> str:
     return object_name(cp.name, suffix)
+
+
+def tolerations(node_selector: Mapping[str, str]) -> list[dict[str, str]]:
+    """Nodes kept for some pods carry a label and a ``NoSchedule`` taint of the same key and
+    value (the local meta-cluster's real nodes: ``kokpit.io/real-node=true``): pods that select
+    them by the label tolerate the taint, and no other."""
+    return [
+        {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
+        for key, value in node_selector.items()
+    ]
 
 
 def _selector(cp: ControlPlane, component: DerivedSuffix) -> dict[str, str]:

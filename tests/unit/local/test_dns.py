@@ -33,6 +33,9 @@ def test_kube_dns_is_at_the_kubelets_cluster_dns_and_reaches_coredns() -> None:
     pod = found["Deployment/coredns"]["spec"]["template"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["spec"]["nodeSelector"] == {"kokpit.io/real-node": "true"}
+    assert pod["spec"]["tolerations"] == [
+        {"key": "kokpit.io/real-node", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ]
     corefile = found["ConfigMap/coredns"]["data"]["Corefile"]
     assert corefile.startswith(".:10053 {")
     assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile

@@ -128,10 +128,14 @@ def test_pods_go_to_the_selected_nodes_with_images_of_the_repository() -> None:
     )
     pod = obj["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"kokpit.io/real-node": "true"}
+    assert pod["tolerations"] == [
+        {"key": "kokpit.io/real-node", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    ], "the real node's taint, as that node is selected"
     assert container["image"] == "localhost/kokpit/kube-scheduler:v1"
     assert container["imagePullPolicy"] == "IfNotPresent"
     default, default_container = workload("kube-scheduler")
     assert "nodeSelector" not in default["spec"]["template"]["spec"], "kwok nodes too"
+    assert "tolerations" not in default["spec"]["template"]["spec"]
     assert default_container["image"] == "registry.k8s.io/kube-scheduler:v1"
     assert image("localhost/kokpit/", "etcd", "v3.6.8") == "localhost/kokpit/etcd:3.6.8-0"
     assert image("registry.k8s.io", "kube-apiserver", "v1.36.3") == (
