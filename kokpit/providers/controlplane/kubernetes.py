@@ -33,9 +33,10 @@ the cluster's endpoint, for its users, nodes and kokpit, who authenticate with c
 
 Placement and images: :attr:`KubernetesRuntimeOptions.node_selector` picks the nodes (the
 local meta-cluster's real node has ``kokpit.io/real-node: "true"``, and a taint of the same
-key and value that the pods then tolerate; by default any untainted node, kwok's included), and :attr:`~KubernetesRuntimeOptions.image_repository` where the images
-come from, as kubeadm's ``imageRepository`` (``localhost/kokpit`` for the images
-:mod:`kokpit.local.images` builds; pulled only if not present).
+key and value that the pods then tolerate; by default any untainted node, kwok's included),
+and :attr:`~KubernetesRuntimeOptions.image_repository` where the images come from, as
+kubeadm's ``imageRepository`` (``localhost/kokpit`` for the images
+:mod:`kokpit.local.component_images` writes; pulled only if not present).
 
 On kwok nodes, which run no containers, the runtime exercises scheduling, rollout and status
 at scale, not the components themselves; on a real node they run.
