@@ -12,16 +12,19 @@ them and nothing is pulled.
 Each image is the one statically linked binary in ``/usr/local/bin`` plus ``/etc/passwd`` and
 ``/etc/group`` naming the ``nonroot`` user 65532 the pods run as (as distroless does), and
 nothing else: no shell, no libc. An archive already there is kept (a release directory's
-binaries never change; a rebuild replaces the whole directory, archives included).
+binaries never change; a rebuild replaces the whole directory, archives included). Archives
+are named ``<component>-<tag>.tar``, so one ``images/`` can hold several releases' images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kokpit.local.assets import Assets, read_manifest
+from kokpit.local.assets import Assets, find, read_manifest
 from kokpit.local.images import write_image
+from kokpit.local.versions import RELEASES
 
 #: The repository the local images are named in (the operator's ``--image-repository``).
 REPOSITORY = "localhost/kokpit"
@@ -56,12 +59,39 @@ def image_names(assets: Assets) -> dict[str, str]:
     return {c: image(REPOSITORY, c, versions[c]) for c in COMPONENTS if c in versions}
 
 
-def ensure_images(assets: Assets, progress: Callable[[str], None] = print) -> dict[str, Path]:
-    """Write the archive of every component of :func:`image_names` that is missing; return
-    every archive by component."""
-    archives: dict[str, Path] = {}
+def ensure_images(
+    assets: Assets,
+    progress: Callable[[str], None] = print,
+    others: Iterable[Assets] | None = None,
+) -> list[Path]:
+    """Write the archives of ``assets``' release and of every other built release
+    (``others``; by default each of :data:`~kokpit.local.versions.RELEASES` that is cached)
+    into its own ``images/``, and make them all visible in ``assets.images`` (hard links, no
+    copies), which ``local up`` imports: a meta-cluster at one release then runs business
+    control planes at every built release, as upgrades need. Returns the archives there."""
+    releases = [assets, *(others if others is not None else _built(assets))]
+    visible: list[Path] = []
+    for release in releases:
+        for archive in _write(release, progress):
+            here = assets.images / archive.name
+            if here != archive and not here.exists():
+                assets.images.mkdir(parents=True, exist_ok=True)
+                os.link(archive, here)
+            visible.append(here)
+    return sorted(set(visible))
+
+
+def _built(assets: Assets) -> list[Assets]:
+    others = (find(r) for r in RELEASES if r.version != assets.kubernetes_version)
+    return [a for a in others if a is not None]
+
+
+def _write(assets: Assets, progress: Callable[[str], None]) -> list[Path]:
+    """The archives of ``assets``' own release, written where missing: ``<component>-<version
+    of its image>.tar``."""
+    archives: list[Path] = []
     for component, name in image_names(assets).items():
-        archive = assets.images / f"{component}.tar"
+        archive = assets.images / f"{component}-{name.rsplit(':', 1)[1]}.tar"
         if not archive.exists():
             binary = f"/usr/local/bin/{component}"
             progress(f"  image {name}")
@@ -72,5 +102,5 @@ def ensure_images(assets: Assets, progress: Callable[[str], None] = print) -> di
                 entrypoint=[binary],
                 user="65532:65532",
             )
-        archives[component] = archive
+        archives.append(archive)
     return archives

@@ -15,13 +15,17 @@ from kokpit.providers.controlplane.kubernetes import KubernetesRuntime, Kubernet
 from kokpit.runtime import Client, ClientConfig
 
 
-def fake_release(root: Path) -> Assets:
+def fake_release(root: Path, version: str = "v1.36.3", etcd: str = "v3.6.8") -> Assets:
     root.mkdir()
-    (root / "manifest.json").write_text(json.dumps({"etcd": "v3.6.8", "coredns": "v1.14.7"}))
+    (root / "manifest.json").write_text(json.dumps({"etcd": etcd, "coredns": "v1.14.7"}))
     for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns"):
-        (root / name).write_bytes(b"\x7fELF" + name.encode())
+        (root / name).write_bytes(b"\x7fELF" + name.encode() + version.encode())
         (root / name).chmod(0o755)
-    return Assets(root, "v1.36.3")
+    return Assets(root, version)
+
+
+def by_name(archives: list[Path]) -> dict[str, Path]:
+    return {contents(a)[0]: a for a in archives}
 
 
 def contents(archive: Path) -> tuple[str, dict[str, tarfile.TarInfo], dict[str, bytes]]:
@@ -45,34 +49,36 @@ def contents(archive: Path) -> tuple[str, dict[str, tarfile.TarInfo], dict[str, 
 
 def test_each_component_gets_the_image_the_runtime_asks_for(tmp_path: Path) -> None:
     assets = fake_release(tmp_path / "v1.36.3")
-    archives = ensure_images(assets, progress=lambda _: None)
+    older = fake_release(tmp_path / "v1.35.4", "v1.35.4", "v3.6.5")
+    archives = by_name(ensure_images(assets, progress=lambda _: None, others=[older]))
     runtime = KubernetesRuntime(
         Client(ClientConfig("https://unused.invalid")),
         KubernetesRuntimeOptions(image_repository=REPOSITORY),
     )
     cp = ControlPlane("ns", "biz", "uid")
-    versions = {"etcd": "v3.6.8"}
-    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-        plan = ComponentPlan(component, versions.get(component, "v1.36.3"))
-        _, obj = runtime._workload(cp, plan)
-        container = obj["spec"]["template"]["spec"]["containers"][0]
-        name, members, files = contents(archives[component])
-        assert name == container["image"], component
-        assert archives[component].parent == assets.images
-        binary = f"usr/local/bin/{component}"
-        assert files[binary] == (assets.root / component).read_bytes()
-        assert members[binary].mode & 0o111
-        assert b"nonroot:x:65532:65532:" in files["etc/passwd"]
-        assert set(files) == {binary, "etc/passwd", "etc/group"}, "nothing but the binary"
-    assert contents(archives["etcd"])[0] == "localhost/kokpit/etcd:3.6.8-0"
-    assert contents(archives["coredns"])[0] == "localhost/kokpit/coredns:v1.14.7"
+    for release, etcd in ((assets, "v3.6.8"), (older, "v3.6.5")):
+        for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            version = etcd if component == "etcd" else release.kubernetes_version
+            _, obj = runtime._workload(cp, ComponentPlan(component, version))
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            archive = archives[container["image"]]
+            _, members, files = contents(archive)
+            assert archive.parent == assets.images, "all imported with the meta-cluster's"
+            binary = f"usr/local/bin/{component}"
+            assert files[binary] == (release.root / component).read_bytes()
+            assert members[binary].mode & 0o111
+            assert b"nonroot:x:65532:65532:" in files["etc/passwd"]
+            assert set(files) == {binary, "etc/passwd", "etc/group"}, "nothing but the binary"
+            assert (release.images / archive.name).samefile(archive), "its own, linked"
+    assert "localhost/kokpit/etcd:3.6.8-0" in archives
+    assert "localhost/kokpit/coredns:v1.14.7" in archives
 
 
 def test_an_archive_already_written_is_kept(tmp_path: Path) -> None:
     assets = fake_release(tmp_path / "v1.36.3")
-    first = ensure_images(assets, progress=lambda _: None)
-    stamps = {c: p.stat().st_mtime_ns for c, p in first.items()}
+    first = ensure_images(assets, progress=lambda _: None, others=[])
+    stamps = {p: p.stat().st_mtime_ns for p in first}
     said: list[str] = []
-    again = ensure_images(assets, progress=said.append)
-    assert {c: p.stat().st_mtime_ns for c, p in again.items()} == stamps
+    again = ensure_images(assets, progress=said.append, others=[])
+    assert {p: p.stat().st_mtime_ns for p in again} == stamps
     assert said == []
