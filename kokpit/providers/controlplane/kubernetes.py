@@ -20,9 +20,12 @@ readiness probe asks ``/health`` on ``--listen-metrics-urls`` (port 2381, plain 
 and metrics only, no keys): the kubelet's HTTP probes present no client certificate, which
 the client port requires, and an exec probe would need etcdctl in the image. The data
 directory is a PersistentVolumeClaim of :attr:`KubernetesRuntimeOptions.etcd_storage_class`
-(deleted with the StatefulSet), or else an emptyDir: that survives container restarts but not
-a pod's deletion, and a member that lost its data cannot rejoin (``--initial-cluster-state
-new``) and must be replaced. Production needs a storage class.
+(deleted with the StatefulSet), or else an emptyDir. **An emptyDir is for clusters whose etcd
+pods are never replaced** (kwok's scale runs): it survives container restarts, not a pod's
+replacement, and an etcd upgrade replaces every pod in turn. A member that lost its data
+refuses to start (``--initial-cluster-state new``: "member ... has already been
+bootstrapped"), and a single member starts an empty cluster. Anything real needs a storage
+class.
 
 The NetworkPolicy ``<cluster>-etcd`` admits to etcd's client port only the Cluster's
 kube-apiserver pods, to its peer port only its other members, and to its health and metrics
