@@ -25,10 +25,14 @@ Choices, and why:
 from __future__ import annotations
 
 import base64
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from kokpit.local.assets import Assets
+from kokpit.local.component_images import image_names
+from kokpit.local.components import Layout
 from kokpit.local.kubectl import Kubectl
 from kokpit.pki import COREDNS, PKI, kubeconfig
 
@@ -216,3 +220,36 @@ def deploy(
         if time.monotonic() > deadline:
             raise TimeoutError(f"CoreDNS not ready after {timeout_s:.0f} s: {status}")
         time.sleep(1.0)
+
+
+def start(
+    layout: Layout,
+    assets: Assets,
+    *,
+    server: str,
+    node_selector: Mapping[str, str],
+    progress: Callable[[str], None] = print,
+) -> None:
+    """``local up``'s step once real nodes run: CoreDNS from the release's image (written by
+    :func:`kokpit.local.component_images.ensure_images`, imported with the others)."""
+    started = time.monotonic()
+    image = image_names(assets).get("coredns")
+    if image is None:
+        raise RuntimeError(f"{assets.root} has no coredns binary; run `kokpit local build`")
+    deploy(
+        Kubectl(assets.bin("kubectl"), layout.kubeconfig),
+        image=image,
+        server=server,
+        pki=layout.pki,
+        node_selector=node_selector,
+        ports=(_free_port(), _free_port()),
+    )
+    progress(f"  {'cluster DNS (CoreDNS)':<24} ready in {time.monotonic() - started:4.1f} s")
+
+
+def _free_port() -> int:
+    """A port free on every interface now (CoreDNS listens on all of the host's)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port: int = s.getsockname()[1]
+        return port
