@@ -28,8 +28,8 @@ What each component gets (:data:`MATERIAL`), from the flags in :mod:`kokpit.loca
 ====================== ============================================ =============================
 component              PKI files                                    why
 ====================== ============================================ =============================
-etcd                   none                                         serves plain HTTP on loopback
-                                                                    (process) or in-cluster
+etcd                   none (the kubernetes runtime: see below)     serves plain HTTP on loopback
+                                                                    (process runtime, local)
 kube-apiserver         apiserver.crt/.key, ca.crt, sa.pub, sa.key   serving; ``--client-ca-file``;
                                                                     verifies and (``--service-
                                                                     account-signing-key-file``)
