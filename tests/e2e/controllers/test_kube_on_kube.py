@@ -296,6 +296,7 @@ def rss_by_component(business: BusinessCluster) -> dict[str, float]:
 
 
 @pytest.mark.slow  # several minutes: real pods, three etcd members, two upgrades
+@pytest.mark.timeout(1800)
 async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_nothing(
     real_kubectl: Kubectl, real_client: Client, real_cluster: LocalCluster, tmp_path: Path
 ) -> None:
