@@ -5,10 +5,10 @@ etcd members, used with kubectl through its Service, upgraded v1.35.4 → v1.36.
 at a time, a broken upgrade rolled back, the objects kept, and deleted without a trace.
 
 Every component's version is read from the component itself: kube-apiserver's ``/version``
-through the Service; each etcd member's ``/version`` and member list on its client port (TLS,
-with kube-apiserver's etcd client certificate, its name checked against the member's DNS
-name); the controller-manager's and scheduler's ``/version`` on their secure ports with the
-admin certificate. Starts a real kubelet, containerd and kube-proxy: run it only under
+through the Service and on its pod; each etcd member's ``/version`` and member list on its
+client port (TLS, with kube-apiserver's etcd client certificate, its name checked against the
+member's DNS name); the controller-manager's and scheduler's ``kubernetes_build_info`` metric
+on their secure ports, as the admin (neither serves ``/version``). Starts a real kubelet, containerd and kube-proxy: run it only under
 ``/work/wt/e2e-real``-like exclusivity (one real node per machine at a time).
 """
 
@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -135,7 +136,8 @@ def local_volumes(kubectl: Kubectl, root: Path, count: int) -> list[str]:
 def https_get(
     address: str, port: int, path: str, context: ssl.SSLContext, server_name: str, body: str = ""
 ) -> Any:
-    """One HTTP/1.0 request over TLS to ``address`` (checked as ``server_name``); the JSON."""
+    """One HTTP/1.0 request over TLS to ``address`` (checked as ``server_name``); the JSON, or
+    the text if it is not JSON."""
     method = "POST" if body else "GET"
     request = (
         f"{method} {path} HTTP/1.0\r\nHost: {server_name}\r\n"
@@ -152,7 +154,10 @@ def https_get(
     head, _, payload = data.partition(b"\r\n\r\n")
     status = int(head.split()[1])
     assert status == 200, f"{method} {path} on {address}:{port}: {head!r} {payload[:200]!r}"
-    return json.loads(payload)
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode()
 
 
 class BusinessCluster:
@@ -226,10 +231,15 @@ class BusinessCluster:
             host = f"{self.name}-kube-apiserver.{self.namespace}.svc.cluster.local"
             said = https_get(pod["status"]["podIP"], 6443, "/version", context, host)
             found["kube-apiserver"].add(said["gitVersion"])
+        # Neither serves /version: their build_info metric says it (read as the admin).
         for component, port in (("kube-controller-manager", 10257), ("kube-scheduler", 10259)):
             for pod in self.pods(component):
-                said = self.secure_port(pod, port, "/version")
-                found.setdefault(component, set()).add(said["gitVersion"])
+                metrics = self.secure_port(pod, port, "/metrics")
+                said = re.search(
+                    r'^kubernetes_build_info\{[^}]*git_version="([^"]+)"', metrics, re.M
+                )
+                assert said, f"{component} reports no kubernetes_build_info"
+                found.setdefault(component, set()).add(said.group(1))
         return found
 
 
