@@ -7,8 +7,9 @@ which ones: :data:`~kokpit.pki.MATERIAL`), runs as a fixed non-root user with a
 read-only root filesystem, no capabilities and the runtime's default seccomp profile; all are
 owned by the Cluster (so the garbage collector removes what an interrupted delete left), and
 are written by server-side apply, so applying a plan twice changes nothing. Health is the
-workloads' own status: every replica updated to the plan's version and ready, as each pod's
-readiness probe says (:data:`HEALTH_PORTS`).
+workloads' own status: the rollout complete (:func:`rolled_out`: every replica runs the plan,
+none of an older one is left) and every replica ready, as each pod's readiness probe says
+(:data:`HEALTH_PORTS`).
 
 etcd. Members are the StatefulSet's pods, ``<cluster>-etcd-<i>``, found by their stable names
 under the headless Service (``<pod>.<cluster>-etcd.<namespace>.svc``, published before they
