@@ -108,18 +108,10 @@ def delete_new_chains(before: dict[str, list[str]]) -> list[str]:
         new = sorted(c for c in current - set(before[key]) if c.startswith(OWN_CHAIN_PREFIXES))
         if not new:
             continue
-        script = [f"*{table}"]
-        for line in text.splitlines():
-            if not line.startswith("-A "):
-                continue
-            words = line.split()
-            chain, target = words[1], _target(words)
-            if chain not in new and target in new:
-                script.append("-D " + line[3:])
-        script += [f"-F {c}" for c in new] + [f"-X {c}" for c in new] + ["COMMIT", ""]
+        script = removal_script(table, text, new)
         proc = subprocess.run(
             [f"{binary}-restore", "--noflush"],
-            input="\n".join(script),
+            input=script,
             capture_output=True,
             text=True,
             check=False,
@@ -128,6 +120,22 @@ def delete_new_chains(before: dict[str, list[str]]) -> list[str]:
             raise HostError(f"{binary}-restore could not delete {new}: {proc.stderr.strip()}")
         deleted += [f"{key}/{c}" for c in new]
     return deleted
+
+
+def removal_script(table: str, saved: str, chains: Sequence[str]) -> str:
+    """An ``*-restore --noflush`` script that deletes ``chains`` from ``table`` (given as
+    ``*-save`` printed it): the rules of other chains that jump to one of them, then their
+    own rules (``-F`` of that chain only), then the chains themselves."""
+    doomed = set(chains)
+    script = [f"*{table}"]
+    for line in saved.splitlines():
+        if not line.startswith("-A "):
+            continue
+        words = line.split()
+        if words[1] not in doomed and _target(words) in doomed:
+            script.append("-D " + line[3:])
+    script += [f"-F {c}" for c in chains] + [f"-X {c}" for c in chains] + ["COMMIT", ""]
+    return "\n".join(script)
 
 
 def _target(words: Sequence[str]) -> str | None:

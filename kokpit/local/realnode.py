@@ -69,8 +69,10 @@ PAUSE_IMAGE = "kokpit.local/pause:kokpit"
 #: containernetworking-plugins, iptables, conntrack; ``make host-deps`` installs them).
 TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "ip")
 CNI_BIN_DIR = Path("/usr/lib/cni")
-#: A unix socket's path must fit in 108 bytes (``.ttrpc`` is appended to containerd's).
+#: A unix socket's path must fit in 107 bytes: containerd's socket gets ``.ttrpc`` appended,
+#: and the kubelet makes sockets such as ``pod-resources/<10 digits>`` in its root dir.
 MAX_SOCKET_PATH = 100
+MAX_KUBELET_ROOT = 76
 STATE_KEY = "real_nodes"
 #: The machine's state before the first real node started (:func:`kokpit.local.host.snapshot`).
 HOST_KEY = "real_node_host"
@@ -216,8 +218,13 @@ def up(
     """Start ``count`` real nodes and wait until each is Ready (the control plane runs)."""
     check_host(assets)
     cleanup(layout, supervisor)  # whatever an earlier run that was killed left behind
-
-    supervisor.update(**{HOST_KEY: host.snapshot()})
+    before = host.snapshot()
+    if "KUBE-SERVICES" in before["chains"].get("iptables/nat", []):
+        raise RealNodeError(
+            "another kube-proxy's chains (KUBE-SERVICES) are on this machine: two kube-proxies "
+            "would rewrite each other's rules; stop the other meta-cluster's real nodes first"
+        )
+    supervisor.update(**{HOST_KEY: before})
     kubectl = Kubectl(assets.bin("kubectl"), layout.kubeconfig)
     kubectl.apply(rbac([node_name(i) for i in range(count)]))
     pki = node_pki(layout, count)
@@ -264,10 +271,11 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def plan(layout: Layout, index: int, taken: set[int]) -> RealNode:
     """Choose a free slot (subnet, bridge, cgroup) and free ports for node ``index``."""
     paths = NodePaths(layout.root / "real-nodes" / str(index))
-    if len(str(paths.socket)) > MAX_SOCKET_PATH:
+    if len(str(paths.socket)) > MAX_SOCKET_PATH or len(str(paths.kubelet_root)) > MAX_KUBELET_ROOT:
         raise RealNodeError(
-            f"the data directory {layout.root} is too long for containerd's socket "
-            f"({paths.socket}); use a shorter --data-dir"
+            f"the data directory {layout.root} is too long for the unix sockets of a real node "
+            f"(in {paths.kubelet_root}, at most {MAX_KUBELET_ROOT} characters); "
+            "use a shorter --data-dir"
         )
     routed = host.routed_subnets()
     links = host.link_names()

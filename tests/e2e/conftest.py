@@ -31,6 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+        if "real_meta_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_node)
+    # A test that starts real nodes of its own runs before any other real node of the session
+    # is started: real nodes share the machine's iptables chains (one kube-proxy at a time).
+    alone = [item for item in items if item.get_closest_marker("real_node_alone")]
+    items[:] = alone + [item for item in items if item not in alone]
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +144,35 @@ def condition_reports_policy(kubectl: Kubectl) -> None:
             time.sleep(0.2)
     finally:
         kubectl.run("delete", *probe)
+
+
+# Imported here, not at the top, so the fixtures below are one self-contained addition.
+from kokpit.local import realnode  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def real_meta_cluster(
+    assets: Assets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """A local meta-cluster of its own with one real node, ``kokpit-real-0`` (a kubelet,
+    containerd and kube-proxy; :mod:`kokpit.local.realnode`), Ready when this returns. Pods
+    for it select the label ``kokpit.io/real-node`` and tolerate the taint of that key; images
+    come from :func:`kokpit.local.realnode.load_image`. Needs root; run such tests under the
+    machine-wide lock (``/work/wt/e2e-real``). ``down`` puts the machine back as it was."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("real-meta"))
+    cluster.up(assets, progress=lambda _: None, real_nodes=1)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def real_kubectl(real_meta_cluster: LocalCluster, assets: Assets) -> Kubectl:
+    return Kubectl(assets.bin("kubectl"), real_meta_cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def real_node(real_meta_cluster: LocalCluster) -> str:
+    """The name of the real node of :func:`real_meta_cluster`."""
+    return realnode.node_name(0)
