@@ -26,7 +26,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import pytest
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster
 from kokpit.local.assets import find, read_manifest
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ORDER
@@ -56,30 +56,17 @@ KINDS = "pods,services,secrets,persistentvolumeclaims,networkpolicies,statefulse
 
 
 @pytest.fixture(scope="module")
-def real_cluster(
-    assets: Assets, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalCluster]:
-    """A meta-cluster of its own with one real node (the session's has kwok nodes only)."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("real-meta-cluster"))
-    cluster.up(assets, progress=print, real_nodes=1)
-    try:
-        yield cluster
-    finally:
-        cluster.down()
-
-
-@pytest.fixture(scope="module")
-def real_kubectl(real_cluster: LocalCluster, assets: Assets) -> Kubectl:
-    k = Kubectl(assets.bin("kubectl"), real_cluster.kubeconfig)
-    k.run("apply", "--server-side", "-f", str(CRDS))
+def real_crds(real_kubectl: Kubectl) -> Kubectl:
+    """kokpit's CRDs in the meta-cluster with a real node (the session's own fixture)."""
+    real_kubectl.run("apply", "--server-side", "-f", str(CRDS))
     for crd in (p.stem for p in CRDS.glob("*.yaml")):
-        k.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    return k
+        real_kubectl.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    return real_kubectl
 
 
 @pytest.fixture
-async def real_client(real_cluster: LocalCluster) -> AsyncIterator[Client]:
-    async with Client(ClientConfig.from_kubeconfig(real_cluster.kubeconfig)) as c:
+async def real_client(real_meta_cluster: LocalCluster) -> AsyncIterator[Client]:
+    async with Client(ClientConfig.from_kubeconfig(real_meta_cluster.kubeconfig)) as c:
         yield c
 
 
@@ -309,12 +296,12 @@ def rss_by_component(business: BusinessCluster) -> dict[str, float]:
 @pytest.mark.slow  # several minutes: real pods, three etcd members, two upgrades
 @pytest.mark.timeout(1800)
 async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_nothing(
-    real_kubectl: Kubectl, real_client: Client, real_cluster: LocalCluster, tmp_path: Path
+    real_crds: Kubectl, real_client: Client, real_meta_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    kubectl, client = real_kubectl, real_client
+    kubectl, client = real_crds, real_client
     namespace = f"kube-on-kube-{secrets.token_hex(3)}"
     kubectl.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
-    admin = ClientConfig.from_kubeconfig(real_cluster.kubeconfig)
+    admin = ClientConfig.from_kubeconfig(real_meta_cluster.kubeconfig)
     identity = operator_identity(kubectl, admin, "cluster-operator", [namespace])
     tag = secrets.token_hex(3)
     old, new, broken = f"old-{tag}", f"new-{tag}", f"broken-{tag}"
