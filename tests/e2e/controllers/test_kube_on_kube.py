@@ -34,7 +34,7 @@ import pytest
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
-from kokpit.local import Kubectl, LocalCluster
+from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.local.assets import find, read_manifest
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ORDER
@@ -231,6 +231,15 @@ class BusinessCluster:
         return found
 
 
+def leader(kubectl: Kubectl, lease: str) -> str:
+    """Who holds the Lease ``kube-system/<lease>`` ("" if nobody, or if there is none)."""
+    try:
+        spec = kubectl.get("lease", "-n", "kube-system", lease)["spec"]
+    except KubectlError:
+        return ""
+    return str(spec.get("holderIdentity") or "")
+
+
 def expected(release: Release) -> dict[str, set[str]]:
     assets = find(release)
     assert assets is not None, f"{release.version} is not built"
@@ -363,6 +372,14 @@ async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_n
         biz.run("create", "namespace", "keep")
         biz.run("create", "configmap", "keep", "-n", "keep", "--from-literal=answer=42")
         biz.run("create", "secret", "generic", "keep", "-n", "keep", "--from-literal=k=v")
+        # The controller-manager and the scheduler reach their API server by its Service's
+        # name (the cluster DNS) and work: each holds its leader Lease.
+        for lease in ("kube-controller-manager", "kube-scheduler"):
+            for _ in range(60):
+                if leader(biz, lease):
+                    break
+                await asyncio.sleep(1)
+            assert leader(biz, lease), f"{lease} holds no Lease"
         policy = kubectl.get("networkpolicy", "-n", namespace, "biz-etcd")
         assert policy["spec"]["podSelector"]["matchLabels"]["kokpit.io/component"] == "etcd"
         rss = rss_by_component(business)
