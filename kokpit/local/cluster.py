@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kokpit.local import components, realnode
+from kokpit.local import component_images, components, dns, realnode
 from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
 from kokpit.local.supervisor import ComponentStatus, Supervisor
@@ -114,6 +114,8 @@ class LocalCluster:
                 progress(f"  {component.name:<24} ready in {time.monotonic() - started:4.1f} s")
             if real_nodes:
                 server = f"https://127.0.0.1:{ports.apiserver}"
+                # Control-plane and CoreDNS images of every built release, imported below.
+                component_images.ensure_images(assets, progress)
                 realnode.up(
                     self.layout,
                     self.supervisor,
@@ -123,6 +125,8 @@ class LocalCluster:
                     settings=settings,
                     progress=progress,
                 )
+                real = {realnode.LABEL: "true"}
+                dns.start(self.layout, assets, server=server, node_selector=real, progress=progress)
         except BaseException:
             self.down()
             raise
