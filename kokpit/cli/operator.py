@@ -1,7 +1,8 @@
 """``kokpit operator cluster|machine``: run the Cluster-Operator or the Machine-Operator.
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
-                            [--process-root DIR] [--leader-elect] [--health-port N]
+                            [--process-root DIR] [--restart-budget N]
+                            [--restart-window SECONDS] [--leader-elect] [--health-port N]
     kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
 
@@ -67,6 +68,22 @@ def register(sub: Any) -> None:
         "--process-root",
         type=Path,
         default=Path.home() / ".local" / "share" / "kokpit" / "controlplanes",
+    )
+    defaults = ClusterOptions()
+    c.add_argument(
+        "--restart-budget",
+        type=int,
+        default=defaults.restart_budget,
+        help="restarts of one control-plane component (process runtime) within "
+        "--restart-window before its Cluster turns Degraded and kokpit stops restarting it "
+        f"(default: {defaults.restart_budget})",
+    )
+    c.add_argument(
+        "--restart-window",
+        type=float,
+        default=defaults.restart_window_seconds,
+        metavar="SECONDS",
+        help=f"the restart budget's window (default: {defaults.restart_window_seconds:.0f})",
     )
     c.set_defaults(run=run_cluster)
     m = which.add_parser("machine", help="the Machine-Operator")
@@ -138,7 +155,11 @@ async def _cluster(args: argparse.Namespace) -> None:
             "process": ProcessRuntime(args.process_root),
         }
         runtimes = {n: available[n] for n in args.runtimes}
-        options = ClusterOptions(max_concurrent_reconciles=args.workers)
+        options = ClusterOptions(
+            max_concurrent_reconciles=args.workers,
+            restart_budget=args.restart_budget,
+            restart_window_seconds=args.restart_window,
+        )
         cluster.setup(manager, runtimes, recorder, options)
         await manager.start()
 
