@@ -135,11 +135,11 @@ class Repairs:
             return
         entry = component_entry(scope.status, name)
         now = self._clock()
+        if entry.get("ready", True) or not entry.get("unreadySince"):
+            entry["unreadySince"] = timestamp(now)  # first seen unready now
         restarts = [seconds(t) for t in entry.get("restarts") or []]
         if health.reason != NOT_RUNNING:  # it runs: it may recover by itself
-            since = max(
-                [seconds(entry["unreadySince"]) if entry.get("unreadySince") else now, *restarts]
-            )
+            since = max([seconds(entry["unreadySince"]), *restarts])
             left = options.unhealthy_grace_seconds - (now - since)
             if left > 0:
                 scope.notes[name] = f"restarted if still failing in {left:.0f} s"
