@@ -28,7 +28,7 @@ from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ORDER
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig, NotFound
-from kokpit.runtime.resources import EVENTS
+from kokpit.runtime.resources import EVENTS, PODS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
 
@@ -54,11 +54,11 @@ def stopping_control_planes(root: Path) -> Iterator[None]:
 
 
 async def start_operator(
-    identity: ClientConfig, tmp_path: Path, args: list[str]
+    identity: ClientConfig, tmp_path: Path, args: list[str], runtimes: str = "process"
 ) -> AsyncIterator[OperatorProcess]:
     root = tmp_path / "cp"
     kubeconfig = write_kubeconfig(identity, tmp_path / "cluster-operator.kubeconfig")
-    all_args = ["--runtimes", "process", "--process-root", str(root), *args]
+    all_args = ["--runtimes", runtimes, "--process-root", str(root), *args]
     with (
         stopping_control_planes(root),
         operator_process("cluster", kubeconfig, tmp_path / "op.log", all_args) as op,
@@ -85,6 +85,13 @@ async def thrifty_operator(
         yield op
 
 
+@pytest.fixture
+async def kube_operator(identity: ClientConfig, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
+    """The Cluster-Operator with the kubernetes runtime only (its default)."""
+    async for op in start_operator(identity, tmp_path, [], runtimes="kubernetes"):
+        yield op
+
+
 def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     found: dict[str, Any] = next(
         (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {}
@@ -103,8 +110,10 @@ def ready(obj: dict[str, Any]) -> bool:
     return cond(obj, "Ready").get("status") == "True"
 
 
-async def create_cluster(client: Client, namespace: str, name: str) -> str:
-    """A process-runtime Cluster; returns its package version's name."""
+async def create_cluster(
+    client: Client, namespace: str, name: str, runtime: str = "process"
+) -> str:
+    """A Cluster of ``runtime``; returns its package version's name."""
     package = f"{name}-{secrets.token_hex(3)}"
     await client.create(PACKAGE_VERSIONS, cluster_package(package, Release("v1.36.3")))
     await client.create(
@@ -113,7 +122,7 @@ async def create_cluster(client: Client, namespace: str, name: str) -> str:
             "apiVersion": "kokpit.io/v1alpha1",
             "kind": "Cluster",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"packageVersion": package, "runtime": "process"},
+            "spec": {"packageVersion": package, "runtime": runtime},
         },
     )
     return package
@@ -286,4 +295,95 @@ async def test_a_component_dying_at_every_start_spends_its_budget_even_across_op
     assert watch.pid("kube-scheduler") != last
     await client.delete(CLUSTERS, "flaky", namespace=namespace)
     await op.wait(lambda: gone(client, namespace, "flaky"), "the Cluster to be deleted", 60)
+    await client.delete(PACKAGE_VERSIONS, package)
+
+
+def scheduler_pod(kubectl: Kubectl, namespace: str, cluster: str) -> dict[str, Any]:
+    selector = f"kokpit.io/cluster={cluster},kokpit.io/component=kube-scheduler"
+    (pod,) = kubectl.get("pods", "-n", namespace, "-l", selector)["items"]
+    found: dict[str, Any] = pod
+    return found
+
+
+def pod_status(pod: dict[str, Any], *, crash_looping: bool) -> dict[str, Any]:
+    """``pod``'s status as a kubelet reports a container that crashes (or runs again): on KWOK
+    nodes nothing runs, so the test writes what a kubelet would."""
+    status = pod["status"]
+    ready = "False" if crash_looping else "True"
+    conditions = [
+        {**c, "status": ready} if c["type"] in ("Ready", "ContainersReady") else c
+        for c in status["conditions"]
+    ]
+    container = dict(status["containerStatuses"][0])
+    if crash_looping:
+        container |= {
+            "ready": False,
+            "restartCount": 5,
+            "state": {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": "back-off 2m40s restarting failed container=kube-scheduler",
+                }
+            },
+        }
+    else:
+        container |= {"ready": True, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+    return {"status": {"conditions": conditions, "containerStatuses": [container]}}
+
+
+@pytest.mark.usefixtures("shared_nodes")
+async def test_a_kube_on_kube_component_going_unready_is_reported_at_once(
+    client: Client, kubectl: Kubectl, namespace: str, kube_operator: OperatorProcess
+) -> None:
+    """The kubernetes runtime: the operator watches the Cluster's workloads (with the RBAC of
+    config/rbac), so a pod going unready re-reconciles the Cluster at once (not at its resync,
+    minutes away); a container in CrashLoopBackOff turns it Degraded, naming the pod; and it
+    recovers with the pod."""
+    op = kube_operator
+    package = await create_cluster(client, namespace, "kok", runtime="kubernetes")
+    watch = Watcher(client, namespace, "kok", Path("/nonexistent"))
+
+    async def ready_now() -> dict[str, Any] | None:
+        obj = await watch.cluster()
+        return obj if ready(obj) else None
+
+    await op.wait(ready_now, "the Cluster to be Ready", 120)
+    pod = scheduler_pod(kubectl, namespace, "kok")
+    await client.patch(
+        PODS,
+        pod["metadata"]["name"],
+        pod_status(pod, crash_looping=True),
+        namespace=namespace,
+        subresource="status",
+    )
+    changed = time.monotonic()
+
+    async def degraded() -> dict[str, Any] | None:
+        obj = await watch.cluster()
+        return obj if cond(obj, "Degraded").get("status") == "True" else None
+
+    obj = await op.wait(degraded, "the Cluster to be Degraded", 30)
+    print(f"\nunready pod → Cluster Degraded in {time.monotonic() - changed:.1f} s")
+    assert cond(obj, "Degraded")["reason"] == "CrashLoopBackOff"
+    assert pod["metadata"]["name"] in cond(obj, "Degraded")["message"]
+    assert cond(obj, "Ready")["status"] == "False"
+    assert cond(obj, "Ready")["reason"] == "ComponentsNotReady"
+    assert "kube-scheduler: 0/1 replicas ready" in cond(obj, "Ready")["message"]
+    entry = component(obj, "kube-scheduler")
+    assert entry["reason"] == "CrashLoopBackOff"
+    assert "restarts" not in entry, "kokpit restarts nothing of the kubernetes runtime"
+    assert component(obj, "etcd")["ready"] is True
+    assert len(await watch.events("CrashLoopBackOff")) == 1
+
+    await client.patch(
+        PODS,
+        pod["metadata"]["name"],
+        pod_status(scheduler_pod(kubectl, namespace, "kok"), crash_looping=False),
+        namespace=namespace,
+        subresource="status",
+    )
+    obj = await op.wait(ready_now, "the Cluster to be Ready again", 30)
+    assert cond(obj, "Degraded")["status"] == "False"
+    await client.delete(CLUSTERS, "kok", namespace=namespace)
+    await op.wait(lambda: gone(client, namespace, "kok"), "the Cluster to be deleted", 60)
     await client.delete(PACKAGE_VERSIONS, package)
