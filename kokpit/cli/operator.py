@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
     defaults = ClusterOptions()
     c.add_argument(
         "--restart-budget",
-        type=int,
+        type=_positive(int),
         default=defaults.restart_budget,
         help="restarts of one control-plane component (process runtime) within "
         "--restart-window before its Cluster turns Degraded and kokpit stops restarting it "
@@ -80,7 +80,7 @@ def register(sub: Any) -> None:
     )
     c.add_argument(
         "--restart-window",
-        type=float,
+        type=_positive(float),
         default=defaults.restart_window_seconds,
         metavar="SECONDS",
         help=f"the restart budget's window (default: {defaults.restart_window_seconds:.0f})",
@@ -124,6 +124,18 @@ def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
     p.add_argument("--health-port", type=int, default=8081)
     p.add_argument("--workers", type=int, default=workers)
     p.add_argument("--qps", type=float, default=200.0, help="API requests per second")
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero (of ``kind``)."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+
+    return parse
 
 
 def _names(*known: str) -> Callable[[str], tuple[str, ...]]:

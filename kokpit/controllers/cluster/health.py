@@ -84,6 +84,8 @@ def decide(restarts: Sequence[float], now: float, budget: RestartBudget) -> Deci
     """Restart now, wait for the backoff, or not at all (the budget is spent): from the times
     of the earlier restarts (seconds since the epoch) alone."""
     recent = sorted(t for t in restarts if now - t < budget.window)
+    if budget.restarts <= 0:  # no restarts at all
+        return Decision("exhausted", budget.window, len(recent))
     if len(recent) >= budget.restarts:
         # A restart is allowed again once enough of them have left the window.
         frees_at = recent[len(recent) - budget.restarts] + budget.window
@@ -130,7 +132,7 @@ class Repairs:
         if not isinstance(runtime, Restartable):
             if health.reason == CRASH_LOOP_BACK_OFF:
                 self._degrade(scope, CRASH_LOOP_BACK_OFF, f"{name}: {health.detail}")
-            scope.notes[name] = "its pods are restarted by the kubelet"
+            scope.notes[name] = "kokpit waits for its workload (the kubelet restarts containers)"
             scope.requeue(options.unhealthy_poll_interval)
             return
         entry = component_entry(scope.status, name)

@@ -60,6 +60,11 @@ def test_the_restart_budget_and_backoff(
     assert decide(restarts, now, BUDGET) == expected
 
 
+def test_a_budget_of_no_restarts_never_restarts() -> None:
+    none = RestartBudget(restarts=0, window=100.0, backoff=1.0, backoff_max=3.0)
+    assert decide([], T0, none) == Decision("exhausted", 100.0, 0)
+
+
 def test_the_backoff_doubles_up_to_its_maximum() -> None:
     budget = RestartBudget(restarts=10, window=1000.0, backoff=1.0, backoff_max=5.0)
     waits = []
