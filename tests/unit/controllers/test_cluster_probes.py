@@ -68,9 +68,11 @@ class Runtime:
 class Enqueued:
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.first = asyncio.Event()
 
     def on_add(self, obj: dict[str, Any]) -> None:
         self.names.append(obj["metadata"]["name"])
+        self.first.set()
 
     def on_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         raise AssertionError("only adds")
@@ -97,8 +99,7 @@ async def test_probes_are_spread_bounded_and_report_what_broke() -> None:
     loop = asyncio.get_running_loop()
     began = loop.time()
     task = asyncio.create_task(monitor.start())
-    while "c03" not in enqueued.names and loop.time() - began < 5:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(enqueued.first.wait(), 5)
     assert enqueued.names == ["c03"], "a dead process is reported at its first probe"
     assert loop.time() - began < options.probe_interval * 2
     await asyncio.sleep(1.2)  # three rounds more
