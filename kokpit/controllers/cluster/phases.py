@@ -13,6 +13,7 @@ skipping it or starting another.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -196,8 +197,10 @@ class ClusterPhases:
             return False
         cp = scope.control_plane
         target = scope.package["metadata"]["name"]
-        for name in ORDER:
-            scope.health[name] = await runtime.health(cp, name)
+        # At once: one component's slow check (an API server's readyz while etcd is down)
+        # must not delay the others', nor the news that one broke.
+        healths = await asyncio.gather(*(runtime.health(cp, name) for name in ORDER))
+        scope.health.update(zip(ORDER, healths, strict=True))
         for name in ORDER:
             plan = plan_for(scope.package, name, scope.credentials)
             health = scope.health[name]
