@@ -1,7 +1,9 @@
 # kokpit — the two commands a newcomer needs are `make demo` and `make test`.
 # Every target installs what it needs: the virtualenv from requirements.lock (hash-pinned),
 # the Kubernetes binaries (built once from Go modules into ~/.cache/kokpit/bin) and, for the
-# tests, OpenSSH's sshd (from apt, when missing).
+# tests and the demo, Debian packages from apt when missing: OpenSSH's sshd, and what a real node
+# of the meta-cluster runs besides kubelet and kube-proxy (containerd, runc, the CNI plugins,
+# iptables, conntrack).
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -35,11 +37,19 @@ assets: $(STAMP)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-host-deps:
-	@test -x /usr/sbin/sshd || $(APT) install -y -q openssh-server \
-		|| { $(APT) update -q && $(APT) install -y -q openssh-server; }
+# Real nodes (kokpit/local/realnode.py) need containerd, runc, the CNI plugins in /usr/lib/cni,
+# iptables and conntrack.
+HOST_PACKAGES := openssh-server containerd runc containernetworking-plugins iptables conntrack
+HOST_FILES    := /usr/sbin/sshd /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc \
+	/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/sbin/iptables \
+	/usr/sbin/conntrack
 
-demo: assets
+host-deps:
+	@for f in $(HOST_FILES); do test -x $$f || missing=1; done; \
+	test -z "$$missing" || $(APT) install -y -q $(HOST_PACKAGES) \
+		|| { $(APT) update -q && $(APT) install -y -q $(HOST_PACKAGES); }
+
+demo: assets host-deps
 	$(PY) -m kokpit demo
 
 # `make test` runs everything, the `slow` scenarios too (under 20 minutes on 2 cores once the

@@ -1,7 +1,10 @@
 """``kokpit local``: build, start, stop and inspect the embedded local meta-cluster.
 
     kokpit local build  [--version V]             build (or find) the binaries for V
-    kokpit local up     [--version V] [--nodes N] start it; N kwok nodes; returns when ready
+    kokpit local up     [--version V] [--nodes N] [--real-nodes R]
+                                                  start it; N kwok nodes, R real nodes (a
+                                                  kubelet, containerd and kube-proxy each);
+                                                  returns when ready
     kokpit local down   [--wipe]                  stop it; --wipe deletes its data too
     kokpit local status                           components, pids, health, logs
     kokpit local env                              `eval $(kokpit local env)` sets KUBECONFIG/PATH
@@ -55,6 +58,12 @@ def register(sub: Any) -> None:
     u = verbs.add_parser("up", help="start the cluster and wait until it is ready")
     u.add_argument("--version", default=None, help="Kubernetes version (default: newest)")
     u.add_argument("--nodes", type=int, default=0, help="number of kwok nodes to ensure")
+    u.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        help="number of real nodes (kubelet, containerd, kube-proxy; needs root)",
+    )
     u.set_defaults(run=run_up)
 
     d = verbs.add_parser("down", help="stop the cluster (its data is kept)")
@@ -84,7 +93,7 @@ def run_up(args: argparse.Namespace) -> int:
             f"starting the local meta-cluster (Kubernetes {assets.kubernetes_version}) "
             f"in {cluster.layout.root}"
         )
-        cluster.up(assets, progress=_say)
+        cluster.up(assets, progress=_say, real_nodes=args.real_nodes)
         _say(f"control plane ready in {time.monotonic() - started:.1f} s")
     except AlreadyRunningError as e:
         _say(str(e))

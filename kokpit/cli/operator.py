@@ -3,6 +3,8 @@
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--restart-budget N]
                             [--restart-window SECONDS] [--leader-elect] [--health-port N]
+                            [--control-plane-node-selector KEY=VALUE[,KEY=VALUE]]
+                            [--image-repository REPO] [--etcd-storage-class NAME]
     kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
 
@@ -31,7 +33,11 @@ from kokpit.controllers import cluster, machine
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.machine import MachineOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
-from kokpit.providers.controlplane.kubernetes import KubernetesRuntime
+from kokpit.providers.controlplane.kubernetes import (
+    IMAGE_REPOSITORY,
+    KubernetesRuntime,
+    KubernetesRuntimeOptions,
+)
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
@@ -84,6 +90,26 @@ def register(sub: Any) -> None:
         default=defaults.restart_window_seconds,
         metavar="SECONDS",
         help=f"the restart budget's window (default: {defaults.restart_window_seconds:.0f})",
+    )
+    c.add_argument(
+        "--control-plane-node-selector",
+        type=_labels,
+        default={},
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="kubernetes runtime: the labels of the nodes control-plane pods run on (default: "
+        "any node; the local meta-cluster's real node is kokpit.io/real-node=true)",
+    )
+    c.add_argument(
+        "--image-repository",
+        default=IMAGE_REPOSITORY,
+        help="kubernetes runtime: where component images come from when a package version "
+        f"names none (default: {IMAGE_REPOSITORY}; the local meta-cluster's: localhost/kokpit)",
+    )
+    c.add_argument(
+        "--etcd-storage-class",
+        default=None,
+        help="kubernetes runtime: etcd's data on PersistentVolumeClaims of this storage class "
+        "(default: none, an emptyDir that does not survive a pod's deletion)",
     )
     c.set_defaults(run=run_cluster)
     m = which.add_parser("machine", help="the Machine-Operator")
@@ -138,6 +164,15 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _labels(text: str) -> dict[str, str]:
+    """An argparse type: ``key=value[,key=value]`` (the API server validates the labels
+    themselves when it gets the first pod)."""
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if not pairs or any(not key or not sep for key, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected key=value[,key=value], got {text!r}")
+    return {key: value for key, _, value in pairs}
+
+
 def _names(*known: str) -> Callable[[str], tuple[str, ...]]:
     """An argparse type: a comma-separated list of some of ``known`` (a typo is an error at
     start, not a capability silently left off)."""
@@ -163,7 +198,14 @@ def run_cluster(args: argparse.Namespace) -> int:
 async def _cluster(args: argparse.Namespace) -> None:
     async with _manager(args, "cluster") as (manager, recorder):
         available: dict[str, ControlPlaneRuntime] = {
-            "kubernetes": KubernetesRuntime(manager.client),
+            "kubernetes": KubernetesRuntime(
+                manager.client,
+                KubernetesRuntimeOptions(
+                    etcd_storage_class=args.etcd_storage_class,
+                    node_selector=args.control_plane_node_selector,
+                    image_repository=args.image_repository,
+                ),
+            ),
             "process": ProcessRuntime(args.process_root),
         }
         runtimes = {n: available[n] for n in args.runtimes}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kokpit.local import components
+from kokpit.local import component_images, components, dns, realnode
 from kokpit.local.assets import Assets
 from kokpit.local.components import Layout, Ports, Settings
 from kokpit.local.supervisor import ComponentStatus, Supervisor
@@ -73,8 +73,10 @@ class LocalCluster:
         *,
         settings: Settings | None = None,
         progress: Callable[[str], None] = print,
+        real_nodes: int = 0,
     ) -> None:
-        """Start every component and wait until each is healthy.
+        """Start every component and wait until each is healthy, then ``real_nodes`` real
+        nodes (kubelet, containerd, kube-proxy: :mod:`kokpit.local.realnode`) until Ready.
 
         Raises :class:`AlreadyRunningError` if the cluster runs already, and
         :class:`ComponentFailedError` if a component fails to start, after stopping the
@@ -95,6 +97,8 @@ class LocalCluster:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         ports = Ports.choose(self.supervisor.state().get("ports", {}))
         self.layout.pki.ensure()
+        if real_nodes:
+            settings = realnode.prepare(self.layout, settings, real_nodes)
         self._write_kubeconfigs(ports)
         self.supervisor.update(
             kubernetes=assets.kubernetes_version,
@@ -108,12 +112,29 @@ class LocalCluster:
                 self.supervisor.start(component)
                 self.supervisor.wait_healthy(component, settings.start_timeout_s)
                 progress(f"  {component.name:<24} ready in {time.monotonic() - started:4.1f} s")
+            if real_nodes:
+                server = f"https://127.0.0.1:{ports.apiserver}"
+                # Control-plane and CoreDNS images of every built release, imported below.
+                component_images.ensure_images(assets, progress)
+                realnode.up(
+                    self.layout,
+                    self.supervisor,
+                    assets,
+                    real_nodes,
+                    server=server,
+                    settings=settings,
+                    progress=progress,
+                )
+                real = {realnode.LABEL: "true"}
+                dns.start(self.layout, assets, server=server, node_selector=real, progress=progress)
         except BaseException:
             self.down()
             raise
 
     def down(self, *, wipe: bool = False) -> None:
-        """Stop every component (kwok first, etcd last); ``wipe`` also deletes all data."""
+        """Stop every component (real nodes first, putting the machine back as they found
+        it; then kwok, ..., etcd last); ``wipe`` also deletes all data."""
+        realnode.down(self.layout, self.supervisor)
         self.supervisor.stop_all()
         if wipe:
             shutil.rmtree(self.layout.root, ignore_errors=True)

@@ -28,8 +28,8 @@ What each component gets (:data:`MATERIAL`), from the flags in :mod:`kokpit.loca
 ====================== ============================================ =============================
 component              PKI files                                    why
 ====================== ============================================ =============================
-etcd                   none                                         serves plain HTTP on loopback
-                                                                    (process) or in-cluster
+etcd                   none (the kubernetes runtime: see below)     serves plain HTTP on loopback
+                                                                    (process runtime, local)
 kube-apiserver         apiserver.crt/.key, ca.crt, sa.pub, sa.key   serving; ``--client-ca-file``;
                                                                     verifies and (``--service-
                                                                     account-signing-key-file``)
@@ -44,9 +44,23 @@ kube-scheduler         its kubeconfig only                          talks to kub
 kwok (local only)      its kubeconfig only                          idem
 ====================== ============================================ =============================
 
-The kubernetes runtime mounts exactly these (Secret ``items``). The process runtime writes
-them once per cluster into one directory: its components run as one user on one host, so
-separate files per component would separate nothing there.
+The kubernetes runtime mounts exactly these (Secret ``items``), plus etcd's TLS material
+(:data:`ETCD_MATERIAL`). The process runtime writes them once per cluster into one directory:
+its components run as one user on one host, so separate files per component would separate
+nothing there.
+
+etcd of the kubernetes runtime (:attr:`PKI.etcd_dns`). There etcd is reachable over the pod
+network, so it serves TLS only and requires client certificates, from a CA of its own
+(``etcd-ca``, as kubeadm does): the cluster CA also signs kubelet and user certificates (the
+controller-manager's csrsigning controller holds its key), and none of those may open etcd.
+``etcd-server`` serves clients, ``etcd-peer`` serves and dials the other members; both carry
+serverAuth *and* clientAuth (the one exception to "never both": etcd's gRPC gateway dials its
+own client port with the server certificate, and every member is a peer's client and server).
+``apiserver-etcd-client`` is the only client. The process runtime's etcd listens on loopback
+of the operator's host, in plain HTTP, and reads none of it.
+
+A serving certificate that does not name every address wanted now (:attr:`PKI.dns_names`, a
+name added by a newer kokpit) is due like one near its end: it is re-issued and rolled out.
 
 Files are written once and reused, so certificates survive ``down``/``up``; every
 :meth:`PKI.ensure` and :meth:`PKI.write` sets the modes again (keys 0600, the rest 0644), since
@@ -96,7 +110,10 @@ SCHEDULER = Identity("scheduler", "system:kube-scheduler")
 #: kwok stands in for every kubelet at once (it writes any Node's and Pod's status), so it needs
 #: cluster-wide rights the Node authorizer would never give one kubelet.
 KWOK = Identity("kwok", "kokpit-kwok", ("system:masters",))
-CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+#: CoreDNS of the local meta-cluster's real node (:mod:`kokpit.local.dns`): reads Services,
+#: EndpointSlices, Pods and Namespaces, as RBAC binds it, and nothing else.
+COREDNS = Identity("coredns", "kokpit:coredns")
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, COREDNS)
 #: kokpit's Machine-Operator inside a business cluster: no group, so RBAC sees only the user
 #: and grants only what the Cluster-Operator binds to it (the admin kubeconfig is for people).
 MACHINE_OPERATOR = Identity("machine-operator", "kokpit:machine-operator")
@@ -110,6 +127,22 @@ MATERIAL: dict[str, tuple[str, ...]] = {
     "kube-scheduler": (),
     "kwok": (),
 }
+#: What etcd's TLS adds in the kubernetes runtime (see the module docstring): etcd's own
+#: serving and peer pairs and the CA it trusts, and kube-apiserver's client pair. Not
+#: ``etcd-ca.key``: only the Cluster-Operator signs with it.
+ETCD_MATERIAL: dict[str, tuple[str, ...]] = {
+    "etcd": (
+        "etcd-ca.crt",
+        "etcd-server.crt",
+        "etcd-server.key",
+        "etcd-peer.crt",
+        "etcd-peer.key",
+    ),
+    "kube-apiserver": ("etcd-ca.crt", "apiserver-etcd-client.crt", "apiserver-etcd-client.key"),
+}
+#: The file stem of kube-apiserver's etcd client certificate (etcd checks its chain, not its
+#: subject, which is ``kube-apiserver-etcd-client`` as with kubeadm).
+ETCD_CLIENT = "apiserver-etcd-client"
 
 
 @dataclass(frozen=True)
@@ -129,6 +162,12 @@ class PKI:
     cluster_uid: str = ""
     #: Lifetime of the serving and client certificates issued from now on.
     leaf_validity: dt.timedelta = LEAF_VALIDITY
+    #: DNS names the serving certificate is valid for besides :data:`APISERVER_DNS` (a
+    #: business cluster's Service names in the meta-cluster).
+    dns_names: tuple[str, ...] = ()
+    #: DNS names etcd's serving and peer certificates are valid for; empty: no etcd TLS
+    #: material at all (the local meta-cluster, whose etcd is on loopback).
+    etcd_dns: tuple[str, ...] = ()
 
     def material(self) -> dict[str, bytes]:
         """Every PEM file by name: what a business cluster keeps in its Secret."""
@@ -183,6 +222,18 @@ class PKI:
     def client_key(self, who: Identity) -> Path:
         return self.dir / f"{who.file}.key"
 
+    def pair(self, stem: str) -> tuple[Path, Path]:
+        """The key and certificate of ``stem`` (``etcd-server``: etcd-server.key/.crt)."""
+        return self.dir / f"{stem}.key", self.dir / f"{stem}.crt"
+
+    def _serving_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        dns = tuple(dict.fromkeys((*APISERVER_DNS, *self.dns_names)))
+        return dns, tuple(dict.fromkeys((*APISERVER_IPS, *self.extra_ips)))
+
+    def _leaves(self) -> list[Path]:
+        etcd = [self.pair(s)[1] for s in ETCD_LEAVES] if self.etcd_dns else []
+        return [self.serving_cert, *map(self.client_cert, self.clients), *etcd]
+
     def ensure(self) -> None:
         """Create whatever is missing, renew leaves near their end (see :meth:`due`), keep the
         rest (certificates survive restarts), and set every file's mode."""
@@ -190,26 +241,17 @@ class PKI:
         if not self.ca_cert.exists():
             key = _new_key()
             name = _ca_name(self.cluster, self.cluster_uid or secrets.token_hex(16))
-            cert = (
-                _builder(name, name, key.public_key(), CA_VALIDITY)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(_key_usage(ca=True), critical=True)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-                .sign(key, hashes.SHA256())
-            )
-            _write(self.ca_key, self.ca_cert, key, cert)
+            _write(self.ca_key, self.ca_cert, key, _ca_certificate(name, key))
         ca_key, ca_cert = self._load_ca()
-        if self.due(self.serving_cert):
-            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in APISERVER_DNS]
-            ips = dict.fromkeys((*APISERVER_IPS, *self.extra_ips))
-            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        dns, ips = self._serving_names()
+        if self.due(self.serving_cert, dns, ips):
             self._issue(
                 ca_key,
                 ca_cert,
                 _name("kube-apiserver"),
-                ExtendedKeyUsageOID.SERVER_AUTH,
+                (ExtendedKeyUsageOID.SERVER_AUTH,),
                 (self.serving_key, self.serving_cert),
-                x509.SubjectAlternativeName(sans),
+                _sans(dns, ips),
             )
         for who in self.clients:
             if self.due(self.client_cert(who)):
@@ -217,9 +259,11 @@ class PKI:
                     ca_key,
                     ca_cert,
                     _name(who.user, who.groups),
-                    ExtendedKeyUsageOID.CLIENT_AUTH,
+                    (ExtendedKeyUsageOID.CLIENT_AUTH,),
                     (self.client_key(who), self.client_cert(who)),
                 )
+        if self.etcd_dns:
+            self._ensure_etcd()
         if not self.sa_key.exists():
             key = _new_key()
             pub = key.public_key().public_bytes(
@@ -229,6 +273,27 @@ class PKI:
             _write_key(self.sa_key, key)
         self._set_modes()
 
+    def _ensure_etcd(self) -> None:
+        """etcd's own CA, its serving and peer certificates, and kube-apiserver's client
+        certificate (see the module docstring)."""
+        ca_key_path, ca_cert_path = self.pair("etcd-ca")
+        if not ca_cert_path.exists():
+            key = _new_key()
+            name = _ca_name(f"etcd {self.cluster}", self.cluster_uid or secrets.token_hex(16))
+            _write(ca_key_path, ca_cert_path, key, _ca_certificate(name, key))
+        ca_key, ca_cert = self._load_ca(ca_key_path, ca_cert_path)
+        both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+        dns = tuple(dict.fromkeys((*self.etcd_dns, "localhost")))
+        ips = ("127.0.0.1",)
+        for stem in ETCD_LEAVES:
+            paths = self.pair(stem)
+            if stem == ETCD_CLIENT:
+                if self.due(paths[1]):
+                    usage = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+                    self._issue(ca_key, ca_cert, _name(f"kube-{stem}"), usage, paths)
+            elif self.due(paths[1], dns, ips):
+                self._issue(ca_key, ca_cert, _name(stem), both, paths, _sans(dns, ips))
+
     def renewal_in(self) -> float:
         """Seconds until the first leaf is due for renewal (0 if one is due now)."""
         now = dt.datetime.now(dt.UTC)
@@ -236,35 +301,37 @@ class PKI:
             x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
             - self.leaf_validity / 3
             - now
-            for path in (self.serving_cert, *map(self.client_cert, self.clients))
+            for path in self._leaves()
         )
         return max(0.0, soonest.total_seconds())
 
-    def due(self, cert_path: Path) -> bool:
-        """Whether the leaf at ``cert_path`` must be (re)issued: missing, or with less than a
-        third of :attr:`leaf_validity` left."""
+    def due(self, cert_path: Path, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> bool:
+        """Whether the leaf at ``cert_path`` must be (re)issued: missing, with less than a
+        third of :attr:`leaf_validity` left, or (a serving certificate) not valid for one of
+        the names ``dns`` and addresses ``ips`` wanted now."""
         if not cert_path.exists():
             return True
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
-        return left < self.leaf_validity / 3
+        return left < self.leaf_validity / 3 or not _names_all(cert, dns, ips)
 
     def _issue(
         self,
         ca_key: ec.EllipticCurvePrivateKey,
         ca_cert: x509.Certificate,
         subject: x509.Name,
-        usage: x509.ObjectIdentifier,
+        usages: tuple[x509.ObjectIdentifier, ...],
         paths: tuple[Path, Path],
         sans: x509.SubjectAlternativeName | None = None,
     ) -> None:
-        """A new key and a leaf certificate for ``usage`` (serverAuth or clientAuth)."""
+        """A new key and a leaf certificate for ``usages`` (serverAuth or clientAuth; both
+        only for etcd, see the module docstring)."""
         key = _new_key()
         builder = (
             _builder(subject, ca_cert.subject, key.public_key(), self.leaf_validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .add_extension(_authority_key_id(ca_cert), critical=False)
         )
@@ -279,11 +346,47 @@ class PKI:
             if path.is_file() and not path.is_symlink():
                 path.chmod(0o600 if path.suffix == ".key" else 0o644)
 
-    def _load_ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+    def _load_ca(
+        self, key_path: Path | None = None, cert_path: Path | None = None
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key_path, cert_path = key_path or self.ca_key, cert_path or self.ca_cert
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{self.ca_key} is not an ECDSA key")
-        return key, x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            raise ValueError(f"{key_path} is not an ECDSA key")
+        return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+
+
+#: etcd's leaf certificates (key and certificate files named after them).
+ETCD_LEAVES = ("etcd-server", "etcd-peer", ETCD_CLIENT)
+
+
+def _ca_certificate(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    return (
+        _builder(name, name, key.public_key(), CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _sans(dns: tuple[str, ...], ips: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    return x509.SubjectAlternativeName(names)
+
+
+def _names_all(cert: x509.Certificate, dns: tuple[str, ...], ips: tuple[str, ...]) -> bool:
+    """Whether ``cert``'s subject alternative names hold every one of ``dns`` and ``ips``."""
+    if not dns and not ips:
+        return True
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    has_dns = set(sans.get_values_for_type(x509.DNSName))
+    has_ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    return set(dns) <= has_dns and {str(ipaddress.ip_address(a)) for a in ips} <= has_ips
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

@@ -43,6 +43,7 @@ from kokpit.providers.controlplane import (
     PlanError,
     Probe,
 )
+from kokpit.providers.controlplane.kubernetes import apiserver_dns_names, etcd_dns_names
 from kokpit.providers.controlplane.process import business_pki
 from kokpit.runtime import (
     ApiError,
@@ -185,6 +186,8 @@ class ClusterPhases:
                 cluster=scope.key,
                 cluster_uid=scope.uid,
                 leaf_validity=dt.timedelta(seconds=self._options.leaf_validity_seconds),
+                dns_names=apiserver_dns_names(scope.namespace, scope.name),
+                etcd_dns=etcd_dns_names(scope.namespace, scope.name),
             )
             pki.write(stored)
             pki.ensure()

@@ -78,9 +78,13 @@ def business_pki(
     cluster: str,
     cluster_uid: str,
     leaf_validity: dt.timedelta = LEAF_VALIDITY,
+    dns_names: tuple[str, ...] = (),
+    etcd_dns: tuple[str, ...] = (),
 ) -> PKI:
     """The PKI of a business cluster (``cluster`` is its ``namespace/name``): what the
-    Cluster-Operator generates into its Secret."""
+    Cluster-Operator generates into its Secret. ``dns_names`` and ``etcd_dns`` are the names
+    of the kubernetes runtime's Services (the process runtime uses neither, and its etcd
+    none of the etcd material: it listens on loopback only)."""
     return PKI(
         directory,
         clients=(*CLIENTS, MACHINE_OPERATOR),
@@ -88,6 +92,8 @@ def business_pki(
         cluster=cluster,
         cluster_uid=cluster_uid,
         leaf_validity=leaf_validity,
+        dns_names=dns_names,
+        etcd_dns=etcd_dns,
     )
 
 

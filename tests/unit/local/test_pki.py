@@ -17,6 +17,7 @@ from kokpit.pki import (
     CA_VALIDITY,
     CLIENTS,
     CONTROLLER_MANAGER,
+    ETCD_MATERIAL,
     LEAF_VALIDITY,
     MATERIAL,
     PKI,
@@ -264,7 +265,8 @@ def test_pods_mount_only_their_own_files(name: ComponentName) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     pki = volumes.get("pki", {}).get("secret", {})
     mounted = {item["path"] for item in pki.get("items", [])}
-    assert mounted == set(MATERIAL[name])
+    assert mounted == set(MATERIAL[name]) | set(ETCD_MATERIAL.get(name, ()))
+    assert "etcd-ca.key" not in mounted, "only the Cluster-Operator signs with etcd's CA"
     assert pki_files(container["command"], PKI_DIR) <= mounted
     if pki:
         assert pki["defaultMode"] == 0o440
