@@ -7,8 +7,9 @@ which ones: :data:`~kokpit.pki.MATERIAL`), runs as a fixed non-root user with a
 read-only root filesystem, no capabilities and the runtime's default seccomp profile; all are
 owned by the Cluster (so the garbage collector removes what an interrupted delete left), and
 are written by server-side apply, so applying a plan twice changes nothing. Health is the
-workloads' own status: every replica updated to the plan's version and ready, as each pod's
-readiness probe says (:data:`HEALTH_PORTS`).
+workloads' own status: the rollout complete (:func:`rolled_out`: every replica runs the plan,
+none of an older one is left) and every replica ready, as each pod's readiness probe says
+(:data:`HEALTH_PORTS`).
 
 etcd. Members are the StatefulSet's pods, ``<cluster>-etcd-<i>``, found by their stable names
 under the headless Service (``<pod>.<cluster>-etcd.<namespace>.svc``, published before they
@@ -152,16 +153,12 @@ class KubernetesRuntime:
             obj = await self.client.get(resource, _name(cp, name), namespace=cp.namespace)
         except NotFound:
             return ComponentHealth(False, None, f"{name} does not exist", reason=NOT_FOUND)
-        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        meta = obj["metadata"]
         version = (meta.get("labels") or {}).get("kokpit.io/version")
         digest = (meta.get("annotations") or {}).get(PLAN_ANNOTATION)
-        want = spec.get("replicas", 1)
-        settled = status.get("observedGeneration", 0) >= meta.get("generation", 0)
-        updated = status.get("updatedReplicas", 0) >= want
-        ready = status.get("readyReplicas", 0) >= want
-        if settled and updated and ready:
+        done, detail = rolled_out(obj)
+        if done:
             return ComponentHealth(True, version, plan=digest)
-        detail = f"{status.get('readyReplicas', 0)}/{want} replicas ready"
         crashing = await self._crash_looping(cp, name)
         if crashing:
             return ComponentHealth(
@@ -396,6 +393,31 @@ class KubernetesRuntime:
             "metadata": meta,
             "spec": spec,
         }
+
+
+def rolled_out(workload: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a Deployment's or StatefulSet's rollout is complete, as ``kubectl rollout
+    status`` says it (and if not, why): the controller saw the latest spec, every replica runs
+    it, *no replica of an older revision is left*, and all are ready. Ready replicas alone do
+    not say it: mid-rollout a Deployment counts the old pod, still ready, next to the new
+    one, not ready yet."""
+    meta, spec, status = workload["metadata"], workload["spec"], workload.get("status") or {}
+    want = spec.get("replicas", 1)
+    total, updated = status.get("replicas", 0), status.get("updatedReplicas", 0)
+    ready = status.get("readyReplicas", 0)
+    if status.get("observedGeneration", 0) < meta.get("generation", 0):
+        return False, "the rollout has not started yet"
+    if updated < want:
+        return False, f"{updated}/{want} replicas updated"
+    if total > updated:
+        return False, f"{total - updated} old replicas still running"
+    if workload.get("kind") == "StatefulSet" and status.get("currentRevision") != status.get(
+        "updateRevision"
+    ):
+        return False, "the StatefulSet's update is not complete"
+    if ready < want:
+        return False, f"{ready}/{want} replicas ready"
+    return True, ""
 
 
 def _name(cp: ControlPlane, suffix: DerivedSuffix) -> str:

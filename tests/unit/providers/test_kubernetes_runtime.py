@@ -28,6 +28,7 @@ from kokpit.providers.controlplane.kubernetes import (
     apiserver_dns_names,
     etcd_dns_names,
     etcd_members,
+    rolled_out,
 )
 from kokpit.providers.controlplane.process import business_pki
 from kokpit.runtime import Client, ClientConfig
@@ -281,3 +282,31 @@ def test_the_node_selector_flag_parses_labels() -> None:
     for bad in ("", "a", "=1", "a=1,b"):
         with pytest.raises(Exception, match="key=value"):
             _labels(bad)
+
+
+def workload_status(kind: str, **status: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 1 if kind == "Deployment" else 3},
+        "status": {"observedGeneration": 2, **status},
+    }
+
+
+def test_a_rollout_is_done_only_when_no_old_replica_is_left_and_all_are_ready() -> None:
+    # Mid-rollout: the new pod is not ready, the old one still is (ready counts both).
+    mid = workload_status("Deployment", replicas=2, updatedReplicas=1, readyReplicas=1)
+    assert rolled_out(mid) == (False, "1 old replicas still running")
+    new_ready = workload_status("Deployment", replicas=2, updatedReplicas=1, readyReplicas=2)
+    assert not rolled_out(new_ready)[0], "the old pod is still there"
+    done = workload_status("Deployment", replicas=1, updatedReplicas=1, readyReplicas=1)
+    assert rolled_out(done) == (True, "")
+    unseen = {**done, "metadata": {"generation": 3}}
+    assert not rolled_out(unseen)[0]
+    not_ready = workload_status("Deployment", replicas=1, updatedReplicas=1, readyReplicas=0)
+    assert rolled_out(not_ready) == (False, "0/1 replicas ready")
+    sts = {"replicas": 3, "updatedReplicas": 3, "readyReplicas": 3}
+    mid_sts = workload_status("StatefulSet", currentRevision="a", updateRevision="b", **sts)
+    assert not rolled_out(mid_sts)[0]
+    done_sts = workload_status("StatefulSet", currentRevision="b", updateRevision="b", **sts)
+    assert rolled_out(done_sts) == (True, "")
