@@ -368,3 +368,28 @@ def test_component_statuses_keep_restarts_and_the_first_unready_time() -> None:
     forgotten = component_statuses(previous, health, {}, "x", forget_restarts=True)
     assert "restarts" not in forgotten[0], "a healthy component's spent budget is renewed"
     assert forgotten[1]["restarts"] == ["2026-01-01T00:00:06Z"]
+
+
+def test_degraded_is_kept_by_a_reconcile_that_did_not_check_the_components() -> None:
+    scope = ClusterScope(
+        {
+            "metadata": {"name": "biz", "namespace": "ns", "generation": 1},
+            "spec": {},
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {
+                        "type": "Degraded",
+                        "status": "True",
+                        "reason": "RestartBudgetExhausted",
+                        "message": "etcd ...",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+            },
+        }
+    )
+    assert status.degraded(scope) == ("Degraded", "True", "RestartBudgetExhausted", "etcd ...")
+    ok = ComponentHealth(True, "v1", plan="p")
+    scope.health = dict.fromkeys(ORDER, ok)
+    assert status.degraded(scope) == ("Degraded", "False", "NotDegraded", "")
