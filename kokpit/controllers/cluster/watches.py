@@ -171,7 +171,7 @@ class WorkloadWatch:
         self._namespaces: dict[str, list[asyncio.Task[None]]] = {}
         self._owner = for_owner("Cluster", "kokpit.io")
         self._running = False
-        self._log = get_logger("kokpit.cluster.workloads")
+        self._subscribed = False
 
     def add_handler(self, handler: EventHandler) -> None:
         self._handlers.append(handler)
@@ -181,7 +181,12 @@ class WorkloadWatch:
 
     async def start(self) -> None:
         self._running = True
-        self._clusters.add_handler(_ClusterEvents(self))
+        if not self._subscribed:  # once: an informer keeps its handlers across leader terms
+            self._subscribed = True
+            self._clusters.add_handler(_ClusterEvents(self))
+        else:
+            for cluster in self._clusters.store.list():
+                self.cluster_changed(cluster)
         try:
             await asyncio.Event().wait()
         finally:
@@ -193,11 +198,6 @@ class WorkloadWatch:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    @property
-    def namespaces(self) -> list[str]:
-        """The namespaces whose workloads are watched now."""
-        return sorted(self._namespaces)
 
     def cluster_changed(self, cluster: Object) -> None:
         namespace = cluster["metadata"].get("namespace") or ""
