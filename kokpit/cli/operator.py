@@ -1,7 +1,8 @@
 """``kokpit operator cluster|machine``: run the Cluster-Operator or the Machine-Operator.
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
-                            [--process-root DIR] [--leader-elect] [--health-port N]
+                            [--process-root DIR] [--restart-budget N]
+                            [--restart-window SECONDS] [--leader-elect] [--health-port N]
                             [--control-plane-node-selector KEY=VALUE[,KEY=VALUE]]
                             [--image-repository REPO] [--etcd-storage-class NAME]
     kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
@@ -74,6 +75,22 @@ def register(sub: Any) -> None:
         type=Path,
         default=Path.home() / ".local" / "share" / "kokpit" / "controlplanes",
     )
+    defaults = ClusterOptions()
+    c.add_argument(
+        "--restart-budget",
+        type=_positive(int),
+        default=defaults.restart_budget,
+        help="restarts of one control-plane component (process runtime) within "
+        "--restart-window before its Cluster turns Degraded and kokpit stops restarting it "
+        f"(default: {defaults.restart_budget})",
+    )
+    c.add_argument(
+        "--restart-window",
+        type=_positive(float),
+        default=defaults.restart_window_seconds,
+        metavar="SECONDS",
+        help=f"the restart budget's window (default: {defaults.restart_window_seconds:.0f})",
+    )
     c.add_argument(
         "--control-plane-node-selector",
         type=_labels,
@@ -135,6 +152,18 @@ def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
     p.add_argument("--qps", type=float, default=200.0, help="API requests per second")
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero (of ``kind``)."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+
+    return parse
+
+
 def _labels(text: str) -> dict[str, str]:
     """An argparse type: ``key=value[,key=value]`` (the API server validates the labels
     themselves when it gets the first pod)."""
@@ -180,7 +209,11 @@ async def _cluster(args: argparse.Namespace) -> None:
             "process": ProcessRuntime(args.process_root),
         }
         runtimes = {n: available[n] for n in args.runtimes}
-        options = ClusterOptions(max_concurrent_reconciles=args.workers)
+        options = ClusterOptions(
+            max_concurrent_reconciles=args.workers,
+            restart_budget=args.restart_budget,
+            restart_window_seconds=args.restart_window,
+        )
         cluster.setup(manager, runtimes, recorder, options)
         await manager.start()
 

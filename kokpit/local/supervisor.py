@@ -115,6 +115,16 @@ class Supervisor:
         self.start(component)
         self.wait_healthy(component, timeout_s)
 
+    def respawn(self, name: str) -> ProcessRef:
+        """Stop ``name`` if it runs and start it again as recorded, without waiting for its
+        health (a controller that must not block looks at its health later)."""
+        entry = self.state().get("processes", {}).get(name)
+        if entry is None:
+            raise KeyError(f"no component {name!r} in {self.layout.state}")
+        component = Component(name, entry["argv"], Health(**entry["health"]))
+        self.stop(name)
+        return self.start(component)
+
     def healthy(self, name: str) -> bool:
         entry = self.state().get("processes", {}).get(name)
         return (

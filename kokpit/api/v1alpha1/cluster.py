@@ -19,6 +19,15 @@ CONTROL_PLANE_AVAILABLE = "ControlPlaneAvailable"
 UPGRADING = "Upgrading"
 ROLLED_BACK = "RolledBack"
 PACKAGE_VERSION_RESOLVED = "PackageVersionResolved"
+#: True while a component stays broken in a way kokpit no longer repairs by itself: the
+#: process runtime spent its restart budget on it, or (kubernetes runtime) the kubelet backs
+#: off restarting its crashing container. Self-healing and the risk guard act on it.
+DEGRADED = "Degraded"
+
+# Degraded's reasons.
+RESTART_BUDGET_EXHAUSTED = "RestartBudgetExhausted"
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+NOT_DEGRADED = "NotDegraded"
 
 Phase = Literal[
     "Pending", "Provisioning", "Running", "Upgrading", "RollingBack", "Deleting", "Failed"
@@ -254,6 +263,33 @@ class ComponentStatus:
     name: str = field("Component name.")
     version: str = field("Version running now.", default="")
     ready: bool = field("Whether its health checks pass.", default=False)
+    reason: str | None = field(
+        "Why it is not ready, in CamelCase: NotRunning (its process is gone), Unhealthy (it "
+        "runs and fails its health check), NotFound, ReplicasNotReady or CrashLoopBackOff (its "
+        "workload, kubernetes runtime). Absent when ready.",
+        default=None,
+        max_length=64,
+    )
+    message: str | None = field(
+        "What is wrong, and what kokpit does about it, for a person. Absent when ready.",
+        default=None,
+        max_length=4096,
+    )
+    unready_since: str | None = field(
+        "When it was first seen not ready, since it last was (absent when ready): a component "
+        "that runs but fails its checks is restarted only after a grace period from here.",
+        default=None,
+        format="date-time",
+    )
+    restarts: list[str] = field(
+        "When kokpit restarted this component (process runtime), oldest first: the restart "
+        "budget counts those within its window, and the backoff before the next restart "
+        "doubles with each. Kept in the status so that a restarted operator does not reset "
+        "the budget.",
+        default_factory=list,
+        max_items=32,
+        values={"format": "date-time"},
+    )
 
 
 @dataclass(kw_only=True)
@@ -294,13 +330,14 @@ class ClusterStatus:
     kubernetes_version: str | None = field("Kubernetes version the API server runs.", default=None)
     package_version: str | None = field("The package version applied now.", default=None)
     conditions: list[Condition] = field(
-        "Ready, ControlPlaneAvailable, Upgrading, RolledBack, PackageVersionResolved.",
+        "Ready, ControlPlaneAvailable, Degraded, Upgrading, RolledBack, PackageVersionResolved.",
         default_factory=list,
         list_type="map",
         list_map_keys=("type",),
     )
     components: list[ComponentStatus] = field(
-        "Each component's running version.", default_factory=list
+        "Each component's running version and health, and kokpit's restarts of it.",
+        default_factory=list,
     )
     endpoint: str | None = field("URL of the business cluster's API server.", default=None)
     admin_kubeconfig_secret_ref: SecretRef | None = field(

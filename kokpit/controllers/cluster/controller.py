@@ -4,9 +4,13 @@ Watches Clusters and ClusterPackageVersions (a package version appearing or chan
 requeues the Clusters that name it, found through an index, not a scan). The reconcile is the
 runtime's outline (:mod:`kokpit.runtime.reconcile`) with these phases (:mod:`.phases`):
 
-    normal:  package version → PKI → control plane, one component at a time →
-             admin kubeconfig (people) → the Machine-Operator's own identity (:mod:`.access`)
+    normal:  package version → PKI → control plane, one component at a time (or the repair
+             of a broken one, :mod:`.health`) → admin kubeconfig (people) → the
+             Machine-Operator's own identity (:mod:`.access`)
     delete:  stop the control plane, delete what the Cluster owns
+
+A Ready control plane that breaks re-reconciles its Cluster within seconds (:mod:`.watches`):
+the process runtime's components are probed, the kubernetes runtime's workloads watched.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from kokpit.controllers.cluster import status
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.phases import ClusterPhases, not_permitted
 from kokpit.controllers.cluster.scope import ClusterScope
+from kokpit.controllers.cluster.watches import ProbeMonitor, WorkloadWatch
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.runtime import (
     Controller,
@@ -33,6 +38,8 @@ from kokpit.runtime import (
 )
 
 FINALIZER = "kokpit.io/cluster"
+#: The runtimes whose components are probed (nothing else tells when one dies).
+PROBED = ("process",)
 BY_PACKAGE = "spec.packageVersion"
 
 
@@ -107,5 +114,14 @@ def setup(
         ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles),
     )
     controller.watch(clusters).watch(packages, clusters_using)
+    probed = {name: runtimes[name] for name in PROBED if name in runtimes}
+    if probed:
+        monitor = ProbeMonitor(clusters, probed, options)
+        controller.watch(monitor)
+        manager.add(monitor)
+    if "kubernetes" in runtimes:
+        workloads = WorkloadWatch(manager.client, clusters)
+        controller.watch(workloads)
+        manager.add(workloads)
     manager.add(controller)
     return controller

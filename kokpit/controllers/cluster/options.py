@@ -18,3 +18,27 @@ class ClusterOptions:
     leaf_validity_seconds: float = 90 * 24 * 3600.0
     #: How often a Running cluster is looked at again when nothing changed.
     resync_interval: float = 300.0
+
+    # -- keeping Ready control planes healthy (see :mod:`.health`) --------------------------
+    #: Restarts of one component that kokpit makes within ``restart_window_seconds``; one
+    #: more failure turns the Cluster Degraded and kokpit stops restarting it (a component
+    #: that dies at every start would otherwise be restarted for ever, hiding the fault).
+    restart_budget: int = 5
+    restart_window_seconds: float = 600.0
+    #: The wait before a restart: ``restart_backoff_seconds`` after the first restart in the
+    #: window, doubling with each one, at most ``restart_backoff_max_seconds``.
+    restart_backoff_seconds: float = 1.0
+    restart_backoff_max_seconds: float = 60.0
+    #: How long a component that runs but fails its health check is left alone before it is
+    #: restarted (it may only be waiting for etcd or the API server to come back).
+    unhealthy_grace_seconds: float = 30.0
+    #: How often an unhealthy cluster is looked at while kokpit waits (backoff, grace, a
+    #: kubelet restarting containers, a spent budget).
+    unhealthy_poll_interval: float = 5.0
+    #: How often each Ready cluster of the process runtime has its components probed: the
+    #: probes of all clusters are spread over this interval, ``probe_concurrency`` at a time.
+    probe_interval: float = 2.0
+    probe_concurrency: int = 16
+    #: Failed probes in a row before a component that runs is reported (a dead process is
+    #: reported at once).
+    probe_failure_threshold: int = 3

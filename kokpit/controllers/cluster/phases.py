@@ -13,6 +13,7 @@ skipping it or starting another.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -27,6 +28,7 @@ import aiohttp
 from kokpit.api.conditions import now
 from kokpit.api.v1alpha1.cluster import KUBECONFIG_SECRET_TYPE, object_name
 from kokpit.controllers.cluster import access
+from kokpit.controllers.cluster.health import Repairs, broken
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.controllers.cluster.skew import skew_error
@@ -102,6 +104,7 @@ class ClusterPhases:
         #: Business clusters whose access this process granted lately: to which endpoint, with
         #: which renewal of the certificates.
         self._access_granted: Recently[tuple[str, int]] = Recently(3600)
+        self._repairs = Repairs(options)
 
     async def check_runtime(self, scope: ClusterScope) -> bool:
         """First: a Cluster whose runtime this operator was not started with gets nothing made
@@ -197,13 +200,18 @@ class ClusterPhases:
             return False
         cp = scope.control_plane
         target = scope.package["metadata"]["name"]
-        for name in ORDER:
-            scope.health[name] = await runtime.health(cp, name)
+        # At once: one component's slow check (an API server's readyz while etcd is down)
+        # must not delay the others', nor the news that one broke.
+        healths = await asyncio.gather(*(runtime.health(cp, name) for name in ORDER))
+        scope.health.update(zip(ORDER, healths, strict=True))
         for name in ORDER:
             plan = plan_for(scope.package, name, scope.credentials)
             health = scope.health[name]
             if health.ready and health.plan == plan.digest:
                 continue
+            if broken(scope.status, plan, health):  # it ran this plan: repair, not a step
+                await self._repairs.repair(scope, runtime, plan, health)
+                return False
             try:
                 return await self._step(scope, runtime, plan, target, health.plan, health.detail)
             except PlanError as e:

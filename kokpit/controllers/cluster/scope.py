@@ -23,6 +23,10 @@ class ClusterScope(ObjectScope):
     blocked: tuple[str, str] | None = None  # (reason, message)
     #: How many times the cluster's certificates were renewed (part of every component's plan).
     credentials: int = 0
+    #: Why the control plane is Degraded (a spent restart budget, a crash loop), if it is.
+    degraded: tuple[str, str] | None = None  # (reason, message)
+    #: What kokpit does about each component that is not ready (a restart, a backoff).
+    notes: dict[ComponentName, str] = field(default_factory=dict)
 
     @property
     def cluster(self) -> Object:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kokpit.api.conditions import READY, is_true, set_condition
+from kokpit.api.conditions import READY, get, is_true, now, set_condition
 from kokpit.api.v1alpha1.cluster import (
     CONTROL_PLANE_AVAILABLE,
+    DEGRADED,
+    NOT_DEGRADED,
     PACKAGE_VERSION_RESOLVED,
+    RESTART_BUDGET_EXHAUSTED,
     ROLLED_BACK,
     UPGRADING,
 )
+from kokpit.controllers.cluster.health import component_statuses
 from kokpit.controllers.cluster.scope import ClusterScope
 
 Status = Literal["True", "False", "Unknown"]
@@ -33,10 +37,25 @@ def control_plane_available(scope: ClusterScope) -> Condition:
         return (CONTROL_PLANE_AVAILABLE, "False", *scope.blocked)
     if not scope.health:
         return (CONTROL_PLANE_AVAILABLE, "Unknown", "NotChecked", "health was not checked")
-    bad = [f"{n}: {h.detail or 'not ready'}" for n, h in scope.health.items() if not h.ready]
+    bad = [
+        f"{n}: {h.detail or 'not ready'}" + (f" ({scope.notes[n]})" if n in scope.notes else "")
+        for n, h in scope.health.items()
+        if not h.ready
+    ]
     if bad:
         return (CONTROL_PLANE_AVAILABLE, "False", "ComponentsNotReady", "; ".join(bad))
     return (CONTROL_PLANE_AVAILABLE, "True", "Healthy", "every component passes its checks")
+
+
+def degraded(scope: ClusterScope) -> Condition:
+    """True while a component stays broken and kokpit no longer repairs it (see
+    :mod:`.health`); kept as it was when this reconcile did not check the components."""
+    if scope.degraded:
+        return (DEGRADED, "True", *scope.degraded)
+    before = get(scope.status.get("conditions") or [], DEGRADED)
+    if not scope.health and before is not None:
+        return (DEGRADED, before["status"], before["reason"], before.get("message", ""))
+    return (DEGRADED, "False", NOT_DEGRADED, "")
 
 
 def upgrading(scope: ClusterScope) -> Condition:
@@ -68,6 +87,10 @@ def ready(scope: ClusterScope) -> Condition:
     )
     if ok:
         return (READY, "True", "Running", "")
+    available = get(conditions, CONTROL_PLANE_AVAILABLE) or {}
+    if scope.status.get("phase") == "Running" and available.get("status") == "False":
+        # Running, and a component broke: say which, and why.
+        return (READY, "False", available["reason"], available.get("message", ""))
     return (READY, "False", str(scope.status.get("phase") or "Pending"), "")
 
 
@@ -75,11 +98,14 @@ def update(scope: ClusterScope) -> None:
     """Write every condition and observedGeneration into the scope's status."""
     generation = scope.cluster["metadata"].get("generation")
     status = scope.status
+    spent = get(status.get("conditions") or [], DEGRADED) or {}
+    forget_restarts = spent.get("reason") == RESTART_BUDGET_EXHAUSTED and not scope.degraded
     if scope.blocked and scope.blocked[0] == "NotFound" and not status.get("packageVersion"):
         status["phase"] = "Pending"
     for compute in (
         package_version_resolved,
         control_plane_available,
+        degraded,
         upgrading,
         rolled_back,
         ready,
@@ -94,8 +120,11 @@ def update(scope: ClusterScope) -> None:
             generation=generation,
         )
     if scope.health:
-        status["components"] = [
-            {"name": n, "version": h.version or "", "ready": h.ready}
-            for n, h in scope.health.items()
-        ]
+        status["components"] = component_statuses(
+            status.get("components") or [],
+            scope.health,
+            scope.notes,
+            now(),
+            forget_restarts=forget_restarts,
+        )
     status["observedGeneration"] = generation

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 ComponentName = Literal["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 #: Creation and upgrade order, as the version-skew policy requires; deletion is the reverse.
@@ -100,6 +100,19 @@ class ComponentPlan:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: Why a component is not ready (:attr:`ComponentHealth.reason`), as a CamelCase word.
+#: Its process is gone (process runtime): restart it at once, within the budget.
+NOT_RUNNING = "NotRunning"
+#: It runs but fails its health check: give it time before restarting (it may wait on etcd).
+UNHEALTHY = "Unhealthy"
+#: Its workload does not exist (kubernetes runtime).
+NOT_FOUND = "NotFound"
+#: Fewer replicas ready than wanted (kubernetes runtime); the kubelet restarts containers.
+REPLICAS_NOT_READY = "ReplicasNotReady"
+#: A container keeps failing and the kubelet backs off restarting it (kubernetes runtime).
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+
+
 @dataclass(frozen=True)
 class ComponentHealth:
     ready: bool
@@ -108,6 +121,8 @@ class ComponentHealth:
     detail: str = ""
     #: The :attr:`ComponentPlan.digest` of what runs (None when unknown).
     plan: str | None = None
+    #: Why it is not ready ("" when ready): one of the constants above.
+    reason: str = ""
 
 
 class PlanError(Exception):
@@ -128,3 +143,13 @@ class ControlPlaneRuntime(Protocol):
 
     async def delete(self, cp: ControlPlane) -> None:
         """Stop every component and delete everything the runtime made for ``cp``."""
+
+
+@runtime_checkable
+class Restartable(Protocol):
+    """A runtime whose components kokpit itself restarts when they die (the ``process``
+    runtime). The ``kubernetes`` runtime is not one: there the kubelet restarts containers, and
+    kokpit only reports."""
+
+    async def restart(self, cp: ControlPlane, name: ComponentName) -> None:
+        """Stop ``name`` if it still runs and start it again with what it ran; do not wait."""

@@ -60,16 +60,20 @@ from kokpit.local.components import node_ipam_flags
 from kokpit.pki import ETCD_MATERIAL, MATERIAL
 from kokpit.pki.kubeconfig import render_data
 from kokpit.providers.controlplane import (
+    CRASH_LOOP_BACK_OFF,
+    NOT_FOUND,
+    REPLICAS_NOT_READY,
     ComponentHealth,
     ComponentName,
     ComponentPlan,
     ControlPlane,
     PlanError,
 )
-from kokpit.runtime import Client, NotFound, Resource, controlled_by
+from kokpit.runtime import Client, Forbidden, NotFound, Resource, controlled_by
 from kokpit.runtime.resources import (
     DEPLOYMENTS,
     NETWORKPOLICIES,
+    PODS,
     SECRETS,
     SERVICES,
     STATEFULSETS,
@@ -148,12 +152,41 @@ class KubernetesRuntime:
         try:
             obj = await self.client.get(resource, _name(cp, name), namespace=cp.namespace)
         except NotFound:
-            return ComponentHealth(False, None, f"{name} does not exist")
+            return ComponentHealth(False, None, f"{name} does not exist", reason=NOT_FOUND)
         meta = obj["metadata"]
         version = (meta.get("labels") or {}).get("kokpit.io/version")
         digest = (meta.get("annotations") or {}).get(PLAN_ANNOTATION)
         done, detail = rolled_out(obj)
-        return ComponentHealth(done, version, detail, digest)
+        if done:
+            return ComponentHealth(True, version, plan=digest)
+        crashing = await self._crash_looping(cp, name)
+        if crashing:
+            return ComponentHealth(
+                False, version, f"{detail}; {crashing}", digest, CRASH_LOOP_BACK_OFF
+            )
+        return ComponentHealth(False, version, detail, digest, REPLICAS_NOT_READY)
+
+    async def _crash_looping(self, cp: ControlPlane, name: ComponentName) -> str | None:
+        """Which of ``name``'s containers the kubelet backs off restarting, and what it says
+        about it (its own words, cut short), if one is: kokpit does not restart containers, it
+        reports them (the Cluster turns Degraded)."""
+        selector = f"kokpit.io/cluster={cp.name},kokpit.io/component={name}"
+        try:
+            pods = await self.client.list(PODS, namespace=cp.namespace, label_selector=selector)
+        except Forbidden:  # an older role without pods/list: report the replicas only
+            return None
+        for pod in pods.items:
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (container.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") != CRASH_LOOP_BACK_OFF:
+                    continue
+                said = str(waiting.get("message") or "")[:200]
+                return (
+                    f"pod {pod['metadata']['name']}: container {container.get('name')} is in "
+                    f"CrashLoopBackOff after {container.get('restartCount', 0)} restarts"
+                    + (f" ({said})" if said else "")
+                )
+        return None
 
     async def endpoint(self, cp: ControlPlane) -> str | None:
         return _apiserver_url(cp)

@@ -40,6 +40,8 @@ from kokpit.pki import (
     kubeconfig,
 )
 from kokpit.providers.controlplane import (
+    NOT_RUNNING,
+    UNHEALTHY,
     ComponentHealth,
     ComponentName,
     ComponentPlan,
@@ -175,9 +177,25 @@ class ProcessRuntime:
         version = state.get("versions", {}).get(name)
         digest = state.get("plans", {}).get(name)
         if not supervisor.running(name):
-            return ComponentHealth(False, None, f"{name} is not running", digest)
+            return ComponentHealth(False, None, f"{name} is not running", digest, NOT_RUNNING)
         ok = await asyncio.to_thread(supervisor.healthy, name)
-        return ComponentHealth(ok, version, "" if ok else f"{name} is not healthy yet", digest)
+        if ok:
+            return ComponentHealth(True, version, plan=digest)
+        url = state.get("processes", {}).get(name, {}).get("health", {}).get("url", "")
+        detail = f"{name} does not pass its health check {url}".rstrip()
+        return ComponentHealth(False, version, detail, digest, UNHEALTHY)
+
+    async def restart(self, cp: ControlPlane, name: ComponentName) -> None:
+        """Start ``name`` again with the command line it last ran (a dead process, or one that
+        failed its health check for too long); the Cluster-Operator decides when, within its
+        restart budget."""
+
+        def restart() -> None:
+            layout = self._layout(cp)
+            with _exclusive(layout):
+                Supervisor(layout).respawn(name)
+
+        await asyncio.to_thread(restart)
 
     async def endpoint(self, cp: ControlPlane) -> str | None:
         ports = Supervisor(self._layout(cp)).state().get("ports")
