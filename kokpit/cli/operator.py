@@ -68,6 +68,13 @@ def register(sub: Any) -> None:
         type=Path,
         default=Path.home() / ".local" / "share" / "kokpit" / "controlplanes",
     )
+    c.add_argument(
+        "--bootstrap-token-ttl",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds a bootstrap token for joining hosts lasts (a successor is issued when "
+        "a third of it is left)",
+    )
     c.set_defaults(run=run_cluster)
     m = which.add_parser("machine", help="the Machine-Operator")
     _common(m, workers=16)
@@ -138,7 +145,10 @@ async def _cluster(args: argparse.Namespace) -> None:
             "process": ProcessRuntime(args.process_root),
         }
         runtimes = {n: available[n] for n in args.runtimes}
-        options = ClusterOptions(max_concurrent_reconciles=args.workers)
+        options = ClusterOptions(
+            max_concurrent_reconciles=args.workers,
+            bootstrap_token_ttl_seconds=args.bootstrap_token_ttl,
+        )
         cluster.setup(manager, runtimes, recorder, options)
         await manager.start()
 
