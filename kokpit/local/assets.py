@@ -6,6 +6,10 @@ Binaries are built once per Kubernetes release into ``<cache>/bin/<version>/`` (
 or none. On every use the manifest is checked again; a directory that fails the check is moved
 aside and rebuilt, never half-used.
 
+A build made before a binary joined :data:`BINARIES` (the node binaries came later) is not
+damaged but *incomplete*: :func:`missing` names what it lacks, and the build completes it with
+only those files (minutes), never rebuilding the control plane (the 8-minute part).
+
 ``KOKPIT_ASSETS=<dir>`` points at prebuilt binaries instead (from setup-envtest or a
 distribution); such a directory is used as it is and never rebuilt.
 """
@@ -24,8 +28,8 @@ from pathlib import Path
 
 from kokpit.local.versions import Release
 
-#: Every binary a complete asset directory holds.
-BINARIES = (
+#: The control plane's binaries (and kubectl, and kwok for simulated nodes).
+CONTROL_PLANE_BINARIES = (
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -33,9 +37,17 @@ BINARIES = (
     "kubectl",
     "kwok",
 )
+#: What a real node of the meta-cluster runs (:mod:`kokpit.local.realnode`): the kubelet,
+#: kube-proxy, the pod sandbox's ``pause`` and CoreDNS for the meta-cluster's DNS.
+NODE_BINARIES = ("kubelet", "kube-proxy", "pause", "coredns")
+#: Every binary a complete asset directory holds.
+BINARIES = CONTROL_PLANE_BINARIES + NODE_BINARIES
 #: kwok's stage definitions (node and pod lifecycles), one multi-document YAML file.
 KWOK_STAGES = "kwok-stages.yaml"
 MANIFEST = "manifest.json"
+#: Subdirectory of a release directory with OCI image archives for real nodes (not in the
+#: manifest: others add archives there after the build).
+IMAGES_DIR = "images"
 
 Progress = Callable[[str], None]
 
@@ -46,6 +58,14 @@ class AssetsError(RuntimeError):
 
 class CorruptAssetsError(AssetsError):
     """A cached build is partial or damaged."""
+
+
+class IncompleteAssetsError(AssetsError):
+    """A sound cached build that lacks binaries added to kokpit after it was made."""
+
+    def __init__(self, directory: Path, lacking: tuple[str, ...]) -> None:
+        self.lacking = lacking
+        super().__init__(f"{directory} lacks {', '.join(lacking)}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,11 @@ class Assets:
     def kwok_stages(self) -> Path:
         return self.root / KWOK_STAGES
 
+    @property
+    def images(self) -> Path:
+        """OCI image archives (``*.tar``) a real node imports at ``up``: drop images here."""
+        return self.root / IMAGES_DIR
+
 
 def cache_root() -> Path:
     """``$KOKPIT_CACHE``, else ``$XDG_CACHE_HOME/kokpit``, else ``~/.cache/kokpit``."""
@@ -81,9 +106,10 @@ def release_dir(release: Release) -> Path:
 
 
 def find(release: Release) -> Assets | None:
-    """The usable assets for ``release``, or None if they must be built.
+    """The usable assets for ``release``, or None if they must be built (or completed).
 
-    A damaged cached build is moved aside (and None returned) so the caller rebuilds it.
+    A damaged cached build is moved aside (and None returned) so the caller rebuilds it; an
+    incomplete one is left in place for the caller to complete (see :func:`missing`).
     """
     if override := os.environ.get("KOKPIT_ASSETS"):
         return from_override(Path(override))
@@ -92,21 +118,37 @@ def find(release: Release) -> Assets | None:
         return None
     try:
         verify(directory)
+    except IncompleteAssetsError:
+        return None
     except CorruptAssetsError:
         discard(directory)
         return None
     return Assets(directory, release.version)
 
 
+def missing(release: Release) -> tuple[str, ...] | None:
+    """The binaries a sound cached build of ``release`` lacks (empty if complete), or None
+    when there is no sound build to complete."""
+    directory = release_dir(release)
+    try:
+        verify(directory)
+    except IncompleteAssetsError as e:
+        return e.lacking
+    except (CorruptAssetsError, OSError):
+        return None
+    return ()
+
+
 def from_override(directory: Path) -> Assets:
     """Assets from ``KOKPIT_ASSETS``: prebuilt binaries, used as they are."""
-    required = [n for n in BINARIES if n != "kubectl"] + [KWOK_STAGES]
-    missing = [n for n in required if not (directory / n).is_file()]
-    if missing:
+    required = [n for n in CONTROL_PLANE_BINARIES if n != "kubectl"] + [KWOK_STAGES]
+    lacking = [n for n in required if not (directory / n).is_file()]
+    if lacking:
         raise AssetsError(
-            f"KOKPIT_ASSETS={directory} lacks {', '.join(missing)}; it must hold the binaries "
-            f"{', '.join(BINARIES)} (kubectl may come from PATH) and {KWOK_STAGES}, "
-            "the kwok stage files concatenated"
+            f"KOKPIT_ASSETS={directory} lacks {', '.join(lacking)}; it must hold the binaries "
+            f"{', '.join(CONTROL_PLANE_BINARIES)} (kubectl may come from PATH) and "
+            f"{KWOK_STAGES}, the kwok stage files concatenated (and {', '.join(NODE_BINARIES)} "
+            "for real nodes)"
         )
     return Assets(directory, binary_version(directory / "kube-apiserver"))
 
@@ -140,13 +182,16 @@ def read_manifest(directory: Path) -> dict[str, object]:
 
 
 def verify(directory: Path) -> None:
-    """Raise :class:`CorruptAssetsError` unless ``directory`` matches its manifest."""
+    """Raise :class:`CorruptAssetsError` unless ``directory`` matches its manifest, and then
+    :class:`IncompleteAssetsError` if the manifest lacks binaries of :data:`BINARIES` (a build
+    from before they were added; the control plane in it is sound)."""
     try:
         manifest = read_manifest(directory)
     except (OSError, ValueError) as e:
         raise CorruptAssetsError(f"{directory}: no readable {MANIFEST} ({e})") from e
     files = manifest.get("files")
-    if not isinstance(files, dict) or not set(BINARIES) | {KWOK_STAGES} <= files.keys():
+    required = set(CONTROL_PLANE_BINARIES) | {KWOK_STAGES}
+    if not isinstance(files, dict) or not required <= files.keys():
         raise CorruptAssetsError(f"{directory}: {MANIFEST} does not list every binary")
     for name, want in files.items():
         path = directory / name
@@ -154,6 +199,9 @@ def verify(directory: Path) -> None:
             raise CorruptAssetsError(f"{path} is missing")
         if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
             raise CorruptAssetsError(f"{path} does not match its recorded digest")
+    lacking = tuple(n for n in NODE_BINARIES if n not in files)
+    if lacking:
+        raise IncompleteAssetsError(directory, lacking)
 
 
 def discard(directory: Path) -> None:

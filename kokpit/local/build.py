@@ -7,7 +7,10 @@ build writes a small wrapper module that replaces every staging module with the 
 <patch>`` cut with the release. The list is read from the release's own ``go.mod``, never
 hard-coded, because it changes between releases. etcd is built at the version that same
 ``go.mod`` requires (the one kube-apiserver was tested with); kwok is installed at
-:data:`~kokpit.local.versions.KWOK_VERSION`.
+:data:`~kokpit.local.versions.KWOK_VERSION`. A real node's binaries come along: the kubelet
+and kube-proxy from the same wrapper module, CoreDNS at :data:`COREDNS_VERSION`, and a
+``pause`` of a few lines (:data:`PAUSE_SOURCE`) for the pod sandbox, so no image registry is
+needed.
 
 Output goes to a private directory that is renamed into place only after the manifest is
 written (see :mod:`kokpit.local.assets`), so a killed build leaves nothing half-usable.
@@ -23,10 +26,11 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from kokpit.local.assets import (
+    BINARIES,
     KWOK_STAGES,
     Assets,
     AssetsError,
@@ -35,14 +39,26 @@ from kokpit.local.assets import (
     binary_version,
     cache_root,
     find,
+    missing,
+    read_manifest,
     release_dir,
     write_manifest,
 )
 from kokpit.local.versions import KWOK_VERSION, Release
 
-KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBERNETES_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 KWOK_MODULE = "sigs.k8s.io/kwok"
+#: CoreDNS for the meta-cluster's DNS on real nodes; pinned so a build is reproducible.
+COREDNS_MODULE = "github.com/coredns/coredns"
+COREDNS_VERSION = "v1.14.7"
 #: kwok stage sets (directories under ``kustomize/stage`` of the kwok module): nodes that
 #: initialise at once and heartbeat through Leases, pods that become ready at once, and the
 #: label-triggered ``node-not-ready`` chaos stage for fault injection.
@@ -56,10 +72,18 @@ class BuildError(AssetsError):
     """A build step failed; the message carries the tail of its output."""
 
 
-def build(release: Release, dest: Path, progress: Progress) -> None:
-    """Build every binary for ``release`` and move the result to ``dest`` atomically."""
+def build(
+    release: Release, dest: Path, progress: Progress, *, only: Collection[str] | None = None
+) -> None:
+    """Build every binary for ``release`` and move the result to ``dest`` atomically.
+
+    With ``only`` (names from :data:`~kokpit.local.assets.BINARIES`), complete the sound build
+    in ``dest`` instead: build just those, move each into ``dest`` and then rewrite its
+    manifest (readers see the old manifest, which does not list them, or the new one).
+    """
     go = _require_go()
     started = time.monotonic()
+    wanted = set(BINARIES if only is None else only)
     work = cache_root() / "build" / release.version
     out = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     shutil.rmtree(out, ignore_errors=True)
@@ -72,20 +96,22 @@ def build(release: Release, dest: Path, progress: Progress) -> None:
         steps[name] = round(time.monotonic() - started - sum(steps.values()), 1)
 
     cold = _go_cache_is_empty(go, env)
+    what = "" if only is None else f" (completing the cache with {', '.join(sorted(wanted))})"
     progress(
-        f"building Kubernetes {release.version} with {go} into {dest}"
+        f"building Kubernetes {release.version} with {go} into {dest}{what}"
         f"{' (empty Go build cache: a cold build)' if cold else ''}"
     )
-    progress("[1/5] reading k8s.io/kubernetes go.mod from the module proxy")
+    progress("[1/6] reading k8s.io/kubernetes go.mod from the module proxy")
     gomod = Path(_download(go, f"k8s.io/kubernetes@{release.version}", env, work)["GoMod"])
     staging, etcd_version = parse_kubernetes_gomod(gomod.read_text())
 
-    progress(f"[2/5] wrapper module: {len(staging)} staging modules → {release.staging_version}")
+    progress(f"[2/6] wrapper module: {len(staging)} staging modules → {release.staging_version}")
     (work / "go.mod").write_text(f"module kokpit.local/k8s-{release.version}\n\ngo 1.26\n")
     (work / "go.sum").unlink(missing_ok=True)
     replaces = [f"-replace={m}={m}@{release.staging_version}" for m in staging]
     _run([go, "mod", "edit", *replaces], work, env)
-    packages = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBERNETES_COMMANDS]
+    commands = [c for c in KUBERNETES_COMMANDS if c in wanted]
+    packages = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
     _run(
         [go, "get", *(f"{p}@{release.version}" for p in packages), f"{ETCD_MODULE}@{etcd_version}"],
         work,
@@ -93,66 +119,156 @@ def build(release: Release, dest: Path, progress: Progress) -> None:
     )
     step("resolve")
 
-    progress(
-        f"[3/5] compiling {', '.join(KUBERNETES_COMMANDS)} {release.version} "
-        "(a cold build takes 10-20 minutes on 2 cores)"
-    )
-    ldflags = " ".join(["-s", "-w", *version_ldflags(release)])
-    _compile(
-        [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/", *packages],
-        work,
-        env,
-        progress,
-    )
-    step("kubernetes")
+    if packages:
+        progress(
+            f"[3/6] compiling {', '.join(commands)} {release.version} "
+            "(a cold build takes 10-20 minutes on 2 cores)"
+        )
+        ldflags = " ".join(["-s", "-w", *version_ldflags(release)])
+        _compile(
+            [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/", *packages],
+            work,
+            env,
+            progress,
+        )
+        step("kubernetes")
 
-    progress(f"[4/5] compiling etcd {etcd_version}")
-    _compile(
-        [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), ETCD_MODULE],
-        work,
-        env,
-        progress,
-    )
-    step("etcd")
+    if "etcd" in wanted:
+        progress(f"[4/6] compiling etcd {etcd_version}")
+        _compile(
+            [
+                go,
+                "build",
+                "-v",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(out / "etcd"),
+                ETCD_MODULE,
+            ],
+            work,
+            env,
+            progress,
+        )
+        step("etcd")
 
-    progress(f"[5/5] compiling kwok {KWOK_VERSION} and collecting its stages")
-    kwok_ldflags = f"-s -w -X {KWOK_MODULE}/pkg/consts.Version={KWOK_VERSION}"
-    _compile(
-        [
-            go,
-            "install",
-            "-v",
-            "-trimpath",
-            "-ldflags",
-            kwok_ldflags,
-            f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}",
-        ],
-        work,
-        {**env, "GOBIN": str(out)},
-        progress,
-    )
-    kwok_dir = Path(_download(go, f"{KWOK_MODULE}@{KWOK_VERSION}", env, work)["Dir"])
-    (out / KWOK_STAGES).write_text(collect_kwok_stages(kwok_dir / "kustomize" / "stage"))
-    step("kwok")
+    if "kwok" in wanted:
+        progress(f"[5/6] compiling kwok {KWOK_VERSION} and collecting its stages")
+        kwok_ldflags = f"-s -w -X {KWOK_MODULE}/pkg/consts.Version={KWOK_VERSION}"
+        _install(
+            go, f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", kwok_ldflags, out, work, env, progress
+        )
+        kwok_dir = Path(_download(go, f"{KWOK_MODULE}@{KWOK_VERSION}", env, work)["Dir"])
+        (out / KWOK_STAGES).write_text(collect_kwok_stages(kwok_dir / "kustomize" / "stage"))
+        step("kwok")
 
-    reported = binary_version(out / "kube-apiserver")
-    if reported != release.version:
-        raise BuildError(f"kube-apiserver reports {reported}, expected {release.version}")
+    if {"pause", "coredns"} & wanted:
+        progress(f"[6/6] compiling pause and CoreDNS {COREDNS_VERSION}")
+        if "pause" in wanted:
+            _build_pause(go, out / "pause", work, env, progress)
+        if "coredns" in wanted:
+            _install(go, f"{COREDNS_MODULE}@{COREDNS_VERSION}", "-s -w", out, work, env, progress)
+        step("node")
+
+    for command in ("kube-apiserver", "kubelet"):
+        if command in wanted:
+            reported = binary_version(out / command)
+            if reported != release.version:
+                raise BuildError(f"{command} reports {reported}, expected {release.version}")
     info: dict[str, object] = {
         "kubernetes": release.version,
         "etcd": etcd_version,
         "kwok": KWOK_VERSION,
+        "coredns": COREDNS_VERSION,
         "go": go_version(go),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.monotonic() - started, 1),
         "go_build_cache": "cold" if cold else "warm",
         "step_seconds": steps,
     }
-    write_manifest(out, info)
-    if dest.exists():
-        shutil.rmtree(dest)
-    out.rename(dest)
+    if only is None:
+        write_manifest(out, info)
+        if dest.exists():
+            shutil.rmtree(dest)
+        out.rename(dest)
+    else:
+        _complete(dest, out, info)
     progress(f"built Kubernetes {release.version} in {info['build_seconds']} s: {dest}")
+
+
+def _complete(dest: Path, out: Path, info: dict[str, object]) -> None:
+    """Move the files built into ``out`` into the sound build ``dest``, then record them in
+    its manifest (the old build's facts kept, this completion's added under ``completed``)."""
+    previous = {k: v for k, v in read_manifest(dest).items() if k != "files"}
+    for path in sorted(out.iterdir()):
+        path.rename(dest / path.name)
+    out.rmdir()
+    write_manifest(dest, {**previous, "coredns": COREDNS_VERSION, "completed": info})
+
+
+#: The pod sandbox's process: it only holds the pod's namespaces, so it sleeps until told to
+#: stop. Built static (CGO off) so its image needs no libc.
+PAUSE_SOURCE = """\
+// pause holds a pod's namespaces for the kubelet's sandbox; built by kokpit.
+package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tstop := make(chan os.Signal, 1)
+\tsignal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+\tgo func() {
+\t\t// As PID 1 of the pod, reap the zombies of processes that exit in it.
+\t\tchild := make(chan os.Signal, 1)
+\t\tsignal.Notify(child, syscall.SIGCHLD)
+\t\tfor range child {
+\t\t\tfor {
+\t\t\t\tpid, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil)
+\t\t\t\tif pid <= 0 || err != nil {
+\t\t\t\t\tbreak
+\t\t\t\t}
+\t\t\t}
+\t\t}
+\t}()
+\t<-stop
+}
+"""
+
+
+def _build_pause(go: str, dest: Path, work: Path, env: dict[str, str], progress: Progress) -> None:
+    source = work / "pause"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "go.mod").write_text("module kokpit.local/pause\n\ngo 1.26\n")
+    (source / "main.go").write_text(PAUSE_SOURCE)
+    _compile(
+        [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(dest), "."],
+        source,
+        env,
+        progress,
+    )
+
+
+def _install(
+    go: str,
+    module: str,
+    ldflags: str,
+    out: Path,
+    work: Path,
+    env: dict[str, str],
+    progress: Progress,
+) -> None:
+    """``go install module@version`` into ``out`` (for modules without replace directives)."""
+    _compile(
+        [go, "install", "-v", "-trimpath", "-ldflags", ldflags, module],
+        work,
+        {**env, "GOBIN": str(out)},
+        progress,
+    )
 
 
 def parse_kubernetes_gomod(text: str) -> tuple[list[str], str]:
@@ -268,7 +384,8 @@ def ensure(release: Release, progress: Progress = print) -> Assets:
         found = find(release)  # another process may have built it while we waited
         if found is not None:
             return found
-        build(release, release_dir(release), progress)
+        lacking = missing(release)
+        build(release, release_dir(release), progress, only=lacking or None)
     found = find(release)
     if found is None:
         raise CorruptAssetsError(f"the build of {release.version} did not verify")

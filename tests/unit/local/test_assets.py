@@ -15,9 +15,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def fake_build(directory: Path) -> None:
+def fake_build(directory: Path, binaries: tuple[str, ...] = assets.BINARIES) -> None:
     directory.mkdir(parents=True)
-    for name in (*assets.BINARIES, assets.KWOK_STAGES):
+    for name in (*binaries, assets.KWOK_STAGES):
         (directory / name).write_bytes(f"contents of {name}".encode() * 100)
     assets.write_manifest(directory, {"kubernetes": RELEASE.version})
 
@@ -54,6 +54,25 @@ def test_a_damaged_build_is_discarded_never_used(cache: Path, damage) -> None:  
     damage(directory)
     assert assets.find(RELEASE) is None
     assert not directory.exists(), "the damaged build must be moved out of the way"
+
+
+def test_a_build_from_before_the_node_binaries_is_kept_for_completion(cache: Path) -> None:
+    directory = assets.release_dir(RELEASE)
+    fake_build(directory, assets.CONTROL_PLANE_BINARIES)
+    assert assets.find(RELEASE) is None, "an incomplete build is not usable as it is"
+    assert directory.is_dir(), "a sound control plane must not be thrown away"
+    assert assets.missing(RELEASE) == assets.NODE_BINARIES
+
+
+def test_a_complete_build_misses_nothing_and_a_damaged_one_cannot_be_completed(
+    cache: Path,
+) -> None:
+    directory = assets.release_dir(RELEASE)
+    assert assets.missing(RELEASE) is None
+    fake_build(directory)
+    assert assets.missing(RELEASE) == ()
+    (directory / "kubelet").write_bytes(b"truncated")
+    assert assets.missing(RELEASE) is None
 
 
 def test_override_lists_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

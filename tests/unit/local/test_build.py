@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from kokpit.local import build
+from kokpit.local import assets, build
 from kokpit.local.assets import AssetsError
 from kokpit.local.versions import Release
 
@@ -74,3 +74,24 @@ def test_old_go_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin:/bin")
     with pytest.raises(AssetsError, match=r"go1\.21\.0.*needs go >= 1\.26"):
         build._require_go()
+
+
+def test_completing_a_build_adds_files_and_keeps_the_old_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOKPIT_CACHE", str(tmp_path))
+    dest = tmp_path / "bin" / "v1.36.3"
+    dest.mkdir(parents=True)
+    for name in (*assets.CONTROL_PLANE_BINARIES, assets.KWOK_STAGES):
+        (dest / name).write_text(name)
+    assets.write_manifest(dest, {"kubernetes": "v1.36.3", "build_seconds": 480})
+    out = tmp_path / "bin" / ".v1.36.3.partial"
+    out.mkdir()
+    for name in assets.NODE_BINARIES:
+        (out / name).write_text(name)
+    build._complete(dest, out, {"build_seconds": 30})
+    manifest = assets.read_manifest(dest)
+    assert manifest["build_seconds"] == 480
+    assert manifest["completed"] == {"build_seconds": 30}
+    assert not out.exists()
+    assets.verify(dest)  # complete now: no IncompleteAssetsError
