@@ -274,7 +274,10 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
     try:
         # The kubelet's own Node, tainted from its first moment, Ready.
         node = await until("the kubelet's Node", lambda: business.get(NODES, NAME), within=180)
-        assert tainted(node), "registered with kokpit's taint (--register-with-taints)"
+        assert tainted(node)
+        assert "kokpit.io/not-ready" in _taints_set_by(node, "kubelet"), (
+            "the kubelet registered with kokpit's taint (--register-with-taints)"
+        )
         node = await until(
             "the Node Ready",
             lambda: _if(business.get(NODES, NAME), ready),
@@ -349,6 +352,7 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
             },
             field_manager=f"reporter-{REPORTER}",
         )
+        gate_passed = time.time()
         await until(
             "the taint removed",
             lambda: _if(business.get(NODES, NAME), lambda n: not tainted(n)),
@@ -363,6 +367,14 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
             within=90,
         )
         assert running["spec"]["nodeName"] == NAME
+        with capsys.disabled():
+            print(f"gate passed → pod Running: {time.time() - gate_passed:.1f} s")
+        # What the cleanup below must undo is really there now.
+        during = machine_state(root)
+        assert during["cgroups"], "the kubelet's cgroup root"
+        assert BRIDGE in during["links"]
+        assert during["processes"], "kubelet, containerd and shims"
+        assert any(m.startswith(str(root)) for m in during["mounts"])
         assert running["status"]["podIP"].startswith("10.89.77.")
         machine = await client.get(MACHINES, NAME, namespace=NS)
         assert condition(machine, "Ready").get("status") == "True"
@@ -391,6 +403,18 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
 async def business(biz: BusinessCluster) -> AsyncIterator[Client]:
     async with Client(ClientConfig.from_kubeconfig(biz.kubeconfig)) as c:
         yield c
+
+
+def _taints_set_by(node: Object, manager: str) -> set[str]:
+    """The taint keys ``manager`` set on the node (from its managedFields)."""
+    keys: set[str] = set()
+    for entry in node["metadata"].get("managedFields") or []:
+        if entry.get("manager") != manager:
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec", {})
+        if "f:taints" in spec:  # an atomic list: whoever wrote it last owns all of it
+            keys |= {t["key"] for t in node["spec"].get("taints") or []}
+    return keys
 
 
 async def _if(get: Any, done: Any) -> Object | None:
