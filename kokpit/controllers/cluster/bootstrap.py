@@ -9,8 +9,9 @@ A token expires (``ClusterOptions.bootstrap_token_ttl_seconds``): a leaked one i
 while only. A successor is issued once ``bootstrap_token_renew_share`` of its life has passed,
 so a host that fetched the old one still has time to join with it; the old one is not
 deleted, the business cluster's tokencleaner deletes it when it expires. A token whose Secret
-disappeared from the business cluster (deleted by hand, a control plane rebuilt) is replaced at
-once, and so is a mirror that does not parse or names another endpoint or CA.
+is not in the business cluster (deleted by hand, a control plane rebuilt) is replaced when it
+is next looked for: at the operator's start, and whenever its successor would be due; a mirror
+that does not parse or names another endpoint or CA is replaced at the next reconcile.
 
 What the token may do is bound by :mod:`.access`: ask for a node client certificate, which
 is then approved and signed automatically. No token, secret or CA content reaches an Event,

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fixtures.business import BusinessCluster, business_cluster
+from fixtures.samples import cluster
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG
 from kokpit.local import Assets, Kubectl, LocalCluster
@@ -383,3 +384,76 @@ def _ssh_secret(name: str, host: SimulatedHost) -> Object:
         "metadata": {"name": name, "namespace": NS},
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+async def test_a_bootstrap_token_secret_the_cluster_did_not_issue_never_reaches_a_host(
+    operator: Operator, client: Client, ssh_hosts: list[SimulatedHost]
+) -> None:
+    """A tenant may write a Secret named like a Cluster's bootstrap token, pointing hosts at
+    an API server of its choosing: the Machine-Operator refuses it (not the Cluster's), says
+    so without quoting it, and installs nothing on the host."""
+    host = ssh_hosts[1]
+    host.start()
+    await client.create(CLUSTERS, cluster(NS, "forged", "no-such-version", "process"))
+    forged_token = "abcdef.0123456789abcdef"
+    data = {
+        "token-id": b"abcdef",
+        "token-secret": b"0123456789abcdef",
+        "issued": b"2026-01-01T00:00:00Z",
+        "expiration": b"2099-01-01T00:00:00Z",
+        "server": b"https://attacker.example:6443",
+        "ca.crt": b"-----BEGIN CERTIFICATE-----\n",
+    }
+    await client.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kokpit.io/bootstrap-token",
+            "metadata": {"name": "forged-bootstrap-token", "namespace": NS},
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        },
+    )
+    await client.apply(
+        MACHINE_PACKAGE_VERSIONS,
+        package_version("forged-node", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    await client.apply(SECRETS, _ssh_secret("forged", host), field_manager="test")
+    await client.create(
+        MACHINES,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Machine",
+            "metadata": {"name": "forged", "namespace": NS},
+            "spec": {
+                "clusterRef": {"name": "forged"},
+                "packageVersion": "forged-node",
+                "address": host.address,
+                "port": host.port,
+                "sshSecretRef": {"name": "forged"},
+            },
+        },
+    )
+    try:
+        obj = await until(
+            "the Machine refusing the Secret",
+            lambda: _machine_if(
+                client,
+                "forged",
+                lambda o: condition(o, "NodeJoined").get("reason") == "BootstrapTokenNotOwned",
+            ),
+            within=60,
+        )
+        assert "forged-bootstrap-token" in condition(obj, "NodeJoined")["message"]
+        assert not (host.root / BOOTSTRAP_KUBECONFIG.lstrip("/")).exists()
+        assert not (host.root / "opt/kokpit/kubelet.version").exists(), "nothing installed"
+        events = (await client.list(EVENTS, namespace=NS)).items
+        text = json.dumps([obj, events])
+        assert forged_token not in text
+        assert "attacker.example" not in text
+    finally:
+        with contextlib.suppress(NotFound):
+            await client.delete(MACHINES, "forged", namespace=NS)
+        await until("the Machine gone", lambda: _gone(client, MACHINES, "forged", NS), within=60)
+        await client.delete(CLUSTERS, "forged", namespace=NS)
