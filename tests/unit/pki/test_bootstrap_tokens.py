@@ -117,3 +117,23 @@ def test_a_mirror_value_that_is_not_base64_is_refused(ca: bytes) -> None:
 def test_secret_of_a_foreign_secret_without_the_key_is_none() -> None:
     assert BootstrapToken.secret_of({"data": {}}) is None
     assert BootstrapToken.secret_of({"data": {"token-secret": "%%%"}}) is None
+
+
+def test_the_cluster_operator_issues_anew_when_the_mirror_is_not_for_this_cluster(
+    ca: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A mirror is kept only if it parses and names this cluster's endpoint and CA; anything
+    else (a renamed endpoint, a new CA, a damaged Secret) gets a new token."""
+    from kokpit.controllers.cluster.bootstrap import _current
+
+    other = PKI(tmp_path_factory.mktemp("other"), clients=())
+    other.ensure()
+    token = BootstrapToken.new(timedelta(hours=1), NOW)
+    mirror = {"data": b64(BootstrapCredentials(token, "https://127.0.0.1:6443", ca).mirror())}
+    kept = _current(mirror, "s", "https://127.0.0.1:6443", ca)
+    assert kept is not None
+    assert kept.token == token
+    assert _current(mirror, "s", "https://127.0.0.1:7443", ca) is None
+    assert _current(mirror, "s", "https://127.0.0.1:6443", other.ca_cert.read_bytes()) is None
+    assert _current({"data": {"token-id": "x"}}, "s", "https://127.0.0.1:6443", ca) is None
+    assert _current(None, "s", "https://127.0.0.1:6443", ca) is None
