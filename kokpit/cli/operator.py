@@ -111,6 +111,13 @@ def register(sub: Any) -> None:
         help="kubernetes runtime: etcd's data on PersistentVolumeClaims of this storage class "
         "(default: none, an emptyDir that does not survive a pod's deletion)",
     )
+    c.add_argument(
+        "--bootstrap-token-ttl",
+        type=_positive(float),
+        default=defaults.bootstrap_token_ttl_seconds,
+        help="seconds a bootstrap token for joining hosts lasts (a successor is issued when "
+        "a third of it is left)",
+    )
     c.set_defaults(run=run_cluster)
     m = which.add_parser("machine", help="the Machine-Operator")
     _common(m, workers=16)
@@ -213,6 +220,7 @@ async def _cluster(args: argparse.Namespace) -> None:
             max_concurrent_reconciles=args.workers,
             restart_budget=args.restart_budget,
             restart_window_seconds=args.restart_window,
+            bootstrap_token_ttl_seconds=args.bootstrap_token_ttl,
         )
         cluster.setup(manager, runtimes, recorder, options)
         await manager.start()

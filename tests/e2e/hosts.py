@@ -159,16 +159,29 @@ def start_hosts(directory: Path, count: int) -> list[SimulatedHost]:
     return hosts
 
 
+def start_host_at(directory: Path, address: str) -> SimulatedHost:
+    """One host listening on ``address`` (for a host whose kubelet needs this machine's
+    non-loopback address: a kubelet refuses a loopback node IP); stop it with ``stop()``."""
+    if os.geteuid() == 0:
+        PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    client_key = _keygen(directory / "client" / "id_ed25519")
+    host = _new_host(directory / "hosts", "host", 0, client_key, address=address)
+    host.start()
+    return host
+
+
 def stop_hosts(hosts: list[SimulatedHost]) -> None:
     for host in hosts:
         host.stop()
 
 
-def _new_host(parent: Path, name: str, index: int, client_key: Path) -> SimulatedHost:
+def _new_host(
+    parent: Path, name: str, index: int, client_key: Path, address: str | None = None
+) -> SimulatedHost:
     home = parent / name
     root = home / "root"
     root.mkdir(parents=True)
-    address = f"{ADDRESS_PREFIX}{index + 1}"
+    address = address or f"{ADDRESS_PREFIX}{index + 1}"
     port = _free_port(address)
     host_key = _keygen(home / "ssh_host_ed25519_key")
     config = home / "sshd_config"

@@ -47,6 +47,7 @@ DerivedSuffix = Literal[
     "pki",
     "admin-kubeconfig",
     "kokpit-kubeconfig",
+    "bootstrap-token",
 ]
 DERIVED_NAMES: dict[DerivedSuffix, tuple[int, str]] = {
     "etcd": (
@@ -62,6 +63,7 @@ DERIVED_NAMES: dict[DerivedSuffix, tuple[int, str]] = {
     "pki": (names.SUBDOMAIN_MAX, "a Secret"),
     "admin-kubeconfig": (names.SUBDOMAIN_MAX, "a Secret"),
     "kokpit-kubeconfig": (names.SUBDOMAIN_MAX, "a Secret"),
+    "bootstrap-token": (names.SUBDOMAIN_MAX, "a Secret"),
 }
 
 
@@ -129,6 +131,16 @@ def operator_kubeconfig_secret(cluster_name: str) -> str:
     """The Secret holding the kubeconfig of kokpit's own (least-privilege) identity in the
     business cluster; ``<cluster>-admin-kubeconfig`` is for people."""
     return object_name(cluster_name, "kokpit-kubeconfig")
+
+
+#: The type of the Secret holding a business cluster's current bootstrap token, its API
+#: server's URL and CA: what a host's kubelet joins with (see :mod:`kokpit.pki.bootstrap`).
+BOOTSTRAP_TOKEN_SECRET_TYPE = "kokpit.io/bootstrap-token"
+
+
+def bootstrap_token_secret(cluster_name: str) -> str:
+    """The Secret the Machine-Operator builds hosts' bootstrap kubeconfigs from."""
+    return object_name(cluster_name, "bootstrap-token")
 
 
 @dataclass(kw_only=True)

@@ -6,6 +6,17 @@ Machine-Operator gets an identity of its own: a client certificate for the user
 what node joining, gating and draining need, and nothing else. Its kubeconfig is the Secret
 ``<cluster>-kokpit-kubeconfig`` (type ``kokpit.io/kubeconfig``, controlled by the Cluster); the
 Machine-Operator trusts no other.
+
+Hosts' own kubelets join by TLS bootstrap (:mod:`.bootstrap`). Three bindings to roles the API
+server ships let them, and no more:
+
+* the group of kokpit's bootstrap tokens (:data:`~kokpit.pki.bootstrap.GROUP`, not every
+  ``system:bootstrappers``) may create a CertificateSigningRequest (``system:node-bootstrapper``)
+  and have a node client certificate approved (``...:nodeclient``): a token buys one node
+  identity, which the controller-manager signs;
+* ``system:nodes`` may have the renewal of their own certificate approved (``...:selfnodeclient``).
+
+What a node may do once it is one is the API server's Node authorizer's business, not RBAC's.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from kokpit.pki import MACHINE_OPERATOR
+from kokpit.pki.bootstrap import GROUP as BOOTSTRAPPERS
 
 ROLE_NAME = "kokpit:machine-operator"
 
@@ -34,9 +46,33 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
+_CSR_ROLES = "system:certificates.k8s.io:certificatesigningrequests"
+#: (binding name, ClusterRole shipped by the API server, group bound to it).
+NODE_BOOTSTRAP: list[tuple[str, str, str]] = [
+    ("kokpit:node-bootstrapper", "system:node-bootstrapper", BOOTSTRAPPERS),
+    ("kokpit:node-autoapprove-bootstrap", f"{_CSR_ROLES}:nodeclient", BOOTSTRAPPERS),
+    ("kokpit:node-autoapprove-renewal", f"{_CSR_ROLES}:selfnodeclient", "system:nodes"),
+]
+
+
 def rbac() -> list[dict[str, Any]]:
-    """The ClusterRole and its binding to the Machine-Operator's user."""
+    """The ClusterRole and its binding to the Machine-Operator's user, and the bindings that
+    let hosts' kubelets join by TLS bootstrap."""
     labels = {"app.kubernetes.io/managed-by": "kokpit"}
+    bootstrap = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+        }
+        for name, role, group in NODE_BOOTSTRAP
+    ]
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -61,4 +97,5 @@ def rbac() -> list[dict[str, Any]]:
                 }
             ],
         },
+        *bootstrap,
     ]

@@ -6,7 +6,8 @@ runtime's outline (:mod:`kokpit.runtime.reconcile`) with these phases (:mod:`.ph
 
     normal:  package version → PKI → control plane, one component at a time (or the repair
              of a broken one, :mod:`.health`) → admin kubeconfig (people) → the
-             Machine-Operator's own identity (:mod:`.access`)
+             Machine-Operator's own identity (:mod:`.access`) → the bootstrap token hosts'
+             kubelets join with (:mod:`.bootstrap`)
     delete:  stop the control plane, delete what the Cluster owns
 
 A Ready control plane that breaks re-reconciles its Cluster within seconds (:mod:`.watches`):
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS, CLUSTERS
 from kokpit.controllers.cluster import status
+from kokpit.controllers.cluster.bootstrap import BootstrapTokens
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.phases import ClusterPhases, not_permitted
 from kokpit.controllers.cluster.scope import ClusterScope
@@ -55,6 +57,7 @@ def setup(
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
     packages = manager.cache.informer(CLUSTER_PACKAGE_VERSIONS)
     phases = ClusterPhases(manager.client, packages.store, runtimes, options)
+    tokens = BootstrapTokens(manager.client, options)
 
     def unless_forbidden(phase: Phase[ClusterScope]) -> Phase[ClusterScope]:
         """A write the operator may not make in a namespace is a condition naming the role to
@@ -71,6 +74,7 @@ def setup(
         return guarded
 
     async def delete(scope: ClusterScope) -> bool:
+        tokens.forget(scope.uid)
         try:
             return await phases.delete(scope)
         except Forbidden:
@@ -92,6 +96,7 @@ def setup(
                 phases.reconcile_control_plane,
                 phases.reconcile_admin_kubeconfig,
                 phases.reconcile_operator_access,
+                tokens.reconcile_bootstrap_token,
             )
         ),
         delete_phases=(delete,),

@@ -18,6 +18,12 @@ class ClusterOptions:
     leaf_validity_seconds: float = 90 * 24 * 3600.0
     #: How often a Running cluster is looked at again when nothing changed.
     resync_interval: float = 300.0
+    #: Lifetime of a bootstrap token (what a host's kubelet joins with): a leaked one is good
+    #: for this long at most. kubeadm's default.
+    bootstrap_token_ttl_seconds: float = 24 * 3600.0
+    #: A successor token is issued once this share of a token's life has passed, so a host
+    #: that fetched the old one still has a third of its life to join with it.
+    bootstrap_token_renew_share: float = 2 / 3
 
     # -- keeping Ready control planes healthy (see :mod:`.health`) --------------------------
     #: Restarts of one component that kokpit makes within ``restart_window_seconds``; one

@@ -326,7 +326,7 @@ class ClusterPhases:
             if runtime is None:
                 return False
             await runtime.delete(control_plane(scope, {}))
-        for suffix in ("pki", "admin-kubeconfig", "kokpit-kubeconfig"):
+        for suffix in ("pki", "admin-kubeconfig", "kokpit-kubeconfig", "bootstrap-token"):
             name = object_name(scope.name, suffix)
             try:
                 secret = await self._client.get(SECRETS, name, namespace=scope.namespace)

@@ -7,7 +7,8 @@ the same name), and the Nodes of every business cluster through the cluster cach
 condition changes; each maps to the Machine of the same name). The reconcile is the runtime's
 outline (:mod:`kokpit.runtime.reconcile`) with these phases:
 
-    normal:  package version → packages (:mod:`.host`) → node join and gating (:mod:`.node`)
+    normal:  package version → packages (:mod:`.host`; a host whose own kubelet joins gets its
+             bootstrap kubeconfig first, :mod:`.join`) → node join and gating (:mod:`.node`)
     delete:  package version → drain (:mod:`.drain`) → remove packages → delete the node
 
 What the operator remembers in memory (when it last checked a host's packages, what it last
@@ -24,6 +25,7 @@ from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
 from kokpit.controllers.machine import gates, nodewatch, status
 from kokpit.controllers.machine.drain import DrainPhases
 from kokpit.controllers.machine.host import HostPhases
+from kokpit.controllers.machine.join import JoinPhases, kubelet_env
 from kokpit.controllers.machine.node import NodePhases
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope
@@ -75,19 +77,32 @@ class MachineOperator:
                 health_interval=options.cluster_health_interval,
             ),
         )
-        host = HostPhases(manager.client, self.package_versions.store, executors, options)
-        node = NodePhases(
+        registrars = registrars or node_registrars(executors, kwok={"sim"})
+        own_kubelet = {n for n, r in registrars.items() if isinstance(r, HostKubelet)}
+        join = JoinPhases(manager.client, self.clusters.store, own_kubelet, options)
+
+        def step_env(scope: MachineScope, package: dict[str, Any]) -> dict[str, str]:
+            if package["kind"] != "Kubelet" or scope.spec.get("executor", "ssh") not in own_kubelet:
+                return {}
+            return kubelet_env(scope.spec)
+
+        host = HostPhases(
             manager.client,
-            self.cluster_cache,
-            self.condition_configmaps.store,
-            registrars or node_registrars(executors, kwok={"sim"}),
+            self.package_versions.store,
+            executors,
             options,
+            before_changes=join.deliver,
+            step_env=step_env,
+        )
+        node = NodePhases(
+            manager.client, self.cluster_cache, self.condition_configmaps.store, registrars, options
         )
         drain = DrainPhases(self.cluster_cache, self.clusters.store, options)
 
         async def forget(scope: MachineScope) -> None:
             await host.forget(scope)
             node.forget(scope)
+            join.forget(scope)
 
         outline: Outline[MachineScope] = Outline(
             resource=MACHINES,

@@ -36,6 +36,17 @@ from kokpit.api.v1alpha1.machine import KUBELET_CONDITIONS
 LABEL = "kokpit.io/node-conditions"
 #: The taint that keeps a gated node unschedulable.
 NOT_READY_TAINT = {"key": "kokpit.io/not-ready", "effect": "NoSchedule"}
+
+
+def registration_taints(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The taints a Machine's Node registers with: the Machine's own, and the not-ready taint
+    while it has readiness gates (removed once they pass)."""
+    taints = [dict(t) for t in spec.get("taints") or []]
+    if spec.get("readinessGates"):
+        taints.append(dict(NOT_READY_TAINT))
+    return taints
+
+
 #: A condition's message is cut to this many characters.
 MAX_MESSAGE = 1024
 #: At most this many problems are named: the rest are counted (a Machine's message is bounded).

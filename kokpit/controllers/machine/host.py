@@ -10,7 +10,7 @@ again at most — never at the same time as its orphan — and is never skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from kokpit.api.conditions import now
 from kokpit.controllers.machine import packages
@@ -51,8 +51,15 @@ class HostPhases:
         package_versions: Store,
         executors: Mapping[str, Executor],
         options: MachineOptions,
+        before_changes: Callable[[MachineScope, Executor], Awaitable[bool]] | None = None,
+        step_env: Callable[[MachineScope, Object], Mapping[str, str]] | None = None,
     ) -> None:
+        """``before_changes`` runs on the host once it is reached, before any package is
+        checked or changed (False ends the reconcile); ``step_env`` adds to a package's
+        steps' environment."""
         self._client = client
+        self._before_changes = before_changes
+        self._step_env = step_env
         self._package_versions = package_versions
         self._executors = executors
         self._options = options
@@ -87,6 +94,8 @@ class HostPhases:
         try:
             executor = await self._connect(scope)
             if executor is None:
+                return False
+            if self._before_changes is not None and not await self._before_changes(scope, executor):
                 return False
             installed = await self._check(scope, executor, [*desired, *retired])
             if installed is None:
@@ -193,7 +202,8 @@ class HostPhases:
     async def _run(
         self, scope: MachineScope, executor: Executor, package: Object, action: Action
     ) -> StepResult:
-        step = packages.step(package, action, node_name=scope.name)
+        extra = self._step_env(scope, package) if self._step_env is not None else {}
+        step = packages.step(package, action, node_name=scope.name, extra_env=extra)
         if step is None or scope.host is None:
             raise RuntimeError(f"{package['name']} has no {action} step")  # a bug, not input
         return await executor.run(scope.host, step)

@@ -110,9 +110,7 @@ class NodePhases:
     async def _register(self, scope: MachineScope, client: Client) -> Object:
         """Register the node (as its kubelet would), tainted not-ready while gates are
         pending, and create its Condition ConfigMap for the reporters."""
-        taints = list(scope.spec.get("taints") or [])
-        if scope.spec.get("readinessGates"):
-            taints.append(gates.NOT_READY_TAINT)
+        taints = gates.registration_taints(scope.spec)
         registration = Registration(
             name=scope.name,
             machine=scope.key,

@@ -76,8 +76,11 @@ def retired(desired: Sequence[Object], applied: Sequence[Object]) -> list[Object
     return [p for p in applied if p["name"] not in names]
 
 
-def step(package: Object, action: Action, *, node_name: str) -> Step | None:
-    """The ``action`` step of ``package`` (None when the package has no such step)."""
+def step(
+    package: Object, action: Action, *, node_name: str, extra_env: Mapping[str, str] | None = None
+) -> Step | None:
+    """The ``action`` step of ``package`` (None when the package has no such step), its
+    environment with ``extra_env`` (what the operator tells it beyond the package's own)."""
     script = scripts(package).get(action)
     if script is None:
         return None
@@ -86,7 +89,7 @@ def step(package: Object, action: Action, *, node_name: str) -> Step | None:
         action=action,
         version=package["version"],
         script=script["run"],
-        env=env(package, node_name),
+        env={**env(package, node_name), **(extra_env or {})},
         timeout_seconds=float(script.get("timeoutSeconds", 300)),
     )
 

@@ -583,6 +583,10 @@ def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:
             "tls-private-key-file": f"{pki}/apiserver.key",
             "client-ca-file": f"{pki}/ca.crt",
             "authorization-mode": "Node,RBAC",
+            # Hosts' kubelets join by TLS bootstrap (kokpit/controllers/cluster/bootstrap.py);
+            # NodeRestriction confines each to its own Node and pods.
+            "enable-bootstrap-token-auth": "true",
+            "enable-admission-plugins": "NodeRestriction",
             "service-account-issuer": "https://kubernetes.default.svc",
             "service-account-key-file": f"{pki}/sa.pub",
             "service-account-signing-key-file": f"{pki}/sa.key",
@@ -602,6 +606,8 @@ def _default_flags(cp: ControlPlane, name: str) -> dict[str, str]:
             "use-service-account-credentials": "true",
             "cluster-signing-cert-file": f"{pki}/ca.crt",
             "cluster-signing-key-file": f"{pki}/ca.key",
+            # cluster-info for joining hosts, and expired bootstrap tokens deleted.
+            "controllers": "*,bootstrapsigner,tokencleaner",
             **node_ipam_flags(cp.pod_cidr, cp.service_cidr),
         }
     return flags

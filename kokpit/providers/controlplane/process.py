@@ -63,6 +63,22 @@ _BUILDERS = {
 }
 
 
+#: What a business cluster needs beyond the local cluster's component lines (which the local
+#: meta-cluster shares) for hosts' kubelets to join by TLS bootstrap: bootstrap tokens
+#: authenticate, the Node authorizer and NodeRestriction confine each kubelet to its own Node
+#: and pods, and the controller-manager publishes cluster-info (bootstrapsigner) and deletes
+#: expired tokens (tokencleaner). Its csrapproving and csrsigning controllers are on by
+#: default, signing with the cluster's CA. A package version's flags override these.
+TLS_BOOTSTRAP_FLAGS: dict[ComponentName, dict[str, str]] = {
+    "kube-apiserver": {
+        "enable-bootstrap-token-auth": "true",
+        "authorization-mode": "Node,RBAC",
+        "enable-admission-plugins": "NodeRestriction",
+    },
+    "kube-controller-manager": {"controllers": "*,bootstrapsigner,tokencleaner"},
+}
+
+
 def first_service_ip(service_cidr: str) -> str:
     """The kubernetes Service's ClusterIP, which the API server's certificate must name: the
     address after the network address, as kube-apiserver picks it. Host bits are ignored, as
@@ -156,8 +172,9 @@ class ProcessRuntime:
                 cluster_name=cp.key,
             )
             kubeconfig.save(path, text)
+        flags = {**TLS_BOOTSTRAP_FLAGS.get(plan.name, {}), **plan.flags}
         settings = Settings(
-            service_cidr=cp.service_cidr, pod_cidr=cp.pod_cidr, flags={plan.name: dict(plan.flags)}
+            service_cidr=cp.service_cidr, pod_cidr=cp.pod_cidr, flags={plan.name: flags}
         )
         assets = self.assets_for(plan.name, plan.version)
         component = components.build(_BUILDERS[plan.name], assets, layout, ports, settings)

@@ -1,9 +1,11 @@
 """The kubelet of a simulated host, played by KWOK.
 
-On a real host the kubelet package starts a kubelet that registers its own Node (with
-``--register-with-taints``). A simulated host has no kubelet, so the Machine-Operator registers
-the Node the way that kubelet would, annotated for KWOK, which then plays the kubelet from
-there: status, heartbeats (Lease), and the pods bound to the node.
+On a real host the kubelet package starts a kubelet that joins by TLS bootstrap, with the
+bootstrap kubeconfig the Machine-Operator wrote (:mod:`kokpit.controllers.machine.join`), and
+registers its own Node (with ``--register-with-taints``). A simulated host has no kubelet,
+so the Machine-Operator registers the Node the way that kubelet would, annotated for KWOK,
+which then plays the kubelet from there: status, heartbeats (Lease), and the pods bound to
+the node.
 """
 
 from __future__ import annotations

@@ -95,3 +95,53 @@ def test_only_a_status_without_steps_says_no_runtime_made_anything(
     status: dict[str, object], applied: bool
 ) -> None:
     assert applied_anything(status) == applied
+
+
+def test_hosts_kubelets_may_bootstrap_and_only_kokpits_token_group_may() -> None:
+    """The business cluster's RBAC for TLS bootstrap: kokpit's token group may ask for and get
+    node client certificates approved, nodes may renew their own; nothing is granted to every
+    bootstrapper, and no new ClusterRole is made for it."""
+    from kokpit.controllers.cluster import access
+    from kokpit.pki.bootstrap import GROUP
+
+    bindings = {
+        o["roleRef"]["name"]: [s["name"] for s in o["subjects"]]
+        for o in access.rbac()
+        if o["kind"] == "ClusterRoleBinding"
+    }
+    csr = "system:certificates.k8s.io:certificatesigningrequests"
+    assert bindings["system:node-bootstrapper"] == [GROUP]
+    assert bindings[f"{csr}:nodeclient"] == [GROUP]
+    assert bindings[f"{csr}:selfnodeclient"] == ["system:nodes"]
+    assert all("system:bootstrappers" not in subjects for subjects in bindings.values())
+    roles = [o["metadata"]["name"] for o in access.rbac() if o["kind"] == "ClusterRole"]
+    assert roles == [access.ROLE_NAME]
+
+
+def test_both_runtimes_enable_tls_bootstrap() -> None:
+    from kokpit.providers.controlplane import ControlPlane
+    from kokpit.providers.controlplane.kubernetes import _default_flags
+    from kokpit.providers.controlplane.process import TLS_BOOTSTRAP_FLAGS
+
+    cp = ControlPlane(
+        namespace="ns",
+        name="c",
+        uid="u",
+        pki={},
+        service_cidr="10.96.0.0/12",
+        pod_cidr="10.244.0.0/16",
+        replicas=1,
+        etcd_replicas=1,
+    )
+    for flags in (_default_flags(cp, "kube-apiserver"), TLS_BOOTSTRAP_FLAGS["kube-apiserver"]):
+        assert flags["enable-bootstrap-token-auth"] == "true"
+        assert flags["authorization-mode"] == "Node,RBAC"
+        assert "NodeRestriction" in flags["enable-admission-plugins"]
+    for flags in (
+        _default_flags(cp, "kube-controller-manager"),
+        TLS_BOOTSTRAP_FLAGS["kube-controller-manager"],
+    ):
+        assert flags["controllers"] == "*,bootstrapsigner,tokencleaner"
+    cm = _default_flags(cp, "kube-controller-manager")
+    assert cm["cluster-signing-cert-file"].endswith("ca.crt")
+    assert cm["cluster-signing-key-file"].endswith("ca.key")
