@@ -222,9 +222,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=1800)
-    args = parser.parse_args()
+    args = machine.parse_args(parser, quick={"clusters": 20, "nodes": 10})
     result = asyncio.run(run(args))
-    print(f"wrote {machine.write('cluster', result)}")
+    print(f"wrote {machine.write('cluster', result, quick=args.quick)}")
 
 
 if __name__ == "__main__":

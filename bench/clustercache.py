@@ -244,13 +244,13 @@ def main() -> None:
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--clusters", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = machine_info.parse_args(parser, quick={"nodes": 100})
     if args.child:
         result = asyncio.run(child(args.kubeconfig, args.child, args.clusters, args.nodes))
         print(json.dumps(result), flush=True)
         return
     result = run(args)
-    path = machine_info.write("clustercache", result)
+    path = machine_info.write("clustercache", result, quick=args.quick)
     print(json.dumps(result["mib_per_cluster"]), f"→ {path}")
 
 

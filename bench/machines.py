@@ -270,9 +270,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--sim-latency", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=3600)
-    args = parser.parse_args()
+    args = machine_info.parse_args(parser, quick={"machines": 300, "samples": 20})
     result = asyncio.run(run(args))
-    print(f"wrote {machine_info.write('machine', result)}")
+    print(f"wrote {machine_info.write('machine', result, quick=args.quick)}")
 
 
 if __name__ == "__main__":
