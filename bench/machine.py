@@ -48,6 +48,11 @@ def commit() -> dict[str, Any]:
 QUICK = RESULTS / "quick"
 
 
+def ints(text: str) -> list[int]:
+    """A comma-separated list of sizes (``1000,3000,10000``), for argparse."""
+    return [int(part) for part in text.split(",")]
+
+
 def parse_args(parser: argparse.ArgumentParser, quick: Mapping[str, Any]) -> argparse.Namespace:
     """Parse a benchmark's arguments, with ``--quick``: the same code at the small sizes
     ``quick`` gives, so a run of minutes checks what the full run (the sizes the docs quote)

@@ -275,7 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=_ints, default=[1_000, 3_000, 10_000])
+    parser.add_argument("--sizes", type=machine.ints, default=[1_000, 3_000, 10_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--edit-share", type=float, default=0.1)
     parser.add_argument("--idle", type=float, default=30.0)
@@ -294,10 +294,6 @@ def main() -> None:
     path = machine.write("runtime", result, quick=args.quick)
     plots = plot.runtime(result, path.parent / "plots")
     print(f"wrote {path}; plots: {', '.join(str(p) for p in plots)}")
-
-
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",")]
 
 
 if __name__ == "__main__":
