@@ -184,15 +184,6 @@ def measure(kubeconfig: Path, mode: str, clusters: int, nodes: int) -> dict[str,
     return result
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(c) for c in args.counts.split(",")]
     assets = ensure_assets(release(None))
@@ -232,7 +223,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         "kubernetes": assets.kubernetes_version,
         "versions": {p: version(p) for p in ("aiohttp", "orjson")},
-        "git_commit": git_commit(),
     }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import ssl
@@ -191,6 +192,17 @@ async def measure(
     return result, timeline
 
 
+def fastest_kopf_tuning(results: Path) -> str:
+    """The fastest ``kopf`` configuration ``bench.kopf_tuning`` found, or the
+    :class:`KopfTuning` defaults when it has not run."""
+    try:
+        candidates = json.loads((results / "kopf-tuning.json").read_text())["candidates"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    tuned = [c for c in candidates if c["target"] == "kopf" and c["median_converge_s"]]
+    return str(tuned[0]["tuning"]) if tuned else ""
+
+
 def order(targets: list[str], run: int) -> list[str]:
     """The targets rotated by ``run``: each takes every position in turn."""
     shift = run % len(targets)
@@ -284,12 +296,15 @@ def main() -> None:
     parser.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS))
     parser.add_argument(
         "--kopf-tuning",
-        default="",
-        help="the kopf target's settings, e.g. worker_limit=64,idle_timeout=0.1,connections=64",
+        default=None,
+        help="the kopf target's settings, e.g. worker_limit=64,idle_timeout=0.1,connections=64 "
+        "(default: the fastest in kopf-tuning.json from bench.kopf_tuning)",
     )
     args = machine.parse_args(
         parser, quick={"sizes": [300, 1000, 2000], "runs": 2, "idle": 5.0, "settle": 2.0}
     )
+    if args.kopf_tuning is None:
+        args.kopf_tuning = fastest_kopf_tuning(machine.QUICK if args.quick else machine.RESULTS)
     result = asyncio.run(run(args))
     path = machine.write("runtime", result, quick=args.quick)
     plots = plot.runtime(result, path.parent / "plots")
