@@ -85,11 +85,17 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements-bench.lock
 	touch $@
 
+# `make bench` runs every benchmark at the sizes docs/benchmarks.md quotes (hours on 2 cores);
+# `make bench QUICK=1` runs the same code at small sizes in minutes, into bench/results/quick/.
+BENCH_FLAGS := $(if $(QUICK),--quick,)
+
 bench: assets $(BENCH_STAMP)
-	$(PY) -m bench.local
-	$(PY) -m bench.runtime
-	$(PY) -m bench.cluster
-	$(PY) -m bench.clustercache
+	$(PY) -m bench.local $(BENCH_FLAGS)
+	$(PY) -m bench.kopf_tuning $(BENCH_FLAGS)
+	$(PY) -m bench.runtime $(BENCH_FLAGS)
+	$(PY) -m bench.cluster $(BENCH_FLAGS)
+	$(PY) -m bench.clustercache $(BENCH_FLAGS)
+	$(PY) -m bench.machines $(BENCH_FLAGS)
 
 # Re-pin dependencies after editing pyproject.toml.
 lock: $(STAMP)

@@ -184,15 +184,6 @@ def measure(kubeconfig: Path, mode: str, clusters: int, nodes: int) -> dict[str,
     return result
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(c) for c in args.counts.split(",")]
     assets = ensure_assets(release(None))
@@ -232,7 +223,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples": samples,
         "kubernetes": assets.kubernetes_version,
         "versions": {p: version(p) for p in ("aiohttp", "orjson")},
-        "git_commit": git_commit(),
     }
 
 
@@ -244,13 +234,13 @@ def main() -> None:
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--clusters", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = machine_info.parse_args(parser, quick={"nodes": 100})
     if args.child:
         result = asyncio.run(child(args.kubeconfig, args.child, args.clusters, args.nodes))
         print(json.dumps(result), flush=True)
         return
     result = run(args)
-    path = machine_info.write("clustercache", result)
+    path = machine_info.write("clustercache", result, quick=args.quick)
     print(json.dumps(result["mib_per_cluster"]), f"→ {path}")
 
 

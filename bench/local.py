@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=60.0, help="idle seconds before measuring")
     parser.add_argument("--runs", type=int, default=3, help="fresh ups to time")
-    args = parser.parse_args()
+    args = machine.parse_args(parser, quick={"nodes": 100, "idle": 5.0, "runs": 1})
 
     assets = ensure_assets(release(None))
     result: dict[str, Any] = {"kubernetes": assets.kubernetes_version, "builds": builds()}
@@ -101,7 +101,7 @@ def main() -> None:
             print(result["idle_with_nodes"]["rss_mib"], flush=True)
         finally:
             cluster.down()
-    print(f"wrote {machine.write('local', result)}")
+    print(f"wrote {machine.write('local', result, quick=args.quick)}")
 
 
 if __name__ == "__main__":

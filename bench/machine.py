@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +31,50 @@ def describe() -> dict[str, Any]:
     }
 
 
-def write(name: str, result: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def commit() -> dict[str, Any]:
+    """The commit the benchmark ran on, and whether the code differed from it (a result from
+    changed code cannot be reproduced from the commit alone)."""
+    root = Path(__file__).parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "kokpit", "bench", "fixtures")
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "code_changed": bool(changed)}
+
+
+#: Where quick runs (``--quick``) write: not the results the docs quote.
+QUICK = RESULTS / "quick"
+
+
+def ints(text: str) -> list[int]:
+    """A comma-separated list of sizes (``1000,3000,10000``), for argparse."""
+    return [int(part) for part in text.split(",")]
+
+
+def parse_args(parser: argparse.ArgumentParser, quick: Mapping[str, Any]) -> argparse.Namespace:
+    """Parse a benchmark's arguments, with ``--quick``: the same code at the small sizes
+    ``quick`` gives, so a run of minutes checks what the full run (the sizes the docs quote)
+    measures. Quick results go to :data:`QUICK`, never over the quoted ones."""
+    sizes = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in quick.items())
+    parser.add_argument("--quick", action="store_true", help=f"minutes, not hours: {sizes}")
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    return args
+
+
+def write(name: str, result: dict[str, Any], *, quick: bool = False) -> Path:
+    directory = QUICK if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     record = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": describe(),
+        **commit(),
         **result,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")

@@ -10,7 +10,7 @@ Recorded: time until every Machine is Ready; API requests per Machine (the opera
 memory and CPU; and, with all N in place, the latency from a Condition ConfigMap write to the
 node's schedulability change (the not-ready taint added or removed), p50 and p99.
 
-    python -m bench.machines [--machines N] [--samples N]
+    python -m bench.machines [--counts 1000,3000,10000] [--samples N] [--quick]
 """
 
 from __future__ import annotations
@@ -40,6 +40,17 @@ from kokpit.runtime import Client, ClientConfig
 from kokpit.runtime.resources import CONFIGMAPS, NODES
 
 NS = "fleet"
+#: What the figures mean (recorded with them; the docs quote it).
+MEANING = {
+    "ready": "Machine Ready: its three packages report installed (the sim executor: no host "
+    "work is done, each step waits --sim-latency), its node registered (a KWOK node) and its "
+    "readiness gate True, so the not-ready taint is gone.",
+    "business_cluster": "process runtime (one real kube-apiserver, etcd, controller-manager, "
+    "scheduler); KWOK plays the kubelets; node Leases of 600 s.",
+    "gate_latency": "from the Condition ConfigMap write (meta-cluster) to the watch event of "
+    "the node's taint change (business cluster); under_load: while the last step's Machines "
+    "are still joining; idle: after all are Ready.",
+}
 GATE = "example.com/NetworkReady"
 #: The ServiceAccount that owns the gate (the bench writes its key as admin, without the
 #: admission policy of config/admission, which is not what is measured).
@@ -123,11 +134,16 @@ async def wait_ready(meta: Client, count: int, limit: float) -> float:
 
 
 async def gate_latency(
-    meta: Client, business: Client, machines: int, samples: int
+    meta: Client,
+    business: Client,
+    machines: int,
+    samples: int,
+    until: asyncio.Task[Any] | None = None,
 ) -> dict[str, float]:
-    """Flip the gate of ``samples`` nodes, one at a time: False (the taint must come) and back
-    to True (it must go); seconds from the ConfigMap write to the change on the node, as
-    seen by a watch on the business cluster's nodes."""
+    """Flip the gate of ``samples`` nodes among the first ``machines``, one at a time: False
+    (the taint must come) and back to True (it must go); seconds from the ConfigMap write to
+    the change on the node, as seen by a watch on the business cluster's nodes. With
+    ``until``, stop early once that task is done (the load it measures under is over)."""
     listed = await business.list(NODES, limit=1)
     latencies: list[float] = []
     version = listed.resource_version
@@ -149,6 +165,8 @@ async def gate_latency(
     await asyncio.sleep(1)  # the watch is open before the first write
     try:
         for i in range(samples):
+            if until is not None and until.done():
+                break
             name = f"m{(i * 7919) % machines:05d}"
             for status, want_taint in (("False", True), ("True", False)):
                 loop = asyncio.get_running_loop()
@@ -161,12 +179,61 @@ async def gate_latency(
     finally:
         watcher.cancel()
     latencies.sort()
+    if not latencies:
+        return {"samples": 0}
     return {
         "samples": len(latencies),
         "p50_seconds": round(latencies[len(latencies) // 2], 3),
         "p99_seconds": round(latencies[int(len(latencies) * 0.99)], 3),
         "max_seconds": round(latencies[-1], 3),
     }
+
+
+async def grow(
+    client: Client, business: Client, operator: int, port: int, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Create Machines in steps up to each of ``args.counts``. Per step: the time until the
+    added ones are Ready, the operator's requests and CPU per added Machine, its memory after;
+    and, from the second step on, the gate latency on Machines already Ready while the added
+    ones join (the operator under load)."""
+    sem = asyncio.Semaphore(32)
+
+    async def create(i: int) -> None:
+        async with sem:
+            await client.create(MACHINES, machine(i))
+
+    async def add(first: int, count: int) -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(create(i) for i in range(first, count)))
+        return await wait_ready(client, count, args.timeout) + (time.monotonic() - started)
+
+    steps: list[dict[str, Any]] = []
+    made = 0
+    for count in args.counts:
+        cpu0, _, _ = proc_stats(operator)
+        requests0 = requests_made(port)
+        joining = asyncio.create_task(add(made, count))
+        under_load = None
+        if made:
+            under_load = await gate_latency(client, business, made, args.samples, until=joining)
+        all_ready = await joining
+        cpu1, rss, peak = proc_stats(operator)
+        added = count - made
+        step = {
+            "machines": count,
+            "added": added,
+            "added_ready_seconds": round(all_ready, 1),
+            "api_requests_per_added_machine": round((requests_made(port) - requests0) / added, 2),
+            "operator_cpu_seconds_per_added_machine": round((cpu1 - cpu0) / added, 4),
+            "operator_rss_mib": round(rss, 1),
+            "operator_peak_rss_mib": round(peak, 1),
+        }
+        if under_load is not None:
+            step["gate_latency_under_load"] = under_load
+        print(step, flush=True)
+        steps.append(step)
+        made = count
+    return steps
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,66 +280,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         },
                     )
                     await asyncio.sleep(3)  # the operator is up and synced
-                    cpu0, _, _ = proc_stats(operator.pid)
-                    requests0 = requests_made(port)
-                    started = time.monotonic()
-                    sem = asyncio.Semaphore(32)
-
-                    async def create(i: int) -> None:
-                        async with sem:
-                            await client.create(MACHINES, machine(i))
-
-                    reporter = asyncio.create_task(report_gates(client, args.machines))
-                    await asyncio.gather(*(create(i) for i in range(args.machines)))
-                    created = time.monotonic() - started
-                    all_ready = await wait_ready(client, args.machines, args.timeout) + created
+                    reporter = asyncio.create_task(report_gates(client, args.counts[-1]))
+                    steps = await grow(client, business, operator.pid, port, args)
                     reporter.cancel()
-                    cpu1, rss, peak = proc_stats(operator.pid)
-                    requests = requests_made(port) - requests0
-                    scale = {
-                        "machines": args.machines,
-                        "nodes": args.machines,
-                        "packages_per_machine": len(versions),
-                        "readiness_gates_per_machine": 1,
-                        "workers": args.workers,
-                        "sim_step_latency_seconds": args.sim_latency,
-                        "create_seconds": round(created, 1),
-                        "all_ready_seconds": round(all_ready, 1),
-                        "api_requests": int(requests),
-                        "api_requests_per_machine": round(requests / args.machines, 2),
-                        "operator_cpu_seconds": round(cpu1 - cpu0, 1),
-                        "operator_rss_mib": round(rss, 1),
-                        "operator_peak_rss_mib": round(peak, 1),
-                    }
-                    print(scale, flush=True)
-                    latency = await gate_latency(client, business, args.machines, args.samples)
-                    print(latency, flush=True)
+                    latency = await gate_latency(client, business, args.counts[-1], args.samples)
+                    print("idle", latency, flush=True)
         finally:
             if operator is not None:
                 operator.terminate()
                 operator.wait(30)
             meta.down()
+    first, last = steps[0], steps[-1]
+    span = last["machines"] - first["machines"]
     return {
         "kubernetes": assets.kubernetes_version,
-        "scale": scale,
-        "condition_configmap_to_schedulability": latency,
-        "notes": "Business cluster: process runtime (one kube-apiserver, etcd, controller-"
-        "manager, scheduler) with KWOK; node Leases of 600 s. Latency is from the ConfigMap "
-        "write (meta-cluster) to the watch event of the node's taint change (business cluster).",
+        "meaning": MEANING,
+        "packages_per_machine": 3,
+        "readiness_gates_per_machine": 1,
+        "workers": args.workers,
+        "sim_step_latency_seconds": args.sim_latency,
+        "steps": steps,
+        "operator_rss_mib_per_machine": (
+            round((last["operator_rss_mib"] - first["operator_rss_mib"]) / span, 4)
+            if span
+            else None
+        ),
+        "condition_configmap_to_schedulability": {
+            "idle": latency,
+            "under_load": last.get("gate_latency_under_load"),
+        },
     }
 
 
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--machines", type=int, default=10_000)
+    parser.add_argument(
+        "--counts",
+        type=machine_info.ints,
+        default=[1_000, 3_000, 10_000],
+        help="Machine counts to grow through",
+    )
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--sim-latency", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=3600)
-    args = parser.parse_args()
+    args = machine_info.parse_args(parser, quick={"counts": [100, 200, 400], "samples": 20})
     result = asyncio.run(run(args))
-    print(f"wrote {machine_info.write('machine', result)}")
+    print(f"wrote {machine_info.write('machine', result, quick=args.quick)}")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,25 @@ Each keeps every Widget in one namespace at ``status.observedGeneration == metad
 - ``floor``: a bare client, LIST then WATCH, one status PATCH per object that needs it, with
   plain bounded concurrency; no cache, no queue. The best a controller could hope for.
 - ``kokpit``: kokpit's runtime — a shared informer, a work queue, a controller.
-- ``kopf``: kopf, idiomatic: create/update/resume handlers that set the status through kopf's
-  ``patch``; event posting off so it is not charged for writes it need not make.
+- ``kopf-default``: kopf as its first-steps guide writes it: a plain ``def`` create/update/resume
+  handler that sets the status through kopf's ``patch``, every setting at its default (no
+  worker limit, a connection pool without a limit, sync handlers run in a thread pool).
+- ``kopf``: the same handler as a kopf user at this scale would configure it (see
+  :class:`KopfTuning`): ``async def`` (no thread pool), a worker limit with a short idle timeout
+  (kopf keeps one worker per object alive for ``idle_timeout``, so with a limit and the default
+  5 s, slots sit idle), and a bounded connection pool (kopf's own client has no limit).
 
-    python -m bench.runtime_targets {floor,kokpit,kopf} --namespace NS --data-dir DIR
+Both kopf targets turn event posting off, so kopf is not charged for writes it need not make.
+
+    python -m bench.runtime_targets {floor,kokpit,kopf,kopf-default} --namespace NS --data-dir DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +44,30 @@ from kokpit.runtime import (
 )
 
 CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class KopfTuning:
+    """kopf's settings for the ``kopf`` target (None: the default configuration)."""
+
+    #: ``settings.queueing.worker_limit``: per-object workers running at once.
+    worker_limit: int = 64
+    #: ``settings.queueing.idle_timeout``: how long a finished object's worker lingers.
+    idle_timeout: float = 0.1
+    #: The connection pool's limit (kopf's own session has ``limit=0``, i.e. none).
+    connections: int = 64
+
+    @classmethod
+    def parse(cls, text: str) -> KopfTuning:
+        """``worker_limit=64,idle_timeout=0.1,connections=64`` (missing keys: defaults)."""
+        fields = dict(part.split("=", 1) for part in text.split(",") if part)
+        defaults = asdict(cls())
+        if unknown := set(fields) - set(defaults):
+            raise ValueError(f"unknown kopf settings {sorted(unknown)}; known: {sorted(defaults)}")
+        return cls(**{k: type(defaults[k])(v) for k, v in fields.items()})
+
+    def describe(self) -> dict[str, float]:
+        return asdict(self)
 
 
 def needs_write(obj: dict[str, Any]) -> bool:
@@ -103,7 +136,8 @@ async def kokpit(namespace: str, kubeconfig: Path) -> None:
         await manager.start()
 
 
-def kopf_main(namespace: str, data_dir: Path) -> None:
+def kopf_main(namespace: str, data_dir: Path, tuning: KopfTuning | None) -> None:
+    import aiohttp
     import kopf  # benchmark-only dependency
 
     pki = Layout(data_dir).pki
@@ -112,34 +146,63 @@ def kopf_main(namespace: str, data_dir: Path) -> None:
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False
+        if tuning is not None:
+            settings.queueing.worker_limit = tuning.worker_limit
+            settings.queueing.idle_timeout = tuning.idle_timeout
 
-    @kopf.on.login()
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(
-            server=server,
-            ca_path=str(pki.ca_cert),
-            certificate_path=str(pki.client_cert(ADMIN)),
-            private_key_path=str(pki.client_key(ADMIN)),
-        )
+    if tuning is None:
 
-    @kopf.on.resume(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
-    @kopf.on.create(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
-    @kopf.on.update(WIDGETS.group, WIDGETS.version, WIDGETS.plural, field="spec")
-    def observe(meta: Any, patch: Any, **_: Any) -> None:
-        patch.status["observedGeneration"] = meta["generation"]
+        @kopf.on.login()
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(
+                server=server,
+                ca_path=str(pki.ca_cert),
+                certificate_path=str(pki.client_cert(ADMIN)),
+                private_key_path=str(pki.client_key(ADMIN)),
+            )
+
+        @kopf.on.resume(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+        @kopf.on.create(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+        @kopf.on.update(WIDGETS.group, WIDGETS.version, WIDGETS.plural, field="spec")
+        def observe(meta: Any, patch: Any, **_: Any) -> None:
+            patch.status["observedGeneration"] = meta["generation"]
+
+    else:
+        connections = tuning.connections
+
+        @kopf.on.login()
+        async def login_pooled(**_: Any) -> kopf.AiohttpSession:
+            tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+            tls.load_cert_chain(str(pki.client_cert(ADMIN)), str(pki.client_key(ADMIN)))
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=connections, ssl=tls)
+            )
+            return kopf.AiohttpSession(server=server, aiohttp_session=session)
+
+        @kopf.on.resume(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+        @kopf.on.create(WIDGETS.group, WIDGETS.version, WIDGETS.plural)
+        @kopf.on.update(WIDGETS.group, WIDGETS.version, WIDGETS.plural, field="spec")
+        async def observe_async(meta: Any, patch: Any, **_: Any) -> None:
+            patch.status["observedGeneration"] = meta["generation"]
 
     kopf.run(standalone=True, namespaces=[namespace])
 
 
+TARGETS = ("floor", "kokpit", "kopf", "kopf-default")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("target", choices=["floor", "kokpit", "kopf"])
+    parser.add_argument("target", choices=TARGETS)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--kopf-tuning", type=KopfTuning.parse, default=KopfTuning())
     args = parser.parse_args()
     kubeconfig = Layout(args.data_dir).kubeconfig
     if args.target == "kopf":
-        kopf_main(args.namespace, args.data_dir)
+        kopf_main(args.namespace, args.data_dir, args.kopf_tuning)
+    elif args.target == "kopf-default":
+        kopf_main(args.namespace, args.data_dir, None)
     else:
         target = floor if args.target == "floor" else kokpit
         asyncio.run(target(args.namespace, kubeconfig))

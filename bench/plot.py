@@ -1,0 +1,119 @@
+"""Plots drawn from a benchmark's JSON, as SVG files with no plotting library.
+
+A reader should see a curve, not only a number: how each target converges over time, and how
+cost grows with the object count. The charts are plain line charts, so a small SVG writer is
+enough and ``make bench`` needs nothing beyond the project's own dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from bench.machine import RESULTS
+
+PLOTS = RESULTS / "plots"
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+WIDTH, HEIGHT = 640, 400
+LEFT, RIGHT, TOP, BOTTOM = 70, 160, 40, 50
+
+Series = Mapping[str, Sequence[tuple[float, float]]]
+
+
+def line_chart(title: str, x_label: str, y_label: str, series: Series) -> str:
+    """An SVG line chart of named series of ``(x, y)`` points, with a legend on the right."""
+    points = [p for line in series.values() for p in line]
+    x_max = max((x for x, _ in points), default=1.0) or 1.0
+    y_max = max((y for _, y in points), default=1.0) or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def sx(x: float) -> float:
+        return LEFT + plot_w * x / x_max
+
+    def sy(y: float) -> float:
+        return TOP + plot_h * (1 - y / y_max)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+        f'<text x="{WIDTH / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>',
+        f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
+        'stroke="black"/>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="black"/>',
+        f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 10}" text-anchor="middle">'
+        f"{escape(x_label)}</text>",
+        f'<text x="15" y="{TOP + plot_h / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 15 {TOP + plot_h / 2})">{escape(y_label)}</text>',
+    ]
+    for i in range(5):
+        fx, fy = x_max * i / 4, y_max * i / 4
+        out.append(
+            f'<text x="{sx(fx)}" y="{TOP + plot_h + 16}" text-anchor="middle">{_num(fx)}</text>'
+        )
+        out.append(f'<text x="{LEFT - 6}" y="{sy(fy) + 4}" text-anchor="end">{_num(fy)}</text>')
+    for i, (name, line) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, y in line if len(line) <= 12 else ():
+            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
+        ly = TOP + 16 * i
+        out.append(
+            f'<line x1="{WIDTH - RIGHT + 15}" y1="{ly}" x2="{WIDTH - RIGHT + 35}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
+        out.append(f'<text x="{WIDTH - RIGHT + 40}" y="{ly + 4}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 10 else f"{v:.2g}"
+
+
+def write(name: str, svg: str, directory: Path = PLOTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.svg"
+    path.write_text(svg)
+    return path
+
+
+def runtime(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The runtime benchmark's plots: convergence over time at the largest size, and the
+    median convergence time and peak memory as the object count grows."""
+    paths: list[Path] = []
+    sizes = sorted(int(s) for s in result["results"])
+    if not sizes:
+        return paths
+    largest = str(sizes[-1])
+    timelines = result["timelines"][largest]
+    curves = {t: [(x, float(y)) for x, y in line] for t, line in timelines.items()}
+    paths.append(
+        write(
+            "runtime-convergence",
+            line_chart(
+                f"{largest} Widgets converging (first run of each target)",
+                "seconds since the target started",
+                "Widgets converged",
+                curves,
+            ),
+            directory,
+        )
+    )
+    for figure, label in (("converge_s", "seconds to converge"), ("peak_rss_mib", "peak RSS, MiB")):
+        growth: dict[str, list[tuple[float, float]]] = {}
+        for size in sizes:
+            for target, spread in result["results"][str(size)]["summary"].items():
+                if target != "ratios" and figure in spread:
+                    growth.setdefault(target, []).append((size, spread[figure]["median"]))
+        paths.append(
+            write(
+                f"runtime-{figure.replace('_', '-')}",
+                line_chart(f"{label} (median of runs) by object count", "Widgets", label, growth),
+                directory,
+            )
+        )
+    return paths

@@ -1,0 +1,41 @@
+"""Repeated runs summarized: the median and the spread of every figure.
+
+Two-core machines are noisy, so one run proves little. Every benchmark that repeats a
+measurement keeps each run's figures and reports, per figure, the median with the lowest and
+the highest value seen; a ratio between two targets is taken within each run (both measured
+under the same conditions) and then summarized the same way.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """``{"median", "min", "max", "n"}`` of ``values``."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The spread of every numeric figure that all ``runs`` have."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float)] if runs else []
+    return {k: spread([r[k] for r in runs]) for k in keys if all(k in r for r in runs)}
+
+
+def ratio(
+    numerator: Sequence[Mapping[str, Any]], denominator: Sequence[Mapping[str, Any]], key: str
+) -> dict[str, float] | None:
+    """The spread of ``numerator[i][key] / denominator[i][key]`` over the runs both have."""
+    pairs = [
+        (n[key], d[key])
+        for n, d in zip(numerator, denominator, strict=False)
+        if key in n and key in d and d[key]
+    ]
+    return spread([n / d for n, d in pairs]) if pairs else None

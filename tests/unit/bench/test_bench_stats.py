@@ -1,0 +1,78 @@
+"""The arithmetic the benchmark reports rest on: spreads, within-run ratios, run order,
+kopf's settings, and the SVG plots drawn from a result."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import plot, stats
+from bench.runtime import order
+from bench.runtime_targets import KopfTuning
+
+
+def test_spread_is_median_min_max() -> None:
+    assert stats.spread([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
+
+
+def test_summarize_keeps_only_figures_every_run_has() -> None:
+    runs: list[dict[str, Any]] = [
+        {"run": 0, "converge_s": 2.0, "note": "x"},
+        {"run": 1, "converge_s": 4.0},
+    ]
+    summary = stats.summarize(runs)
+    assert summary["converge_s"]["median"] == 3.0
+    assert "note" not in summary
+
+
+def test_ratio_pairs_runs_not_medians() -> None:
+    # Run 0 was slow for both targets, run 1 fast for both: the ratio is 2 in each run,
+    # whereas a ratio of medians would mix a slow run of one with a fast run of the other.
+    kopf = [{"converge_s": 20.0}, {"converge_s": 4.0}]
+    kokpit = [{"converge_s": 10.0}, {"converge_s": 2.0}]
+    assert stats.ratio(kopf, kokpit, "converge_s") == {
+        "median": 2.0,
+        "min": 2.0,
+        "max": 2.0,
+        "n": 2,
+    }
+    assert stats.ratio(kopf, [{}, {}], "converge_s") is None
+
+
+def test_every_target_takes_every_position() -> None:
+    targets = ["floor", "kokpit", "kopf"]
+    firsts = {order(targets, run)[0] for run in range(3)}
+    assert firsts == set(targets)
+    assert sorted(order(targets, 1)) == sorted(targets)
+
+
+def test_kopf_tuning_parses_and_rejects_unknown_keys() -> None:
+    tuning = KopfTuning.parse("worker_limit=16,idle_timeout=0.5")
+    assert (tuning.worker_limit, tuning.idle_timeout, tuning.connections) == (16, 0.5, 64)
+    assert KopfTuning.parse("") == KopfTuning()
+    with pytest.raises(ValueError, match="unknown kopf settings \\['workers'\\]"):
+        KopfTuning.parse("workers=3")
+
+
+def test_runtime_plots_are_svg_with_one_line_per_target(tmp_path: Path) -> None:
+    summary = {"kokpit": {"converge_s": {"median": 1.0}, "peak_rss_mib": {"median": 60.0}}}
+    result = {
+        "results": {
+            "100": {"summary": {**summary, "ratios": {}}},
+            "1000": {"summary": {**summary, "ratios": {}}},
+        },
+        "timelines": {"1000": {"kokpit": [[0.0, 0], [0.5, 600], [1.0, 1000]], "kopf": []}},
+    }
+    paths = plot.runtime(result, tmp_path)
+    assert [p.name for p in paths] == [
+        "runtime-convergence.svg",
+        "runtime-converge-s.svg",
+        "runtime-peak-rss-mib.svg",
+    ]
+    svg = ET.parse(paths[0]).getroot()
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 2
+    assert lines[0].get("points", "").count(",") == 3
