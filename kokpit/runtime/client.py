@@ -32,6 +32,7 @@ from kokpit.runtime import errors, metrics
 from kokpit.runtime.config import ClientConfig
 from kokpit.runtime.ratelimit import TokenBucket
 from kokpit.runtime.resources import Resource
+from kokpit.runtime.services import Resolver
 
 Object = dict[str, Any]
 
@@ -407,7 +408,10 @@ class Client:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=100)
+            resolver = Resolver(self.config.resolve) if self.config.resolve else None
+            connector = aiohttp.TCPConnector(
+                ssl=self.config.ssl_context(), limit=100, resolver=resolver
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
             )

@@ -46,7 +46,7 @@ import aiohttp
 
 from kokpit.runtime import errors
 from kokpit.runtime.client import Client, Object
-from kokpit.runtime.config import ClientConfig, ConfigError
+from kokpit.runtime.config import ClientConfig, ConfigError, Resolve
 from kokpit.runtime.controller import Predicate, Request
 from kokpit.runtime.informer import EventHandler, Informer, Scope, Transform, strip_unneeded
 from kokpit.runtime.log import get_logger
@@ -81,6 +81,9 @@ class ClusterCacheOptions:
     #: Notice rotation by watching those Secrets (needs list/watch on Secrets); False re-reads
     #: each Secret's metadata at every health check instead.
     watch_secrets: bool = True
+    #: How to find a business API server's address before DNS (see
+    #: :mod:`kokpit.runtime.services`); None: DNS only.
+    resolve: Resolve | None = None
     #: Rate limit of each business cluster's client.
     qps: float = 50.0
     burst: int = 100
@@ -475,7 +478,11 @@ class ClusterCache:
             raise ClusterNotReady(f"{what}: {self.options.secret_key!r} is not base64") from None
         try:
             config = ClientConfig.from_kubeconfig_data(
-                text, source=f"in {what}", qps=self.options.qps, burst=self.options.burst
+                text,
+                source=f"in {what}",
+                qps=self.options.qps,
+                burst=self.options.burst,
+                resolve=self.options.resolve,
             )
             config.ssl_context()  # a certificate or key that cannot load fails here, not later
         except ConfigError as e:

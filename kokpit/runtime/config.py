@@ -26,11 +26,15 @@ import os
 import ssl
 import tempfile
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: The address of a host name, or None to ask DNS (see :mod:`kokpit.runtime.services`).
+Resolve = Callable[[str], Awaitable[str | None]]
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -59,6 +63,9 @@ class ClientConfig:
     qps: float = 50.0
     burst: int = 100
     user_agent: str = "kokpit"
+    #: How to find the address of a host name before asking DNS (None: DNS only); see
+    #: :mod:`kokpit.runtime.services`. TLS verifies the certificate for the URL's name either way.
+    resolve: Resolve | None = field(default=None, repr=False, compare=False)
 
     def bearer_token(self) -> str | None:
         if self.token_file is not None:

@@ -21,12 +21,29 @@ What a node may do once it is one is the API server's Node authorizer's business
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kokpit.pki import MACHINE_OPERATOR
 from kokpit.pki.bootstrap import GROUP as BOOTSTRAPPERS
+from kokpit.runtime import ClientConfig
+from kokpit.runtime.config import Resolve
 
 ROLE_NAME = "kokpit:machine-operator"
+
+
+def admin_config(endpoint: str, pki: Mapping[str, bytes], resolve: Resolve | None) -> ClientConfig:
+    """How the Cluster-Operator acts in a business cluster: as its admin, at its endpoint
+    (a Service name is looked up through the meta-cluster when DNS does not know it)."""
+    return ClientConfig(
+        server=endpoint,
+        ca_data=pki["ca.crt"],
+        cert_data=pki["admin.crt"],
+        key_data=pki["admin.key"],
+        user_agent="kokpit-cluster-operator",
+        resolve=resolve,
+    )
+
 
 #: Each rule with the reason the Machine-Operator needs it.
 RULES: list[dict[str, Any]] = [

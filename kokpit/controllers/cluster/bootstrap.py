@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 
 from kokpit.api.v1alpha1.cluster import BOOTSTRAP_TOKEN_SECRET_TYPE, bootstrap_token_secret
+from kokpit.controllers.cluster import access
 from kokpit.controllers.cluster.options import ClusterOptions
 from kokpit.controllers.cluster.scope import ClusterScope, Object
 from kokpit.pki.bootstrap import (
@@ -44,13 +45,17 @@ from kokpit.runtime import (
     owner_reference,
 )
 from kokpit.runtime.client import NO_RETRY
+from kokpit.runtime.config import Resolve
 from kokpit.runtime.resources import SECRETS
 
 
 class BootstrapTokens:
-    def __init__(self, client: Client, options: ClusterOptions) -> None:
+    def __init__(
+        self, client: Client, options: ClusterOptions, resolve: Resolve | None = None
+    ) -> None:
         self._client = client
         self._options = options
+        self._resolve = resolve
         #: Tokens (by id) found in their business cluster lately, until their successor is
         #: due: looking costs a request to the business cluster.
         self._present: Recently[str] = Recently(0)
@@ -77,13 +82,7 @@ class BootstrapTokens:
             return False
         current = _current(mirror, name, endpoint, cp.pki["ca.crt"])
         now = datetime.now(UTC)
-        admin = ClientConfig(
-            server=endpoint,
-            ca_data=cp.pki["ca.crt"],
-            cert_data=cp.pki["admin.crt"],
-            key_data=cp.pki["admin.key"],
-            user_agent="kokpit-cluster-operator",
-        )
+        admin = access.admin_config(endpoint, cp.pki, self._resolve)
         share = self._options.bootstrap_token_renew_share
         try:
             if current is not None and now < current.token.renewal_at(share):

@@ -38,6 +38,7 @@ from kokpit.runtime import (
     Request,
     by_field,
 )
+from kokpit.runtime.services import ServiceAddresses
 
 FINALIZER = "kokpit.io/cluster"
 #: The runtimes whose components are probed (nothing else tells when one dies).
@@ -56,8 +57,10 @@ def setup(
     clusters = manager.cache.informer(CLUSTERS)
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
     packages = manager.cache.informer(CLUSTER_PACKAGE_VERSIONS)
-    phases = ClusterPhases(manager.client, packages.store, runtimes, options)
-    tokens = BootstrapTokens(manager.client, options)
+    # Business API servers of the kubernetes runtime are Services of the meta-cluster.
+    resolve = ServiceAddresses(manager.client)
+    phases = ClusterPhases(manager.client, packages.store, runtimes, options, resolve)
+    tokens = BootstrapTokens(manager.client, options, resolve)
 
     def unless_forbidden(phase: Phase[ClusterScope]) -> Phase[ClusterScope]:
         """A write the operator may not make in a namespace is a condition naming the role to

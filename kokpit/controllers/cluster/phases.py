@@ -48,13 +48,13 @@ from kokpit.providers.controlplane.process import business_pki
 from kokpit.runtime import (
     ApiError,
     Client,
-    ClientConfig,
     NotFound,
     Recently,
     controlled_by,
     owner_reference,
 )
 from kokpit.runtime.client import NO_RETRY
+from kokpit.runtime.config import Resolve
 from kokpit.runtime.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, SECRETS
 from kokpit.runtime.store import Store
 
@@ -93,11 +93,13 @@ class ClusterPhases:
         packages: Store,
         runtimes: Mapping[str, ControlPlaneRuntime],
         options: ClusterOptions,
+        resolve: Resolve | None = None,
     ) -> None:
         self._client = client
         self._packages = packages
         self._runtimes = runtimes
         self._options = options
+        self._resolve = resolve
         #: PKI Secrets (by resourceVersion) found complete with no leaf due, until one is: the
         #: check writes and parses every certificate, too much for every reconcile.
         self._pki_complete: Recently[str | None] = Recently(0)
@@ -291,13 +293,7 @@ class ClusterPhases:
         if await self._owned_secret(scope, name) is _NOT_OURS:
             return False
         pki = cp.pki
-        admin = ClientConfig(
-            server=endpoint,
-            ca_data=pki["ca.crt"],
-            cert_data=pki["admin.crt"],
-            key_data=pki["admin.key"],
-            user_agent="kokpit-cluster-operator",
-        )
+        admin = access.admin_config(endpoint, pki, self._resolve)
         try:
             # One attempt each, bounded: an API server that does not answer (yet) must not
             # hold a worker; the next reconcile tries again.

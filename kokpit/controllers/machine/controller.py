@@ -44,6 +44,7 @@ from kokpit.runtime import (
     by_field,
 )
 from kokpit.runtime.resources import CONFIGMAPS, NODES
+from kokpit.runtime.services import ServiceAddresses
 
 FINALIZER = "kokpit.io/machine"
 BY_PACKAGE = "spec.packageVersion"
@@ -75,6 +76,8 @@ class MachineOperator:
                 qps=options.cluster_qps,
                 burst=options.cluster_burst,
                 health_interval=options.cluster_health_interval,
+                # Business API servers of the kubernetes runtime are meta-cluster Services.
+                resolve=ServiceAddresses(manager.client),
             ),
         )
         registrars = registrars or node_registrars(executors, kwok={"sim"})
