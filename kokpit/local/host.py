@@ -17,7 +17,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,7 +210,8 @@ def create_cgroup(name: str) -> None:
 
 def remove_cgroup(name: str) -> list[str]:
     """Remove ``/<name>`` and every cgroup below it in every hierarchy, deepest first (a
-    cgroup is removed with rmdir once it has no processes and no children)."""
+    cgroup is removed with rmdir once it has no processes and no children). A process still
+    in one (a container whose shim died first) is killed: it belongs to the node."""
     removed = []
     for hierarchy in cgroup_hierarchies():
         top = hierarchy / name
@@ -218,12 +221,28 @@ def remove_cgroup(name: str) -> list[str]:
             (Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True
         )
         for directory in below:
+            _empty(directory)
             try:
                 directory.rmdir()
             except OSError as e:
                 raise HostError(f"cannot remove cgroup {directory}: {e}") from e
             removed.append(str(directory))
     return removed
+
+
+def _empty(cgroup: Path, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def delete_link(name: str) -> bool:
