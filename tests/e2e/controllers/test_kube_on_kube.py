@@ -34,6 +34,7 @@ import pytest
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
+from kokpit.controllers.cluster import access
 from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.local.assets import find, read_manifest
 from kokpit.local.versions import Release
@@ -380,6 +381,22 @@ async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_n
                     break
                 await asyncio.sleep(1)
             assert leader(biz, lease), f"{lease} holds no Lease"
+        # The operator runs on the host, outside the meta-cluster, and reached the business API
+        # server by its Service name all the same (looked up through the meta-cluster): it
+        # bound kokpit's own role there and issued the hosts' bootstrap token.
+        for _ in range(60):
+            with contextlib.suppress(KubectlError):
+                biz.get("clusterrolebinding", access.ROLE_NAME)
+                break
+            await asyncio.sleep(1)
+        assert (
+            biz.get("clusterrolebinding", access.ROLE_NAME)["roleRef"]["name"] == access.ROLE_NAME
+        )
+        mirror = await op.wait(
+            lambda: _secret(client, namespace, "biz-bootstrap-token"), "the bootstrap token", 60
+        )
+        token_id = base64.b64decode(mirror["data"]["token-id"]).decode()
+        assert biz.get("secret", "-n", "kube-system", f"bootstrap-token-{token_id}")
         policy = kubectl.get("networkpolicy", "-n", namespace, "biz-etcd")
         assert policy["spec"]["podSelector"]["matchLabels"]["kokpit.io/component"] == "etcd"
         rss = rss_by_component(business)
@@ -449,6 +466,12 @@ async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_n
         "rss_mib_total": round(sum(rss.values()), 1),
     }
     print("kube-on-kube on the real node:", json.dumps(measured))
+
+
+async def _secret(client: Client, namespace: str, name: str) -> dict[str, Any] | None:
+    with contextlib.suppress(NotFound):
+        return await client.get(SECRETS, name, namespace=namespace)
+    return None
 
 
 async def _where(client: Client, namespace: str, check: Any) -> dict[str, Any] | None:
