@@ -26,12 +26,14 @@ from kokpit.runtime import Client, ClientConfig, Resource
 SHARED_NODES = 100
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
-        if "real_meta_cluster" in getattr(item, "fixturenames", ()):
+        uses_session_node = "real_meta_cluster" in getattr(item, "fixturenames", ())
+        if uses_session_node or item.get_closest_marker("real_node_alone"):
             item.add_marker(pytest.mark.real_node)
     # A test that starts real nodes of its own runs before any other real node of the session
     # is started: real nodes share the machine's iptables chains (one kube-proxy at a time).

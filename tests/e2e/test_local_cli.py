@@ -121,7 +121,7 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
 
 
 @pytest.mark.slow  # about 100 s
-@pytest.mark.real_node  # the demo starts a real node: run under the machine-wide lock
+@pytest.mark.real_node_alone  # the demo starts a real node of its own
 def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     data = tmp_path / "demo"
     demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=600)

@@ -110,6 +110,7 @@ def restart_count(pod: dict[str, Any]) -> int:
     return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses") or [])
 
 
+@pytest.mark.real_node_alone  # a meta-cluster with a real node of its own
 @pytest.mark.slow  # a few minutes: a real control plane, four containers killed in turn
 @pytest.mark.timeout(1200)
 async def test_each_real_component_killed_is_reported_and_restarted_by_the_kubelet(

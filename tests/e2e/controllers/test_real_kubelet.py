@@ -42,7 +42,13 @@ from tests.e2e.controllers.test_machine_operator import Operator, condition, pac
 from tests.e2e.hosts import SimulatedHost, start_host_at
 from tests.e2e.rbac import apply_rbac, operator_identity, service_account
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")]
+pytestmark = [
+    pytest.mark.slow,
+    # A real kubelet and containerd, and a check that the machine is left as found: before any
+    # other real node of the session runs.
+    pytest.mark.real_node_alone,
+    pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy"),
+]
 NS = "real-join-e2e"
 NAME = "real-host"
 REPORTER = "network-operator"
