@@ -318,7 +318,7 @@ async def wait_each_ready(
 
 
 async def control_planes(
-    client: Client, operator: int, interval: float
+    client: Client, operator: int, interval: float, socket: Path
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Per cluster, its control plane's resident memory (MiB) and CPU (mCPU over ``interval``)
     with each component's share; and the same of the operator, the shims and the sandboxes
@@ -330,10 +330,10 @@ async def control_planes(
         for p in listed
         if not p["metadata"].get("deletionTimestamp")
     }
-    cpu0, op_cpu0 = pods.sample(), proc_stats(operator)[0]
+    cpu0, op_cpu0 = pods.sample(socket), proc_stats(operator)[0]
     started = time.monotonic()
     await asyncio.sleep(interval)
-    after, (op_cpu1, op_rss, _) = pods.sample(), proc_stats(operator)
+    after, (op_cpu1, op_rss, _) = pods.sample(socket), proc_stats(operator)
     elapsed = time.monotonic() - started
     planes: dict[str, dict[str, float]] = {}
     for uid, (name, labels) in owner.items():
@@ -346,18 +346,20 @@ async def control_planes(
         component = labels.get(COMPONENT_LABEL, "?")
         plane[f"{component}_rss_mib"] = plane.get(f"{component}_rss_mib", 0.0) + after.rss_mib[uid]
         plane[f"{component}_mcpu"] = plane.get(f"{component}_mcpu", 0.0) + mcpu
-    node_pods = max(after.shims, 1)
     others = {
         "operator_rss_mib": round(op_rss, 1),
         "operator_idle_mcpu": round(1000 * (op_cpu1 - op_cpu0) / elapsed, 1),
-        "shim_rss_mib_per_pod": round(after.shim_rss_mib / node_pods, 1),
-        "pause_rss_mib_per_pod": round(after.pause_rss_mib / node_pods, 1),
+        # Per pod of the node (CoreDNS's included): one shim and one sandbox each.
+        "shim_rss_mib_per_pod": round(statistics.median(after.shim_rss_mib or [0.0]), 1),
+        "pause_rss_mib_per_pod": round(
+            statistics.median([after.pause_rss_mib.get(uid, 0.0) for uid in owner] or [0.0]), 1
+        ),
     }
     return planes, others
 
 
 async def grow_real(
-    client: Client, operator: int, counts: list[int], args: argparse.Namespace
+    client: Client, operator: int, socket: Path, counts: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Real control planes on the real node, in steps up to each of ``counts``: per step each
     added cluster's seconds to Ready, then (after ``args.real_settle``) every control plane's
@@ -381,7 +383,7 @@ async def grow_real(
         to_ready = await wait_each_ready(client, created, args.timeout)
         op_cpu1 = proc_stats(operator)[0]
         await asyncio.sleep(args.real_settle)
-        planes, others = await control_planes(client, operator, args.idle)
+        planes, others = await control_planes(client, operator, args.idle, socket)
         restarts = sum(
             c.get("restartCount", 0)
             for p in (await client.list(PODS, namespace=NS, label_selector=CLUSTER_LABEL)).items
@@ -484,7 +486,8 @@ async def run_real(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                     field_manager="bench",
                 )
                 await asyncio.sleep(3)  # the operator is up and synced
-                real = await grow_real(client, operator.pid, args.real_counts, args)
+                socket = realnode.NodePaths(meta.layout.root / realnode.NODES_DIR / "0").socket
+                real = await grow_real(client, operator.pid, socket, args.real_counts, args)
         finally:
             if operator is not None:
                 operator.terminate()

@@ -8,8 +8,9 @@ memory-backed ``emptyDir`` each component mounts: a different quantity from what
 anyone quotes as an operator's memory. A container's processes are found by their cgroup,
 whose path names the pod (``.../pod<uid>/<container>``; cgroupfs writes the uid with ``-``,
 systemd with ``_``); the sandbox's ``pause`` is told apart by its name and reported on its
-own, as are the containerd shims (one per pod, outside the pod's cgroup): costs of running any
-pod on the node, not of the control plane.
+own, as are the containerd shims (one per pod, outside the pod's cgroup, told apart by the
+address of their node's containerd): costs of running any pod on the node, not of the control
+plane.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ class Sample:
 
     rss_mib: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    pause_rss_mib: float = 0.0
-    shim_rss_mib: float = 0.0
-    shims: int = 0
+    pause_rss_mib: dict[str, float] = field(default_factory=dict)
+    shim_rss_mib: list[float] = field(default_factory=list)
 
 
 def read(pid: str) -> tuple[float, float]:
@@ -48,26 +48,28 @@ def read(pid: str) -> tuple[float, float]:
     return 0.0, cpu  # a zombie has no VmRSS
 
 
-def sample() -> Sample:
-    """Every process on this host that runs in a pod's cgroup, summed per pod."""
+def sample(containerd_socket: Path) -> Sample:
+    """Every process on this host that runs in a pod's cgroup, summed per pod, and the shims
+    of the containerd listening on ``containerd_socket``."""
     out = Sample()
+    address = str(containerd_socket).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended
             comm = (proc / "comm").read_text().strip()
             if comm == SHIM:
-                out.shim_rss_mib += read(proc.name)[0]
-                out.shims += 1
+                if address in (proc / "cmdline").read_bytes().split(b"\0"):
+                    out.shim_rss_mib.append(read(proc.name)[0])
                 continue
             found = POD_UID.search((proc / "cgroup").read_text())
             if not found:
                 continue
             rss, cpu = read(proc.name)
-            if comm == "pause":
-                out.pause_rss_mib += rss
-                continue
             uid = found.group(1).replace("_", "-")
+            if comm == "pause":
+                out.pause_rss_mib[uid] = out.pause_rss_mib.get(uid, 0.0) + rss
+                continue
             out.rss_mib[uid] = out.rss_mib.get(uid, 0.0) + rss
             out.cpu_seconds[uid] = out.cpu_seconds.get(uid, 0.0) + cpu
     return out
