@@ -432,15 +432,16 @@ async def grow_real(
         "operator_rss_mib_per_cluster": operator_rss,
         "operator_idle_mcpu_per_cluster": operator_mcpu,
         "comparison": {
+            # Published as "mCPU" per control plane: whether busy or idle, it does not say.
             "kamaji_published_operator_per_control_plane": {
                 "rss_mib": KAMAJI["operator_rss_mib_per_control_plane"],
-                "idle_mcpu": KAMAJI["operator_mcpu_per_control_plane"],
+                "mcpu": KAMAJI["operator_mcpu_per_control_plane"],
             },
             "kokpit_operator_per_cluster": {"rss_mib": operator_rss, "idle_mcpu": operator_mcpu},
             "kokpit_control_plane_per_cluster": plane,
             "note": "Kamaji's figures are its operator's alone, per hosted control plane, on "
-            "its hardware; its control planes' own memory and CPU come on top and are not in "
-            "them. Compare kamaji_published_operator_per_control_plane with "
+            "its hardware (busy or idle, not said); its control planes' own memory and CPU come "
+            "on top and are not in them. Compare kamaji_published_operator_per_control_plane with "
             "kokpit_operator_per_cluster (the slope of the operator between the first and the "
             f"last count); kokpit_control_plane_per_cluster (median at {last['clusters']}) is "
             "what each real control plane (etcd + kube-apiserver + controller-manager + "
