@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +66,51 @@ def parse_args(parser: argparse.ArgumentParser, quick: Mapping[str, Any]) -> arg
     return args
 
 
+def run_record() -> dict[str, Any]:
+    """When, where and from which commit a run is made (what :func:`write` puts on top)."""
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": describe(),
+        **commit(),
+    }
+
+
 def write(name: str, result: dict[str, Any], *, quick: bool = False) -> Path:
     directory = QUICK if quick else RESULTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    record = {
-        "benchmark": name,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": describe(),
-        **commit(),
-        **result,
-    }
+    record = {"benchmark": name, **run_record(), **result}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def write_sections(
+    name: str,
+    sections: Mapping[str, dict[str, Any]],
+    *,
+    known: Iterable[str],
+    common: Mapping[str, Any],
+    quick: bool = False,
+) -> Path:
+    """Write ``sections`` into the result ``name``, keeping the sections an earlier run wrote
+    that this one did not measure: a benchmark whose parts are run apart (one needs the
+    machine's only real node, another hours of KWOK) must not erase one part by running the
+    other. Each section carries its own ``run`` (:func:`run_record`); a section of a file
+    written before sections had one gets the file's top-level record, which was its run's.
+    ``known`` names every section the benchmark writes; the top level then describes the
+    latest write, with ``common`` (what every section shares, such as ``meaning``)."""
+    directory = QUICK if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    earlier = {k: record[k] for k in ("when", "machine", "commit", "code_changed") if k in record}
+    for key in known:
+        kept = record.get(key)
+        if isinstance(kept, dict) and "run" not in kept and earlier:
+            record[key] = {"run": earlier, **kept}
+    now = run_record()
+    record.update({"benchmark": name, **now, **common})
+    for key, section in sections.items():
+        record[key] = {"run": now, **section}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
