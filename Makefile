@@ -89,7 +89,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.lock
 # `make bench QUICK=1` runs the same code at small sizes in minutes, into bench/results/quick/.
 BENCH_FLAGS := $(if $(QUICK),--quick,)
 
-bench: assets $(BENCH_STAMP)
+bench: assets host-deps $(BENCH_STAMP)
 	$(PY) -m bench.local $(BENCH_FLAGS)
 	$(PY) -m bench.kopf_tuning $(BENCH_FLAGS)
 	$(PY) -m bench.runtime $(BENCH_FLAGS)
