@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from kokpit.cli import demo_business, demo_machines
+from kokpit.cli import demo_business, demo_host, demo_kube, demo_machines
 from kokpit.cli.local import cluster_of, print_env
 from kokpit.local import (
     AlreadyRunningError,
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     owned = True
     operator: demo_business.OperatorThread | None = None
     kwok: subprocess.Popen[bytes] | None = None
+    host: demo_host.DemoHost | None = None
+    real = args.real_nodes > 0
     try:
         cluster.up(assets, progress=_step, real_nodes=args.real_nodes)
     except AlreadyRunningError:
@@ -89,19 +91,34 @@ def run(args: argparse.Namespace) -> int:
         )
 
         _step("4. A business cluster, kept by the Cluster-Operator (control plane as processes)")
-        operator, business = demo_business.story(cluster, kubectl, _step)
+        operator = demo_business.start_operators(cluster, kubectl, real_nodes=real)
+        if real:
+            demo_kube.create(kubectl)  # comes up on the real node meanwhile (step 5)
+        business = demo_business.story(operator, kubectl, cluster.layout.root, _step)
 
-        _step("5. Machines join it as nodes, held back until their readiness gates pass")
+        kube_on_kube: Kubectl | None = None
+        if real:
+            _step("5. Kube-on-kube: a business control plane as pods on the real node")
+            kube_on_kube = demo_kube.story(operator, kubectl, cluster.layout.root, _step)
+
+        _step("6. Machines join team-a as nodes, held back until their readiness gates pass")
         kwok = demo_machines.story(
             kubectl, business, assets, cluster.layout.root, demo_business.NAME, _step
         )
 
-        _step("6. Look around with kubectl:")
+        if real:
+            _step("7. A host joins team-a with its own kubelet")
+            host = demo_host.DemoHost()
+            demo_host.story(kubectl, business, assets, host, demo_business.NAME, _step)
+
+        _step("8. Look around with kubectl:")
         print_env(cluster, assets.bin("kubectl").parent)
         print("kubectl get nodes\nkubectl get pods -n kokpit-demo -o wide")
         print("kubectl get clusters,clusterpackageversions -A; kubectl get events -n kokpit-demo")
         print("kubectl get machines,machinepackageversions -A -o wide")
-        print(f"kubectl --kubeconfig {business.kubeconfig} get nodes")
+        print(f"kubectl --kubeconfig {business.kubeconfig} get nodes,pods -A -o wide")
+        if kube_on_kube is not None:
+            print(f"kubectl --kubeconfig {kube_on_kube.kubeconfig} get ns")
         print(f"# component and operator logs: {cluster.layout.root / 'logs'}", flush=True)
         if not args.no_wait:
             _step("Press Ctrl-C to stop.")
@@ -109,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if operator is not None:
             with contextlib.suppress(KubectlError):  # what cannot be cleaned up stays visible
-                demo_machines.tear_down(kubectl)
+                demo_machines.tear_down(kubectl)  # the host's kubelet and containerd too
+            if host is not None:
+                host.stop()
             if kwok is not None:
                 kwok.terminate()
                 kwok.wait(10)

@@ -135,11 +135,11 @@ def network_operator(kubectl: Kubectl) -> ClientConfig:
     return ClientConfig(server=admin.server, ca_data=admin.ca_data, token=token)
 
 
-async def report_ready(config: ClientConfig) -> None:
+async def report_ready(config: ClientConfig, hosts: tuple[str, ...] = HOSTS) -> None:
     """The network operator reports each node ready, under its own key."""
     report = [{"type": GATE, "status": "True", "reason": "RoutesProgrammed", "message": ""}]
     async with Client(config) as client:
-        for name in HOSTS:
+        for name in hosts:
             await client.patch(
                 CONFIGMAPS,
                 name,
@@ -149,8 +149,11 @@ async def report_ready(config: ClientConfig) -> None:
 
 
 def tear_down(kubectl: Kubectl) -> None:
-    """Delete the Machines (their finalizer drains and deletes the nodes)."""
-    kubectl.run("delete", "machines", "-n", NAMESPACE, "--all", "--wait=true", "--timeout=60s")
+    """Delete the Machines (their finalizer drains and deletes the nodes, and removes a real
+    host's packages: its kubelet and containerd)."""
+    kubectl.run(
+        "delete", "machines", "-n", NAMESPACE, "--all", "--wait=true", "--timeout=240s", timeout=250
+    )
 
 
 def wait(
