@@ -1,8 +1,12 @@
 """``kokpit demo``: the main job, on the embedded local meta-cluster.
 
-Today it shows the foundation every operator stands on: a real control plane built from
-Kubernetes' Go modules, kwok nodes, and a workload placed by the real scheduler. It stops the
-cluster on Ctrl-C, unless the cluster was already running before the demo started.
+It shows the foundation every operator stands on: a real control plane built from Kubernetes'
+Go modules, with a real node (kubelet, containerd, kube-proxy) beside kwok nodes, and a workload
+placed by the real scheduler. Then the Cluster-Operator keeps business clusters: one as
+processes (upgraded, a broken upgrade rolled back), and, with a real node, one as pods on it
+(kube-on-kube). Machines join the first: simulated hosts as kwok nodes, and, with a real node,
+a host with its own kubelet. It deletes what it made and stops the cluster on Ctrl-C (or at the
+end with ``--no-wait``), unless the cluster was already running before the demo started.
 """
 
 from __future__ import annotations

@@ -106,11 +106,19 @@ def story(
         f"{PACKAGE_VERSION} installs containerd and kubelet {assets.kubernetes_version} over SSH"
     )
     node = wait(business, "node", lambda n: True, "its kubelet to register")
-    taints = [t["key"] for t in node["spec"].get("taints") or []]
-    say(
-        "   its kubelet joined by TLS bootstrap (token from the Cluster-Operator, CSR approved) "
-        f"and registered itself tainted {', '.join(taints)}"
-    )
+    for csr in business.get("certificatesigningrequests")["items"]:
+        spec, status = csr["spec"], csr.get("status") or {}
+        if spec.get("signerName") == "kubernetes.io/kube-apiserver-client-kubelet" and spec[
+            "username"
+        ].startswith("system:bootstrap:"):
+            approved = any(c["type"] == "Approved" for c in status.get("conditions") or [])
+            say(
+                f"   its kubelet joined by TLS bootstrap: CSR {csr['metadata']['name']} from "
+                f"{spec['username']} (the Cluster-Operator's token) "
+                f"{'approved' if approved else 'not approved'}"
+            )
+    if _tainted(node):
+        say("   and registered itself with kokpit's taint kokpit.io/not-ready")
     node = wait(business, "node", _ready, "its Node to be Ready")
     runtime = node["status"]["nodeInfo"]["containerRuntimeVersion"]
     say(f"   Node {NAME} Ready ({runtime})")
@@ -131,7 +139,7 @@ def story(
     )
     say(
         f"   the gate passes, the taint goes: pod {POD} Running on {running['spec']['nodeName']} "
-        f"(pod IP {running['status'].get('podIP')}); kubectl get pods -o wide"
+        f"(pod IP {running['status'].get('podIP')})"
     )
 
 

@@ -66,8 +66,10 @@ def story(
     )
     wait_for(operator, at(RELEASE.version), "become Ready", timeout=300, name=NAME)
     pods = kubectl.get("pods", "-n", NAMESPACE, "-l", f"kokpit.io/cluster={NAME}")["items"]
+    width = max((len(p["metadata"]["name"]) for p in pods), default=0)
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
-        say(f"   pod {pod['metadata']['name']:<40} on {pod['spec'].get('nodeName')}  {_ready(pod)}")
+        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
+        say(f"   pod {name:<{width}}  on {node}  {_ready(pod)}")
     business = via_service(kubectl, root)
     server = json.loads(business.kubeconfig.read_text())["clusters"][0]["cluster"]
     namespaces = business.get("namespaces")["items"]
