@@ -128,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
             _step("Press Ctrl-C to stop.")
             _wait_for_signal()
     finally:
+        # A second Ctrl-C must not cut the tear-down short: a host's kubelet would outlive it.
+        # (kubectl, started from here on, inherits the ignored SIGINT too.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if operator is not None:
+            _step("cleaning up: the Machines (the host's kubelet too), the business clusters")
             with contextlib.suppress(KubectlError):  # what cannot be cleaned up stays visible
                 demo_machines.tear_down(kubectl)  # the host's kubelet and containerd too
             if host is not None:
