@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         # (kubectl, started from here on, inherits the ignored SIGINT too.)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if operator is not None:
-            _step("cleaning up: the Machines (the host's kubelet too), the business clusters")
+            also = " (the host's kubelet and containerd too)" if host is not None else ""
+            _step(f"cleaning up: deleting the Machines{also} and the business clusters")
             with contextlib.suppress(KubectlError):  # what cannot be cleaned up stays visible
                 demo_machines.tear_down(kubectl)  # the host's kubelet and containerd too
             if host is not None:
