@@ -27,12 +27,12 @@ from kokpit.cli.local import cluster_of, print_env
 from kokpit.local import (
     AlreadyRunningError,
     Kubectl,
-    KubectlError,
     ensure_assets,
     release,
     workloads,
 )
 from kokpit.local import nodes as kwok_nodes
+from kokpit.runtime import ApiError
 from kokpit.runtime.log import configure
 
 NAMESPACE = demo_business.NAMESPACE
@@ -134,14 +134,19 @@ def run(args: argparse.Namespace) -> int:
         if operator is not None:
             also = " (the host's kubelet and containerd too)" if host is not None else ""
             _step(f"cleaning up: deleting the Machines{also} and the business clusters")
-            with contextlib.suppress(KubectlError):  # what cannot be cleaned up stays visible
-                demo_machines.tear_down(kubectl)  # the host's kubelet and containerd too
+            try:
+                done = demo_machines.tear_down(operator)  # the host's kubelet and containerd too
+            except ApiError as e:  # what cannot be cleaned up stays visible
+                _step(f"   deleting the Machines failed: {e}")
+                done = False
+            if not done:
+                _step("   some Machines are still being deleted: kubectl get machines -A")
             if host is not None:
                 host.stop()
             if kwok is not None:
                 kwok.terminate()
                 kwok.wait(10)
-            demo_business.tear_down(operator, kubectl)
+            demo_business.tear_down(operator)
         if owned:
             cluster.down()  # first: a closed terminal or pipe must not keep the cluster running
             _step(

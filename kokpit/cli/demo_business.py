@@ -30,7 +30,7 @@ from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
-from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions
+from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import SECRETS
 
 NAMESPACE = "kokpit-demo"
@@ -247,10 +247,18 @@ def version(business: Kubectl) -> str:
     return str(json.loads(business.run("get", "--raw", "/version"))["gitVersion"])
 
 
-def tear_down(operator: OperatorThread, kubectl: Kubectl) -> None:
+def tear_down(operator: OperatorThread) -> None:
     """Delete the business clusters through the operator (its finalizer stops the processes,
     or deletes the pods), then stop it."""
-    kubectl.run("delete", "clusters", "-n", NAMESPACE, "--all", "--wait=false")
+
+    async def delete() -> None:  # not with kubectl: see demo_machines.tear_down
+        for item in (await operator.meta().list(CLUSTERS, namespace=NAMESPACE)).items:
+            with contextlib.suppress(NotFound):
+                await operator.meta().delete(
+                    CLUSTERS, item["metadata"]["name"], namespace=NAMESPACE
+                )
+
+    operator.call(delete)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
 
