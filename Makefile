@@ -33,7 +33,7 @@ assets: $(STAMP)
 	$(PY) -m kokpit local build --version $(K8S)
 	$(PY) -m kokpit local build --version $(K8S_PREVIOUS)
 
-# The ssh executor's e2e tests run real OpenSSH servers as simulated hosts (tests/e2e/hosts.py).
+# The ssh executor's e2e tests run real OpenSSH servers as simulated hosts (kokpit/providers/machine/sshd.py).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 

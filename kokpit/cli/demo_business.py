@@ -20,12 +20,16 @@ from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import CLUSTERS, KINDS
 from kokpit.controllers import machine
 from kokpit.controllers.cluster import ClusterOptions, setup
-from kokpit.local import Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster, component_images, realnode
 from kokpit.local.assets import find
 from kokpit.local.versions import RELEASES
+from kokpit.providers.controlplane import ControlPlaneRuntime
+from kokpit.providers.controlplane.kubernetes import KubernetesRuntime, KubernetesRuntimeOptions
 from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.controlplane.releases import cluster_package
+from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
+from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.runtime import Client, ClientConfig, EventRecorder, Manager, ManagerOptions, NotFound
 from kokpit.runtime.resources import SECRETS
 
@@ -34,15 +38,18 @@ NAME = "team-a"
 
 
 class OperatorThread:
-    """The Cluster-Operator on an event loop of its own, beside the (synchronous) demo."""
+    """The Cluster-Operator on an event loop of its own, beside the (synchronous) demo. With
+    ``real_nodes``, it has the ``kubernetes`` runtime too, placing control planes on the real
+    nodes with the images ``local up`` imported there."""
 
-    def __init__(self, kubeconfig: Path, root: Path) -> None:
+    def __init__(self, kubeconfig: Path, root: Path, *, real_nodes: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.kubeconfig, self.root = kubeconfig, root
+        self.kubeconfig, self.root, self.real_nodes = kubeconfig, root, real_nodes
         self.task: asyncio.Task[None] | None = None
         self.client: Client | None = None
         self.machines: machine.MachineOperator | None = None
+        self.executors: dict[str, Executor] = {}
 
     def meta(self) -> Client:
         """The meta-cluster client the operators' thread uses (once it has started)."""
@@ -58,14 +65,20 @@ class OperatorThread:
         self.client = Client(ClientConfig.from_kubeconfig(self.kubeconfig))
         manager = Manager(self.client, ManagerOptions(health_port=None))
         recorder = EventRecorder(self.client, "kokpit.io/cluster-operator", "demo")
-        setup(
-            manager,
-            {"process": ProcessRuntime(self.root)},
-            recorder,
-            ClusterOptions(poll_interval=0.5),
-        )
+        runtimes: dict[str, ControlPlaneRuntime] = {"process": ProcessRuntime(self.root)}
+        if self.real_nodes:
+            runtimes["kubernetes"] = KubernetesRuntime(
+                self.client,
+                KubernetesRuntimeOptions(
+                    node_selector={realnode.LABEL: "true"},
+                    image_repository=component_images.REPOSITORY,
+                ),
+            )
+        setup(manager, runtimes, recorder, ClusterOptions(poll_interval=0.5))
         machines = EventRecorder(self.client, "kokpit.io/machine-operator", "demo")
-        self.machines = machine.setup(manager, {"sim": SimExecutor(latency=0.3)}, machines)
+        # KWOK plays the kubelets of the ``sim`` hosts; an ``ssh`` host runs its own.
+        self.executors = {"sim": SimExecutor(latency=0.3), "ssh": SSHExecutor()}
+        self.machines = machine.setup(manager, self.executors, machines)
         self.task = asyncio.create_task(manager.start())
 
     def call(self, fn: Callable[[], Any]) -> Any:
@@ -80,6 +93,8 @@ class OperatorThread:
                     await self.task
             if self.machines is not None:
                 await self.machines.close()
+            for executor in self.executors.values():
+                await executor.close()
             if self.client is not None:
                 await self.client.close()
 
@@ -93,19 +108,20 @@ def wait_for(
     check: Callable[[dict[str, Any]], bool],
     what: str,
     timeout: float = 240,
+    name: str = NAME,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
 
         async def get() -> dict[str, Any]:
-            return await operator.meta().get(CLUSTERS, NAME, namespace=NAMESPACE)
+            return await operator.meta().get(CLUSTERS, name, namespace=NAMESPACE)
 
         obj = operator.call(get)
         if check(obj):
             return obj
         time.sleep(0.5)
-    raise TimeoutError(f"the business cluster did not {what}: {json.dumps(obj.get('status'))}")
+    raise TimeoutError(f"business cluster {name} did not {what}: {json.dumps(obj.get('status'))}")
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -123,16 +139,22 @@ def at(version: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def story(
-    cluster: LocalCluster, kubectl: Kubectl, say: Callable[[str], None]
-) -> tuple[OperatorThread, Kubectl]:
-    """Walk through the Cluster-Operator; returns it running, for the caller to stop, and a
-    kubectl for the business cluster."""
-    new, old = RELEASES[0], RELEASES[1]
+def start_operators(cluster: LocalCluster, kubectl: Kubectl, *, real_nodes: bool) -> OperatorThread:
+    """kokpit's CRDs, and the operators running, for the caller to stop (:func:`tear_down`)."""
     kubectl.apply([crd(kind) for kind in KINDS])
     kubectl.wait_established(*(f"{kind.plural}.{kind.group}" for kind in KINDS))
-    operator = OperatorThread(cluster.kubeconfig, cluster.layout.root / "controlplanes")
+    operator = OperatorThread(
+        cluster.kubeconfig, cluster.layout.root / "controlplanes", real_nodes=real_nodes
+    )
     operator.start()
+    return operator
+
+
+def story(
+    operator: OperatorThread, kubectl: Kubectl, root: Path, say: Callable[[str], None]
+) -> Kubectl:
+    """Walk through the Cluster-Operator; returns a kubectl for the business cluster."""
+    new, old = RELEASES[0], RELEASES[1]
     start = old if find(old) is not None else new
     packages = [cluster_package(f"k8s-{start.version}", start, deadline_seconds=20)]
     if start is old:
@@ -158,7 +180,7 @@ def story(
     )
     say(f"   Cluster {NAMESPACE}/{NAME} → ClusterPackageVersion k8s-{start.version}")
     wait_for(operator, at(start.version), "become Ready")
-    business = business_kubectl(operator, kubectl, cluster.layout.root)
+    business = business_kubectl(operator, kubectl, root)
     say(
         f"   Ready: its API server answers {version(business)}; "
         f"kubectl --kubeconfig {business.kubeconfig} get ns"
@@ -168,7 +190,7 @@ def story(
             f"   (build {old.version} with `kokpit local build --version {old.version}` to see "
             "an upgrade and an automatic rollback here)"
         )
-        return operator, business
+        return business
     business.run("create", "configmap", "survivor", "--from-literal=hello=world")
 
     say("   Upgrade to a package whose kube-apiserver has a broken flag: the health check")
@@ -186,7 +208,7 @@ def story(
     wait_for(operator, at(new.version), "upgrade")
     data = business.get("configmap", "survivor")["data"]
     say(f"   Ready at {version(business)}; the data is still there: {data}")
-    return operator, business
+    return business
 
 
 def replace_package_versions(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
@@ -225,18 +247,23 @@ def version(business: Kubectl) -> str:
     return str(json.loads(business.run("get", "--raw", "/version"))["gitVersion"])
 
 
-def tear_down(operator: OperatorThread, kubectl: Kubectl) -> None:
-    """Delete the business cluster through the operator (its finalizer stops the processes)."""
-    kubectl.run("delete", "cluster", "-n", NAMESPACE, NAME, "--ignore-not-found", "--wait=false")
-    deadline = time.monotonic() + 60
+def tear_down(operator: OperatorThread) -> None:
+    """Delete the business clusters through the operator (its finalizer stops the processes,
+    or deletes the pods), then stop it."""
+
+    async def delete() -> None:  # not with kubectl: see demo_machines.tear_down
+        for item in (await operator.meta().list(CLUSTERS, namespace=NAMESPACE)).items:
+            with contextlib.suppress(NotFound):
+                await operator.meta().delete(
+                    CLUSTERS, item["metadata"]["name"], namespace=NAMESPACE
+                )
+
+    operator.call(delete)
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
 
         async def gone() -> bool:
-            try:
-                await operator.meta().get(CLUSTERS, NAME, namespace=NAMESPACE)
-            except NotFound:
-                return True
-            return False
+            return not (await operator.meta().list(CLUSTERS, namespace=NAMESPACE)).items
 
         if operator.call(gone):
             break

@@ -7,6 +7,7 @@ ready in their Condition ConfigMaps, as a ServiceAccount that only the admission
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kokpit.cli.demo_business import replace_package_versions
+from kokpit.api.v1alpha1 import MACHINES
+from kokpit.cli.demo_business import OperatorThread, replace_package_versions
 from kokpit.local import Assets, Kubectl
 from kokpit.local.nodes import start_kwok
-from kokpit.runtime import Client, ClientConfig
+from kokpit.runtime import Client, ClientConfig, NotFound
 from kokpit.runtime.resources import CONFIGMAPS
 
 NAMESPACE = "kokpit-demo"
@@ -135,11 +137,11 @@ def network_operator(kubectl: Kubectl) -> ClientConfig:
     return ClientConfig(server=admin.server, ca_data=admin.ca_data, token=token)
 
 
-async def report_ready(config: ClientConfig) -> None:
+async def report_ready(config: ClientConfig, hosts: tuple[str, ...] = HOSTS) -> None:
     """The network operator reports each node ready, under its own key."""
     report = [{"type": GATE, "status": "True", "reason": "RoutesProgrammed", "message": ""}]
     async with Client(config) as client:
-        for name in HOSTS:
+        for name in hosts:
             await client.patch(
                 CONFIGMAPS,
                 name,
@@ -148,9 +150,29 @@ async def report_ready(config: ClientConfig) -> None:
             )
 
 
-def tear_down(kubectl: Kubectl) -> None:
-    """Delete the Machines (their finalizer drains and deletes the nodes)."""
-    kubectl.run("delete", "machines", "-n", NAMESPACE, "--all", "--wait=true", "--timeout=60s")
+def tear_down(operator: OperatorThread, timeout: float = 240) -> bool:
+    """Delete the Machines (their finalizer drains and deletes the nodes, and removes a real
+    host's packages: its kubelet and containerd); True once they are gone. Through the
+    operators' client, not kubectl: kubectl (Go) would take a second Ctrl-C back from the
+    ignored SIGINT the tear-down runs under, and leave a host's kubelet behind."""
+
+    async def delete() -> None:
+        for item in (await operator.meta().list(MACHINES, namespace=NAMESPACE)).items:
+            with contextlib.suppress(NotFound):
+                await operator.meta().delete(
+                    MACHINES, item["metadata"]["name"], namespace=NAMESPACE
+                )
+
+    async def gone() -> bool:
+        return not (await operator.meta().list(MACHINES, namespace=NAMESPACE)).items
+
+    operator.call(delete)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if operator.call(gone):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def wait(

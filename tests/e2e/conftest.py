@@ -106,13 +106,14 @@ def kokpit_crds(kubectl: Kubectl) -> None:
 
 
 # Imported here, not at the top, so the fixture below is one self-contained addition.
-from tests.e2e.hosts import SimulatedHost, start_hosts, stop_hosts  # noqa: E402
+from kokpit.providers.machine.sshd import SimulatedHost, start_hosts, stop_hosts  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def ssh_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SimulatedHost]]:
-    """Four simulated hosts (real sshd on 127.0.10.x, see :mod:`tests.e2e.hosts`), shared by
-    the session: a test that stops one must start it again."""
+    """Four simulated hosts (real sshd on 127.0.10.x, see
+    :mod:`kokpit.providers.machine.sshd`), shared by the session: a test that stops one must
+    start it again."""
     hosts = start_hosts(tmp_path_factory.mktemp("ssh-hosts"), 4)
     try:
         yield hosts

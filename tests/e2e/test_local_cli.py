@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from kokpit.local import Assets, Kubectl
+from kokpit.providers.controlplane import ORDER
 from tests.e2e.support import eventually
+from tests.e2e.test_real_node import machine_state
 
 
 def kokpit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -120,12 +123,35 @@ def test_down_and_up_keep_every_object(tmp_path: Path, assets: Assets) -> None:
     assert not data.exists()
 
 
-@pytest.mark.slow  # about 100 s
-@pytest.mark.real_node_alone  # the demo starts a real node of its own
+@pytest.mark.slow  # about 150 s
+@pytest.mark.real_node_alone  # a real node of its own; checks the machine is left as found
 def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     data = tmp_path / "demo"
-    demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=600)
+    before, hosts_before = machine_state(), set(Path("/tmp").glob("kokpit-demo-*"))
+    demo = kokpit("demo", "--no-wait", "--data-dir", str(data), timeout=900)
     assert demo.returncode == 0, demo.stderr
+    # Kube-on-kube: team-b's control plane as pods on the real node, kubectl via its Service.
+    on_real_node = re.findall(
+        r"pod team-b-(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)\S*"
+        r"\s+on kokpit-real-0\s+1/1 ready",
+        demo.stderr,
+    )
+    assert sorted(on_real_node) == sorted(ORDER), demo.stderr
+    assert re.search(
+        r"kubectl through its Service https://10\.96\.[0-9.]+:6443 \(certificate checked for "
+        r"team-b-kube-apiserver\.kokpit-demo\.svc\): v1\.36\.3, \d+ namespaces",
+        demo.stderr,
+    ), demo.stderr
+    # A host joins team-a with its own kubelet: TLS bootstrap, kokpit's taint, a real pod.
+    assert re.search(
+        r"joined by TLS bootstrap: CSR \S+ from system:bootstrap:[a-z0-9]{6} "
+        r"\(the Cluster-Operator's token\) approved\n",
+        demo.stderr,
+    ), demo.stderr
+    assert "registered itself with kokpit's taint kokpit.io/not-ready" in demo.stderr
+    assert "Node real-host Ready (containerd://" in demo.stderr
+    assert "pod hello-real-host waits: the node stays tainted" in demo.stderr
+    assert "pod hello-real-host Running on real-host (pod IP 10.89.78." in demo.stderr
     assert "60/60 pods Running" in demo.stderr
     assert "its API server answers v1.35.4" in demo.stderr
     assert "rolls back by itself: k8s-v1.36.3-broken failed its health checks" in demo.stderr
@@ -136,3 +162,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     assert "Task was destroyed" not in demo.stderr
     assert f"export KUBECONFIG={data / 'kubeconfig'}" in demo.stdout
     assert kokpit("local", "--data-dir", str(data), "status").returncode == 3, "demo stopped it"
+    # The host's kubelet and containerd went with its Machine, the real node with `down`.
+    after = machine_state()
+    left = {k: sorted(set(before[k]) ^ set(after[k])) for k in before if before[k] != after[k]}
+    assert left == {}, "the demo must undo every change (listed: what differs from before)"
+    assert set(Path("/tmp").glob("kokpit-demo-*")) == hosts_before, "the host's directory"

@@ -29,6 +29,7 @@ from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG
 from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.pki.bootstrap import GROUP
+from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.runtime import Client, ClientConfig, Forbidden, NotFound, Resource
 from kokpit.runtime.errors import Unauthorized
 from kokpit.runtime.resources import EVENTS, NODES, SECRETS
@@ -38,7 +39,6 @@ from tests.e2e.controllers.test_machine_operator import (
     package,
     package_version,
 )
-from tests.e2e.hosts import SimulatedHost
 from tests.e2e.rbac import operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")

@@ -28,6 +28,7 @@ from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
+from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.runtime import (
     AlreadyExists,
     Client,
@@ -42,7 +43,6 @@ from kokpit.runtime import (
     Resource,
 )
 from kokpit.runtime.resources import CONFIGMAPS, EVENTS, LEASES, NODES, PODS, SECRETS
-from tests.e2e.hosts import SimulatedHost
 from tests.e2e.operators import (
     OperatorProcess,
     api_seconds,

@@ -4,7 +4,7 @@ The business cluster is made by the Cluster-Operator (``process`` runtime: its A
 listens on this machine's loopback, which the host's kubelet reaches). The host is a real sshd
 listening on this machine's own address (a kubelet refuses a loopback node IP). Its
 MachinePackageVersion installs a private containerd and a real kubelet
-(:mod:`tests.e2e.controllers.node_packages`). The Machine-Operator writes the bootstrap
+(:mod:`kokpit.local.nodepackages`). The Machine-Operator writes the bootstrap
 kubeconfig, installs the packages, waits for the kubelet's own Node and adopts it; the gate
 passes, the taint goes, a real pod runs; the Machine's delete drains the node and the package
 removal leaves the machine as it was.
@@ -34,12 +34,12 @@ from fixtures.business import BusinessCluster, business_cluster
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG
 from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import nodepackages as node_packages
 from kokpit.local.images import write_image
+from kokpit.providers.machine.sshd import SimulatedHost, start_host_at
 from kokpit.runtime import ApiError, Client, ClientConfig, NotFound, Resource
 from kokpit.runtime.resources import CONFIGMAPS, NODES, PODS, SECRETS
-from tests.e2e.controllers import node_packages
 from tests.e2e.controllers.test_machine_operator import Operator, condition, package_version
-from tests.e2e.hosts import SimulatedHost, start_host_at
 from tests.e2e.rbac import apply_rbac, operator_identity, service_account
 
 pytestmark = [

@@ -26,7 +26,7 @@ import pytest
 from kokpit.controllers.machine import packages
 from kokpit.providers.machine import OUTPUT_TAIL, Host, HostKeyMismatch, HostUnreachable, Step
 from kokpit.providers.machine.ssh import KILL_GRACE, SSHExecutor, prelude
-from tests.e2e.hosts import SimulatedHost
+from kokpit.providers.machine.sshd import SimulatedHost
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Simulated hosts for e2e tests of the ``ssh`` executor: real OpenSSH ``sshd`` servers.
+"""Simulated hosts for the ``ssh`` executor: real OpenSSH ``sshd`` servers on this machine.
+
+The e2e tests log in to them, and ``kokpit demo`` joins one to a business cluster with a real
+kubelet: here, not under ``tests/``, so the demo can use them too.
 
 Each host listens on its own loopback address (127.0.10.x; Linux routes all of 127.0.0.0/8 to
 ``lo``), on a free port, with its own ed25519 host key, so a known_hosts line pins one host and

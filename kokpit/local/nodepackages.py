@@ -1,6 +1,6 @@
-"""The packages of a real node for the e2e tests: a private containerd and a real kubelet,
-installed over SSH under the host's ``$KOKPIT_ROOT`` and removed again leaving the machine as
-it was found.
+"""The packages of a real node on a simulated host (the e2e tests' and ``kokpit demo``'s): a
+private containerd and a real kubelet, installed over SSH under the host's ``$KOKPIT_ROOT`` and
+removed again leaving the machine as it was found.
 
 Each runs as a daemon of its own session (no systemd here), with everything it writes under
 the root: containerd's root, state and socket, the CNI configuration and host-local IPAM
