@@ -18,8 +18,8 @@ On a fresh local meta-cluster with kwok nodes, the operator runs as its own proc
   published operator-only figures are compared with the operator alone.
 
 Each section is written into the result with its own run (commit, date), keeping the others
-(``--sections``): the real-node one starts a real kubelet, so it runs alone on the machine
-(under ``/work/wt/e2e-real`` here), apart from the hours of the KWOK scale run.
+(``--sections``): the real-node one starts a real kubelet, so it runs alone on the machine,
+apart from the hours of the KWOK scale run.
 
     python -m bench.cluster [--sections scale,process,real] [--counts 100,300,500]
                             [--real-counts 1,5,10] [--nodes N] [--quick]

@@ -160,8 +160,9 @@ def real_meta_cluster(
     """A local meta-cluster of its own with one real node, ``kokpit-real-0`` (a kubelet,
     containerd and kube-proxy; :mod:`kokpit.local.realnode`), Ready when this returns. Pods
     for it select the label ``kokpit.io/real-node`` and tolerate the taint of that key; images
-    come from :func:`kokpit.local.realnode.load_image`. Needs root; run such tests under the
-    machine-wide lock (``/work/wt/e2e-real``). ``down`` puts the machine back as it was."""
+    come from :func:`kokpit.local.realnode.load_image`. Needs root, and one such cluster per
+    machine at a time (kube-proxy's chains are the machine's). ``down`` puts the machine back
+    as it was."""
     cluster = LocalCluster(tmp_path_factory.mktemp("real-meta"))
     cluster.up(assets, progress=lambda _: None, real_nodes=1)
     try:

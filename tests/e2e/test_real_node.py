@@ -1,8 +1,8 @@
 """A real node in the local meta-cluster: a kubelet, containerd and kube-proxy that run pods.
 
-Every test here starts a real kubelet, so it needs root and runs under the machine-wide lock
-(``/work/wt/e2e-real``); the last one checks that ``down`` leaves the machine as ``up`` found
-it.
+Every test here starts a real kubelet, so it needs root, and one runs on a machine at a time
+(a real node's kube-proxy chains are the machine's); the last one checks that ``down`` leaves
+the machine as ``up`` found it.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ through the Service and on its pod; each etcd member's ``/version`` and member l
 client port (TLS, with kube-apiserver's etcd client certificate, its name checked against the
 member's DNS name); the controller-manager's and scheduler's ``kubernetes_build_info`` metric
 on their secure ports, as the admin (neither serves ``/version``). Starts a real kubelet,
-containerd and kube-proxy: run it only under ``/work/wt/e2e-real``-like exclusivity (one real
-node per machine at a time).
+containerd and kube-proxy (the session's real node: one real node per machine at a time).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ seconds through the watch on the Cluster's workloads (the Cluster names the comp
 goes False), the kubelet restarts it — kokpit reports and restarts nothing itself — and the
 Cluster is Ready again.
 
-Starts a real kubelet, containerd and kube-proxy: run it only under ``/work/wt/e2e-real``
-(one real node per machine at a time).
+Starts a real kubelet, containerd and kube-proxy (marked ``real_node_alone``: one real node per
+machine at a time, before the session's own).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ kubeconfig, installs the packages, waits for the kubelet's own Node and adopts i
 passes, the taint goes, a real pod runs; the Machine's delete drains the node and the package
 removal leaves the machine as it was.
 
-It starts a real kubelet and containerd: run it only under ``/work/wt/e2e-real`` (one at a
-time machine-wide)."""
+It starts a real kubelet and containerd (marked ``real_node_alone``: before the session's real
+node, as it checks the machine is left as found)."""
 
 from __future__ import annotations
 
