@@ -21,6 +21,7 @@ from fixtures import samples
 from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
+from tests.e2e.support import install_crds
 
 #: The shared simulated nodes every workload test may schedule onto.
 SHARED_NODES = 100
@@ -95,14 +96,10 @@ def widget_crd(kubectl: Kubectl) -> Resource:
     return samples.WIDGETS
 
 
-CRDS = Path(__file__).parents[2] / "config" / "crd"
-
-
 @pytest.fixture(scope="session")
 def kokpit_crds(kubectl: Kubectl) -> None:
     """kokpit's CRDs (config/crd), installed once per session."""
-    kubectl.run("apply", "--server-side", "-f", str(CRDS))
-    kubectl.wait_established(*(path.stem for path in CRDS.glob("*.yaml")))
+    install_crds(kubectl)
 
 
 # Imported here, not at the top, so the fixture below is one self-contained addition.

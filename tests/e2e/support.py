@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from kokpit.local import Kubectl
+
 T = TypeVar("T")
+#: kokpit's CRDs, as `make generate` writes them.
+CRDS = Path(__file__).parents[2] / "config" / "crd"
+
+
+def install_crds(kubectl: Kubectl) -> Kubectl:
+    """kokpit's CRDs in ``kubectl``'s cluster, Established when this returns."""
+    kubectl.run("apply", "--server-side", "-f", str(CRDS))
+    kubectl.wait_established(*(path.stem for path in CRDS.glob("*.yaml")))
+    return kubectl
 
 
 def eventually(

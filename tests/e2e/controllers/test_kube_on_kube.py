@@ -43,6 +43,7 @@ from kokpit.runtime import Client, ClientConfig, NotFound
 from kokpit.runtime.resources import EVENTS, SECRETS
 from tests.e2e.operators import operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import install_crds
 
 REAL_NODE = {"kokpit.io/real-node": "true"}
 #: Storage for etcd: the local meta-cluster has no provisioner, so volumes on the real node's
@@ -50,7 +51,6 @@ REAL_NODE = {"kokpit.io/real-node": "true"}
 #: upgrade of etcd does, loses its data and cannot rejoin; see the kubernetes runtime).
 STORAGE_CLASS = "kokpit-real-local"
 OLD, NEW = Release("v1.35.4"), Release("v1.36.3")
-CRDS = Path(__file__).parents[3] / "config" / "crd"
 #: What deleting a Cluster must leave none of (by its label).
 KINDS = "pods,services,secrets,persistentvolumeclaims,networkpolicies,statefulsets,deployments"
 
@@ -58,10 +58,7 @@ KINDS = "pods,services,secrets,persistentvolumeclaims,networkpolicies,statefulse
 @pytest.fixture(scope="module")
 def real_crds(real_kubectl: Kubectl) -> Kubectl:
     """kokpit's CRDs in the meta-cluster with a real node (the session's own fixture)."""
-    real_kubectl.run("apply", "--server-side", "-f", str(CRDS))
-    for crd in (p.stem for p in CRDS.glob("*.yaml")):
-        real_kubectl.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    return real_kubectl
+    return install_crds(real_kubectl)
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig, NotFound
 from tests.e2e.operators import operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import install_crds
 
-CRDS = Path(__file__).parents[3] / "config" / "crd"
 DETECTION_LIMIT_S = 10.0
 
 
@@ -50,11 +50,7 @@ def real_cluster(
 
 @pytest.fixture(scope="module")
 def real_kubectl(real_cluster: LocalCluster, assets: Assets) -> Kubectl:
-    k = Kubectl(assets.bin("kubectl"), real_cluster.kubeconfig)
-    k.run("apply", "--server-side", "-f", str(CRDS))
-    for crd in (p.stem for p in CRDS.glob("*.yaml")):
-        k.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-    return k
+    return install_crds(Kubectl(assets.bin("kubectl"), real_cluster.kubeconfig))
 
 
 @pytest.fixture
