@@ -200,7 +200,11 @@ def _new_host(
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
                 "PermitRootLogin prohibit-password",
-                f'SetEnv "KOKPIT_ROOT={root}"',
+                # Sessions get the host's own (empty) home: the login shell must not run the
+                # dotfiles of the user the tests run as (a ~/.bashrc's `pyenv init` takes a
+                # machine-wide lock in every session, and a session killed holding it stalls
+                # every later step).
+                f'SetEnv "KOKPIT_ROOT={root}" "HOME={home}"',
                 "LogLevel ERROR",
                 "",
             ]
