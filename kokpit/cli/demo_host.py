@@ -17,7 +17,6 @@ tests'), so the two kubelets coexist.
 from __future__ import annotations
 
 import asyncio
-import base64
 import shutil
 import tempfile
 import time
@@ -100,7 +99,7 @@ def story(
         ],
     )
     reporter = network_operator(kubectl)
-    kubectl.apply([ssh_secret(host), machine(host, cluster)])
+    kubectl.apply([host.ssh_secret(NAMESPACE, NAME), machine(host, cluster)])
     say(
         f"   Machine {NAME}: a real sshd at {host.address}:{host.port}; MachinePackageVersion "
         f"{PACKAGE_VERSION} installs containerd and kubelet {assets.kubernetes_version} over SSH"
@@ -141,20 +140,6 @@ def story(
         f"   the gate passes, the taint goes: pod {POD} Running on {running['spec']['nodeName']} "
         f"(pod IP {running['status'].get('podIP')})"
     )
-
-
-def ssh_secret(host: SimulatedHost) -> dict[str, Any]:
-    data = {
-        "username": host.username.encode(),
-        "privateKey": host.private_key,
-        "knownHosts": host.known_hosts,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
-        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-    }
 
 
 def machine(host: SimulatedHost, cluster: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ thread that started them, so start hosts from the main thread).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import getpass
@@ -28,6 +29,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kokpit.providers.machine import Credentials, Host
 
@@ -60,6 +62,23 @@ class SimulatedHost:
         return Credentials(
             username=self.username, private_key=self.private_key, known_hosts=self.known_hosts
         )
+
+    def ssh_secret(
+        self, namespace: str, name: str, *, known_hosts: bytes | None = None
+    ) -> dict[str, Any]:
+        """The Secret a Machine names (``sshSecretRef``) to log in here; ``known_hosts``
+        replaces the pinned key (to show a forged one refused)."""
+        data = {
+            "username": self.username.encode(),
+            "privateKey": self.private_key,
+            "knownHosts": self.known_hosts if known_hosts is None else known_hosts,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        }
 
     def host(self) -> Host:
         return Host(

@@ -202,7 +202,7 @@ async def test_a_host_gets_a_bootstrap_kubeconfig_and_joins_with_a_node_certific
         field_manager="test",
     )
     name = "joins"
-    await client.apply(SECRETS, _ssh_secret(name, host), field_manager="test")
+    await client.apply(SECRETS, host.ssh_secret(NS, name), field_manager="test")
     gate = {
         "conditionType": "example.com/NetworkReady",
         "mode": "Continuous",
@@ -372,20 +372,6 @@ async def _machine_if(client: Client, name: str, done: Any) -> Object | None:
     return obj if done(obj) else None
 
 
-def _ssh_secret(name: str, host: SimulatedHost) -> Object:
-    data = {
-        "username": host.username.encode(),
-        "privateKey": host.private_key,
-        "knownHosts": host.known_hosts,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS},
-        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-    }
-
-
 async def test_a_bootstrap_token_secret_the_cluster_did_not_issue_never_reaches_a_host(
     operator: Operator, client: Client, ssh_hosts: list[SimulatedHost]
 ) -> None:
@@ -419,7 +405,7 @@ async def test_a_bootstrap_token_secret_the_cluster_did_not_issue_never_reaches_
         package_version("forged-node", package("kubelet", "1.36.3", kind="Kubelet")),
         field_manager="test",
     )
-    await client.apply(SECRETS, _ssh_secret("forged", host), field_manager="test")
+    await client.apply(SECRETS, host.ssh_secret(NS, "forged"), field_manager="test")
     await client.create(
         MACHINES,
         {

@@ -219,17 +219,7 @@ def package_version(name: str, *packages: Object) -> Object:
 
 
 def ssh_secret(name: str, host: SimulatedHost, known_hosts: bytes | None = None) -> Object:
-    data = {
-        "username": host.username.encode(),
-        "privateKey": host.private_key,
-        "knownHosts": known_hosts if known_hosts is not None else host.known_hosts,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS},
-        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-    }
+    return host.ssh_secret(NS, name, known_hosts=known_hosts)
 
 
 def machine(

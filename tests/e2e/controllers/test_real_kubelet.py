@@ -239,21 +239,7 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
         ),
         field_manager="test",
     )
-    data = {
-        "username": real_host.username.encode(),
-        "privateKey": real_host.private_key,
-        "knownHosts": real_host.known_hosts,
-    }
-    await client.apply(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": NAME, "namespace": NS},
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-        },
-        field_manager="test",
-    )
+    await client.apply(SECRETS, real_host.ssh_secret(NS, NAME), field_manager="test")
     gate = {
         "conditionType": GATE,
         "mode": "Continuous",
