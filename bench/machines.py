@@ -10,7 +10,7 @@ Recorded: time until every Machine is Ready; API requests per Machine (the opera
 memory and CPU; and, with all N in place, the latency from a Condition ConfigMap write to the
 node's schedulability change (the not-ready taint added or removed), p50 and p99.
 
-    python -m bench.machines [--counts 1000,3000,10000] [--samples N] [--quick]
+    python -m bench.machines [--counts 1000,2000,5000] [--samples N] [--quick]
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ def main() -> None:
     parser.add_argument(
         "--counts",
         type=machine_info.ints,
-        default=[1_000, 3_000, 10_000],
+        default=[1_000, 2_000, 5_000],
         help="Machine counts to grow through",
     )
     parser.add_argument("--samples", type=int, default=200)

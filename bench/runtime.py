@@ -290,8 +290,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=machine.ints, default=[1_000, 3_000, 10_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--edit-share", type=float, default=0.1)
-    parser.add_argument("--idle", type=float, default=30.0)
-    parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--idle", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS))
     parser.add_argument(
