@@ -10,16 +10,34 @@ from kokpit.api.v1alpha1.machinepackageversion import (
     MACHINE_PACKAGE_VERSION,
     MachinePackageVersionSpec,
 )
+from kokpit.api.v1alpha1.nodefault import NODE_FAULT, NodeFaultSpec, NodeFaultStatus
+from kokpit.api.v1alpha1.remediation import REMEDIATION, RemediationSpec, RemediationStatus
+from kokpit.api.v1alpha1.remediationpolicy import (
+    REMEDIATION_POLICY,
+    RemediationPolicySpec,
+    RemediationPolicyStatus,
+)
 
 GROUP = "kokpit.io"
 VERSION = "v1alpha1"
-KINDS = (CLUSTER_PACKAGE_VERSION, CLUSTER, MACHINE_PACKAGE_VERSION, MACHINE)
+KINDS = (
+    CLUSTER_PACKAGE_VERSION,
+    CLUSTER,
+    MACHINE_PACKAGE_VERSION,
+    MACHINE,
+    NODE_FAULT,
+    REMEDIATION_POLICY,
+    REMEDIATION,
+)
 
 # The descriptors the client addresses these kinds with, derived from the types.
 CLUSTER_PACKAGE_VERSIONS = CLUSTER_PACKAGE_VERSION.resource
 CLUSTERS = CLUSTER.resource
 MACHINE_PACKAGE_VERSIONS = MACHINE_PACKAGE_VERSION.resource
 MACHINES = MACHINE.resource
+NODE_FAULTS = NODE_FAULT.resource
+REMEDIATION_POLICIES = REMEDIATION_POLICY.resource
+REMEDIATIONS = REMEDIATION.resource
 
 __all__ = [
     "CLUSTER",
@@ -32,6 +50,12 @@ __all__ = [
     "MACHINES",
     "MACHINE_PACKAGE_VERSION",
     "MACHINE_PACKAGE_VERSIONS",
+    "NODE_FAULT",
+    "NODE_FAULTS",
+    "REMEDIATION",
+    "REMEDIATIONS",
+    "REMEDIATION_POLICIES",
+    "REMEDIATION_POLICY",
     "VERSION",
     "ClusterPackageVersionSpec",
     "ClusterSpec",
@@ -39,4 +63,10 @@ __all__ = [
     "MachinePackageVersionSpec",
     "MachineSpec",
     "MachineStatus",
+    "NodeFaultSpec",
+    "NodeFaultStatus",
+    "RemediationPolicySpec",
+    "RemediationPolicyStatus",
+    "RemediationSpec",
+    "RemediationStatus",
 ]

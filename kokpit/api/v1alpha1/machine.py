@@ -130,6 +130,53 @@ class ReadinessGate:
 
 
 @dataclass(kw_only=True)
+class BMC:
+    """The host's baseboard management controller, spoken to over Redfish: power cycles and
+    reinstalls from boot media go through it."""
+
+    address: str = field(
+        "The Redfish service's base URL, https only (such as https://10.0.0.5:8000).",
+        max_length=2048,
+        rules=(
+            Rule(
+                "isURL(self) && url(self).getScheme() == 'https'",
+                "must be an https URL such as https://bmc-1.example.com",
+            ),
+        ),
+    )
+    system_id: str = field(
+        "The Redfish System of this host (such as /redfish/v1/Systems/1).",
+        min_length=1,
+        max_length=512,
+        pattern=r"^/redfish/v1/Systems/[A-Za-z0-9][-A-Za-z0-9_.]*$",
+    )
+    credentials_secret_ref: LocalRef = field(
+        "Secret with the BMC's username and password; never logged."
+    )
+    insecure_skip_verify: bool = field(
+        "Skip verifying the BMC's TLS certificate. Off by default: set it only for a BMC "
+        "whose self-signed certificate cannot be given in caBundle.",
+        default=False,
+    )
+    ca_bundle: str | None = field(
+        "PEM certificates that sign the BMC's certificate; unset: the system's.",
+        default=None,
+        max_length=65536,
+    )
+    reinstall_image: str | None = field(
+        "The URL of the installer image the Reinstall action boots from (virtual media).",
+        default=None,
+        max_length=2048,
+        rules=(
+            Rule(
+                "isURL(self) && url(self).getScheme() in ['http', 'https']",
+                "must be an http or https URL of an installer image",
+            ),
+        ),
+    )
+
+
+@dataclass(kw_only=True)
 class MachineSpec:
     """The desired state of a host."""
 
@@ -198,6 +245,10 @@ class MachineSpec:
         max_items=32,
         list_type="map",
         list_map_keys=("conditionType",),
+    )
+    bmc: BMC | None = field(
+        "The host's BMC, for repairs that need it (PowerCycle, Reinstall); unset: none.",
+        default=None,
     )
     drain_timeout_seconds: int | None = field(
         "How long a delete waits for the node's pods to be evicted (PodDisruptionBudgets may "
