@@ -23,6 +23,7 @@ from typing import Any
 from bench import machine
 from bench.interrupt import stop_on_sigterm
 from bench.runtime import measure, versions
+from bench.runtime_targets import KopfTuning
 from fixtures.samples import widget_crd
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
 from kokpit.runtime import Client, ClientConfig
@@ -34,16 +35,13 @@ CONNECTIONS = (0, 64)
 
 
 def tunings() -> list[str]:
-    """Every combination, as ``--kopf-tuning`` strings ("" is kopf's default settings with
-    an async handler)."""
+    """Every combination, as ``--kopf-tuning`` strings naming every setting (a missing one
+    would take :class:`KopfTuning`'s default, not kopf's)."""
     out = []
     for workers, idle, connections in itertools.product(WORKER_LIMITS, IDLE_TIMEOUTS, CONNECTIONS):
         if workers is None and idle != 5.0:
             continue  # without a limit no worker waits for a slot, so idle_timeout is moot
-        parts = [f"idle_timeout={idle}", f"connections={connections}"]
-        if workers is not None:
-            parts.insert(0, f"worker_limit={workers}")
-        out.append(",".join(parts))
+        out.append(KopfTuning(workers, idle, connections).text())
     return out
 
 

@@ -50,8 +50,9 @@ CONCURRENCY = 32
 class KopfTuning:
     """kopf's settings for the ``kopf`` target (None: the default configuration)."""
 
-    #: ``settings.queueing.worker_limit``: per-object workers running at once.
-    worker_limit: int = 64
+    #: ``settings.queueing.worker_limit``: per-object workers running at once (None: no
+    #: limit, kopf's default; written ``none``).
+    worker_limit: int | None = 64
     #: ``settings.queueing.idle_timeout``: how long a finished object's worker lingers.
     idle_timeout: float = 0.1
     #: The connection pool's limit (kopf's own session has ``limit=0``, i.e. none).
@@ -59,14 +60,29 @@ class KopfTuning:
 
     @classmethod
     def parse(cls, text: str) -> KopfTuning:
-        """``worker_limit=64,idle_timeout=0.1,connections=64`` (missing keys: defaults)."""
+        """``worker_limit=64,idle_timeout=0.1,connections=64`` (missing keys: defaults;
+        ``worker_limit=none``: no limit)."""
         fields = dict(part.split("=", 1) for part in text.split(",") if part)
         defaults = asdict(cls())
         if unknown := set(fields) - set(defaults):
             raise ValueError(f"unknown kopf settings {sorted(unknown)}; known: {sorted(defaults)}")
-        return cls(**{k: type(defaults[k])(v) for k, v in fields.items()})
+        values: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key == "worker_limit":
+                values[key] = None if value == "none" else int(value)
+            else:
+                values[key] = type(defaults[key])(value)
+        return cls(**values)
 
-    def describe(self) -> dict[str, float]:
+    def text(self) -> str:
+        """The ``--kopf-tuning`` string that parses back to this tuning, every key named."""
+        workers = "none" if self.worker_limit is None else str(self.worker_limit)
+        return (
+            f"worker_limit={workers},idle_timeout={self.idle_timeout},"
+            f"connections={self.connections}"
+        )
+
+    def describe(self) -> dict[str, float | None]:
         return asdict(self)
 
 

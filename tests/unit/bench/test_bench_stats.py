@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench import plot, stats
+from bench.kopf_tuning import tunings
 from bench.runtime import order
 from bench.runtime_targets import KopfTuning
 
@@ -55,6 +56,20 @@ def test_kopf_tuning_parses_and_rejects_unknown_keys() -> None:
     assert KopfTuning.parse("") == KopfTuning()
     with pytest.raises(ValueError, match="unknown kopf settings \\['workers'\\]"):
         KopfTuning.parse("workers=3")
+
+
+def test_kopf_tuning_without_a_worker_limit_is_kopfs_default() -> None:
+    unlimited = KopfTuning.parse("worker_limit=none,idle_timeout=5.0,connections=0")
+    assert unlimited.worker_limit is None
+    assert KopfTuning.parse(unlimited.text()) == unlimited
+
+
+def test_the_sweep_tries_kopf_without_a_worker_limit() -> None:
+    candidates = [KopfTuning.parse(text) for text in tunings()]
+    assert len(set(candidates)) == len(candidates)
+    unlimited = [c for c in candidates if c.worker_limit is None]
+    assert {(c.idle_timeout, c.connections) for c in unlimited} == {(5.0, 0), (5.0, 64)}
+    assert {c.worker_limit for c in candidates} == {None, 16, 64, 256}
 
 
 def test_runtime_plots_are_svg_with_one_line_per_target(tmp_path: Path) -> None:
