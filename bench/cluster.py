@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -38,9 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import machine, pods
+from bench import machine, plot, pods, stats
 from bench.interrupt import stop_on_sigterm
-from bench.stats import spread
 from fixtures.samples import cluster
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
@@ -184,16 +184,13 @@ async def grow(
         )
         print(points[-1], flush=True)
         made = count
-    first, last = points[0], points[-1]
-    span = last["clusters"] - first["clusters"]
+    last = points[-1]
     return {
         "nodes": args.nodes,
         "workers": args.workers,
         "steps": points,
-        "operator_rss_mib_per_cluster": (
-            round((last["operator_rss_mib"] - first["operator_rss_mib"]) / span, 3)
-            if span
-            else None
+        "operator_rss_mib_per_cluster": stats.slope(
+            [(p["clusters"], p["operator_rss_mib"]) for p in points]
         ),
         "operator_idle_mcpu_per_cluster": round(last["operator_idle_mcpu"] / last["clusters"], 3),
     }
@@ -393,9 +390,9 @@ async def grow_real(
         point: dict[str, Any] = {
             "clusters": count,
             "added": added,
-            "added_seconds_to_ready": spread(list(to_ready.values())),
-            "control_plane_rss_mib": spread([p["rss_mib"] for p in planes.values()]),
-            "control_plane_idle_mcpu": spread([p["mcpu"] for p in planes.values()]),
+            "added_seconds_to_ready": stats.spread(list(to_ready.values())),
+            "control_plane_rss_mib": stats.spread([p["rss_mib"] for p in planes.values()]),
+            "control_plane_idle_mcpu": stats.spread([p["mcpu"] for p in planes.values()]),
             "component_rss_mib_median": {
                 c: round(statistics.median(p[f"{c}_rss_mib"] for p in planes.values()), 1)
                 for c in ORDER
@@ -412,11 +409,10 @@ async def grow_real(
         points.append(point)
         print(point, flush=True)
         made = count
-    first, last = points[0], points[-1]
-    span = last["clusters"] - first["clusters"]
+    last = points[-1]
 
     def slope(key: str) -> float | None:
-        return round((last[key] - first[key]) / span, 3) if span else None
+        return stats.slope([(p["clusters"], p[key]) for p in points])
 
     operator_rss, operator_mcpu = slope("operator_rss_mib"), slope("operator_idle_mcpu")
     plane = {
@@ -567,6 +563,7 @@ def main() -> None:
         common={"meaning": MEANING, "anchor": ANCHOR},
         quick=args.quick,
     )
+    plot.cluster(json.loads(path.read_text()), path.parent / "plots")
     print(f"wrote {path}")
 
 

@@ -14,10 +14,10 @@ over K clusters, waits until every cluster's informer holds N nodes, collects ga
 reports the Python memory still allocated (``tracemalloc``: the stores, informers, clients and
 connections that live on) and its resident memory (VmRSS, after ``malloc_trim``; it keeps the
 allocator's high-water mark from decoding list pages, so it is a poor measure of what stays).
-The memory per cluster is the slope between two cluster counts:
-``(live(K2) - live(K1)) / (K2 - K1)``, so the interpreter and the libraries cancel out.
+The memory per cluster is the least-squares slope over the cluster counts (at least three, so
+a reader sees the cost grow linearly or not), so the interpreter and the libraries cancel out.
 
-    python -m bench.clustercache [--nodes 1000] [--counts 1,4]
+    python -m bench.clustercache [--nodes 1000] [--counts 1,2,4]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine as machine_info
+from bench import plot, stats
 from bench.interrupt import stop_on_sigterm
 from fixtures.samples import cluster as cluster_manifest
 from kokpit.api.schema import crd
@@ -204,11 +205,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
         finally:
             cluster.down()
-    per_cluster = {}
-    for mode in MODES:
-        live = {s["clusters"]: s["live_mib"] for s in samples if s["mode"] == mode}
-        low, high = min(counts), max(counts)
-        per_cluster[mode] = round((live[high] - live[low]) / (high - low), 2)
+    per_cluster = {
+        mode: stats.slope([(s["clusters"], s["live_mib"]) for s in samples if s["mode"] == mode])
+        for mode in MODES
+    }
     return {
         "nodes_per_cluster": args.nodes,
         "cluster_counts": counts,
@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "Python memory still allocated (tracemalloc, after gc) in a process running a "
             "ClusterCache with a Node watch over K business clusters (each its own client, "
             "connection and Node informer; all served by one API server holding the nodes), "
-            "once every informer holds all nodes; per-cluster = slope between the two counts; "
+            "once every informer holds all nodes; per-cluster = least-squares slope over the "
+            "counts; "
             "rss_mib (VmRSS after malloc_trim) is recorded per sample for reference"
         ),
         "mib_per_cluster": per_cluster,
@@ -230,7 +231,7 @@ def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--counts", default="1,4", help="two cluster counts, for the slope")
+    parser.add_argument("--counts", default="1,2,4", help="cluster counts, for the slope")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--clusters", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
@@ -241,6 +242,7 @@ def main() -> None:
         return
     result = run(args)
     path = machine_info.write("clustercache", result, quick=args.quick)
+    plot.clustercache(result, path.parent / "plots")
     print(json.dumps(result["mib_per_cluster"]), f"→ {path}")
 
 

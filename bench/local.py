@@ -6,10 +6,10 @@ Records, for the record and never as a pass/fail:
   the cache manifest (``go_build_cache: cold`` says the Go build cache was empty);
 - warm ``up`` time to ready: with binaries cached, from nothing to every component healthy, on
   a fresh data directory and again on a restart of the same one;
-- resident memory of each component while idle with 1,000 kwok nodes, and how long those
-  nodes took to become Ready.
+- resident memory of each component while idle, as KWOK nodes are added (500, 1,000, 2,000),
+  and how long the added nodes took to become Ready.
 
-Run with ``make bench`` or ``python -m bench.local [--nodes N] [--idle S]``.
+Run with ``make bench`` or ``python -m bench.local [--nodes 500,1000,2000] [--idle S]``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import machine
+from bench import machine, plot
 from bench.interrupt import stop_on_sigterm
 from kokpit.local import RELEASES, Assets, Kubectl, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
@@ -55,13 +55,36 @@ def timed_up(cluster: LocalCluster, assets: Assets) -> float:
     return round(time.monotonic() - started, 2)
 
 
+def grow_nodes(cluster: LocalCluster, kubectl: Kubectl, count: int, idle: float) -> dict[str, Any]:
+    """Add KWOK nodes up to ``count``, wait until they are Ready, idle, and read each
+    component's memory."""
+    started = time.monotonic()
+    names = kwok_nodes.ensure_nodes(kubectl, count)
+    created = time.monotonic() - started
+    kwok_nodes.wait_ready(kubectl, names, timeout_s=900)
+    ready = time.monotonic() - started
+    print(f"{count} nodes: created {created:.1f} s, Ready {ready:.1f} s", flush=True)
+    time.sleep(idle)
+    step = {
+        "nodes": count,
+        "create_seconds": round(created, 1),
+        "all_ready_seconds": round(ready, 1),
+        "idle_seconds_before_measuring": idle,
+        "rss_mib": {c.name: rss_mib(c.pid) for c in cluster.status().components if c.pid},
+    }
+    print(step["rss_mib"], flush=True)
+    return step
+
+
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument(
+        "--nodes", type=machine.ints, default=[500, 1000, 2000], help="KWOK node counts"
+    )
     parser.add_argument("--idle", type=float, default=60.0, help="idle seconds before measuring")
     parser.add_argument("--runs", type=int, default=3, help="fresh ups to time")
-    args = machine.parse_args(parser, quick={"nodes": 100, "idle": 5.0, "runs": 1})
+    args = machine.parse_args(parser, quick={"nodes": [50, 100, 200], "idle": 5.0, "runs": 1})
 
     assets = ensure_assets(release(None))
     result: dict[str, Any] = {"kubernetes": assets.kubernetes_version, "builds": builds()}
@@ -83,25 +106,14 @@ def main() -> None:
         print(f"up: fresh {fresh} s, restart {restart} s", flush=True)
         try:
             kubectl = Kubectl(assets.bin("kubectl"), cluster.kubeconfig)
-            started = time.monotonic()
-            names = kwok_nodes.ensure_nodes(kubectl, args.nodes)
-            created = time.monotonic() - started
-            kwok_nodes.wait_ready(kubectl, names, timeout_s=900)
-            ready = time.monotonic() - started
-            print(f"{args.nodes} nodes: created {created:.1f} s, Ready {ready:.1f} s", flush=True)
-            time.sleep(args.idle)
-            status = cluster.status()
-            result["idle_with_nodes"] = {
-                "nodes": args.nodes,
-                "create_seconds": round(created, 1),
-                "all_ready_seconds": round(ready, 1),
-                "idle_seconds_before_measuring": args.idle,
-                "rss_mib": {c.name: rss_mib(c.pid) for c in status.components if c.pid},
-            }
-            print(result["idle_with_nodes"]["rss_mib"], flush=True)
+            result["idle_with_nodes"] = [
+                grow_nodes(cluster, kubectl, count, args.idle) for count in args.nodes
+            ]
         finally:
             cluster.down()
-    print(f"wrote {machine.write('local', result, quick=args.quick)}")
+    path = machine.write("local", result, quick=args.quick)
+    plot.local(result, path.parent / "plots")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

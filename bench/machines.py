@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine as machine_info
+from bench import plot, stats
 from bench.cluster import proc_stats, ready
 from bench.interrupt import stop_on_sigterm
 from fixtures.business import business_cluster
@@ -290,8 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 operator.terminate()
                 operator.wait(30)
             meta.down()
-    first, last = steps[0], steps[-1]
-    span = last["machines"] - first["machines"]
+    last = steps[-1]
     return {
         "kubernetes": assets.kubernetes_version,
         "meaning": MEANING,
@@ -300,10 +300,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "sim_step_latency_seconds": args.sim_latency,
         "steps": steps,
-        "operator_rss_mib_per_machine": (
-            round((last["operator_rss_mib"] - first["operator_rss_mib"]) / span, 4)
-            if span
-            else None
+        "operator_rss_mib_per_machine": stats.slope(
+            [(s["machines"], s["operator_rss_mib"]) for s in steps]
         ),
         "condition_configmap_to_schedulability": {
             "idle": latency,
@@ -327,7 +325,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     args = machine_info.parse_args(parser, quick={"counts": [100, 200, 400], "samples": 20})
     result = asyncio.run(run(args))
-    print(f"wrote {machine_info.write('machine', result, quick=args.quick)}")
+    path = machine_info.write("machine", result, quick=args.quick)
+    plot.machines(result, path.parent / "plots")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

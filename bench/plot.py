@@ -3,16 +3,21 @@
 A reader should see a curve, not only a number: how each target converges over time, and how
 cost grows with the object count. The charts are plain line charts, so a small SVG writer is
 enough and ``make bench`` needs nothing beyond the project's own dependencies.
+
+Each benchmark draws its own plots when it writes its result; ``python -m bench.plot
+[--quick]`` draws them all again from the results on disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import argparse
+import json
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from bench.machine import RESULTS
+from bench.machine import QUICK, RESULTS
 
 PLOTS = RESULTS / "plots"
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -117,3 +122,170 @@ def runtime(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
             )
         )
     return paths
+
+
+def _steps(
+    steps: Sequence[Mapping[str, Any]], x: str, y: str, scale: float = 1.0
+) -> list[tuple[float, float]]:
+    """``(step[x], step[y] * scale)`` of every step that has both."""
+    return [(float(p[x]), float(p[y]) * scale) for p in steps if x in p and p.get(y) is not None]
+
+
+def _cost(
+    name: str, title: str, x_label: str, y_label: str, series: Series, directory: Path
+) -> list[Path]:
+    """One cost curve, if any series has a point."""
+    kept = {k: v for k, v in series.items() if v}
+    return [write(name, line_chart(title, x_label, y_label, kept), directory)] if kept else []
+
+
+def cluster(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The Cluster-Operator's cost as Clusters are added: on KWOK (no component runs) and with
+    real control planes on the real node."""
+    scale = (result.get("kubernetes_runtime_at_scale") or {}).get("steps") or []
+    real = (result.get("kubernetes_runtime_on_real_node") or {}).get("steps") or []
+    paths = _cost(
+        "cluster-operator-rss-mib",
+        "Cluster-Operator memory by Cluster count",
+        "Clusters",
+        "operator RSS, MiB",
+        {
+            "KWOK (no component runs)": _steps(scale, "clusters", "operator_rss_mib"),
+            "real control planes": _steps(real, "clusters", "operator_rss_mib"),
+        },
+        directory,
+    )
+    paths += _cost(
+        "cluster-ready-seconds-per-cluster",
+        "Seconds until the added Clusters are Ready, per added Cluster",
+        "Clusters",
+        "seconds per added Cluster",
+        {
+            "KWOK (no component runs)": [
+                (float(p["clusters"]), p["added_ready_seconds"] / p["added"])
+                for p in scale
+                if p.get("added")
+            ]
+        },
+        directory,
+    )
+    paths += _cost(
+        "cluster-real-control-planes-rss-mib",
+        "Real control planes on the real node: memory",
+        "Clusters",
+        "MiB",
+        {
+            "all control planes": _steps(real, "clusters", "control_planes_rss_mib_total"),
+            "operator": _steps(real, "clusters", "operator_rss_mib"),
+        },
+        directory,
+    )
+    return paths
+
+
+def machines(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The Machine-Operator's cost as Machines join, and the gate latency under that load."""
+    steps = result.get("steps") or []
+    paths = _cost(
+        "machine-operator-rss-mib",
+        "Machine-Operator memory by Machine count",
+        "Machines",
+        "operator RSS, MiB",
+        {"operator": _steps(steps, "machines", "operator_rss_mib")},
+        directory,
+    )
+    paths += _cost(
+        "machine-cost-per-added-machine",
+        "Per added Machine, by Machine count",
+        "Machines",
+        "per added Machine",
+        {
+            "API requests": _steps(steps, "machines", "api_requests_per_added_machine"),
+            "operator CPU, ms": _steps(
+                steps, "machines", "operator_cpu_seconds_per_added_machine", 1000
+            ),
+        },
+        directory,
+    )
+    paths += _cost(
+        "machine-added-ready-seconds",
+        "Seconds until the added Machines are Ready",
+        "Machines",
+        "seconds",
+        {"added Machines": _steps(steps, "machines", "added_ready_seconds")},
+        directory,
+    )
+    loaded = [p for p in steps if p.get("gate_latency_under_load", {}).get("samples")]
+    paths += _cost(
+        "machine-gate-latency-under-load",
+        "Condition ConfigMap → taint, while Machines join",
+        "Machines",
+        "seconds",
+        {
+            "p50": [
+                (float(p["machines"]), p["gate_latency_under_load"]["p50_seconds"]) for p in loaded
+            ],
+            "p99": [
+                (float(p["machines"]), p["gate_latency_under_load"]["p99_seconds"]) for p in loaded
+            ],
+        },
+        directory,
+    )
+    return paths
+
+
+def clustercache(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """Live memory of the per-cluster cache by watched cluster count, per way of caching."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for sample in result.get("samples") or []:
+        series.setdefault(sample["mode"], []).append((sample["clusters"], sample["live_mib"]))
+    return _cost(
+        "clustercache-live-mib",
+        f"Cluster cache memory, {result.get('nodes_per_cluster')} Nodes per cluster",
+        "business clusters watched",
+        "live MiB (tracemalloc)",
+        {mode: sorted(points) for mode, points in series.items()},
+        directory,
+    )
+
+
+def local(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The local meta-cluster's components' memory by KWOK node count."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for step in result.get("idle_with_nodes") or []:
+        for component, mib in step["rss_mib"].items():
+            series.setdefault(component, []).append((step["nodes"], mib))
+    return _cost(
+        "local-idle-rss-mib",
+        "Meta-cluster components, idle, by KWOK node count",
+        "Nodes",
+        "RSS, MiB",
+        series,
+        directory,
+    )
+
+
+#: Result file → its plots.
+PLOTTERS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
+    "runtime": runtime,
+    "cluster": cluster,
+    "machine": machines,
+    "clustercache": clustercache,
+    "local": local,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="draw every benchmark's plots from its result")
+    parser.add_argument("--quick", action="store_true", help="from bench/results/quick")
+    args = parser.parse_args()
+    results = QUICK if args.quick else RESULTS
+    for name, plotter in PLOTTERS.items():
+        path = results / f"{name}.json"
+        if path.exists():
+            for drawn in plotter(json.loads(path.read_text()), results / "plots"):
+                print(drawn)
+
+
+if __name__ == "__main__":
+    main()

@@ -39,3 +39,15 @@ def ratio(
         if key in n and key in d and d[key]
     ]
     return spread([n / d for n, d in pairs]) if pairs else None
+
+
+def slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """The least-squares slope of ``(x, y)`` points: what one more unit of x costs, with the
+    fixed base cancelled out and every size counted (not only the first and the last)."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    variance = sum((x - mean_x) ** 2 for x, _ in points)
+    return round(covariance / variance, 4)

@@ -91,3 +91,55 @@ def test_runtime_plots_are_svg_with_one_line_per_target(tmp_path: Path) -> None:
     lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
     assert len(lines) == 2
     assert lines[0].get("points", "").count(",") == 3
+
+
+def test_slope_is_the_least_squares_cost_of_one_more() -> None:
+    assert stats.slope([(1, 10.0), (2, 12.0), (4, 16.0)]) == 2.0
+    assert stats.slope([(1, 10.0), (2, 13.0), (4, 16.0)]) == pytest.approx(9 / (42 / 9), abs=1e-4)
+    assert stats.slope([(5, 1.0), (5, 2.0)]) is None
+
+
+def test_every_benchmark_draws_its_cost_curves(tmp_path: Path) -> None:
+    steps = [
+        {"clusters": n, "added": 100, "added_ready_seconds": n / 10, "operator_rss_mib": 60 + n}
+        for n in (100, 200, 300)
+    ]
+    machine_steps = [
+        {
+            "machines": n,
+            "added": 1000,
+            "added_ready_seconds": n / 8,
+            "operator_rss_mib": 70 + n / 100,
+            "api_requests_per_added_machine": 11.0,
+            "operator_cpu_seconds_per_added_machine": 0.02,
+            "gate_latency_under_load": {"samples": 20, "p50_seconds": 0.1, "p99_seconds": 2.0},
+        }
+        for n in (1000, 2000, 5000)
+    ]
+    drawn = {
+        "cluster": plot.cluster({"kubernetes_runtime_at_scale": {"steps": steps}}, tmp_path),
+        "machine": plot.machines({"steps": machine_steps}, tmp_path),
+        "clustercache": plot.clustercache(
+            {"samples": [{"mode": "full", "clusters": k, "live_mib": 8.0 * k} for k in (1, 2, 4)]},
+            tmp_path,
+        ),
+        "local": plot.local(
+            {"idle_with_nodes": [{"nodes": n, "rss_mib": {"etcd": n / 10}} for n in (5, 10, 20)]},
+            tmp_path,
+        ),
+    }
+    # The real-node chart of the cluster benchmark has no data here, so it is not drawn.
+    assert [p.name for p in drawn["cluster"]] == [
+        "cluster-operator-rss-mib.svg",
+        "cluster-ready-seconds-per-cluster.svg",
+    ]
+    assert len(drawn["machine"]) == 4
+    for paths in drawn.values():
+        for path in paths:
+            svg = ET.parse(path).getroot()
+            points = [
+                line.get("points", "").split()
+                for line in svg.findall("{http://www.w3.org/2000/svg}polyline")
+            ]
+            assert points
+            assert all(len(p) == 3 for p in points), path.name
