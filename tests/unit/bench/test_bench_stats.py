@@ -70,6 +70,8 @@ def test_the_sweep_tries_kopf_without_a_worker_limit() -> None:
     unlimited = [c for c in candidates if c.worker_limit is None]
     assert {(c.idle_timeout, c.connections) for c in unlimited} == {(5.0, 0), (5.0, 64)}
     assert {c.worker_limit for c in candidates} == {None, 16, 64, 256}
+    # One candidate shows a worker limit with kopf's default idle timeout.
+    assert [c.worker_limit for c in candidates if c.idle_timeout == 5.0] == [None, None, 64]
 
 
 def test_runtime_plots_are_svg_with_one_line_per_target(tmp_path: Path) -> None:
