@@ -28,6 +28,7 @@ import ctypes
 import datetime as dt
 import ipaddress
 import json
+import re
 import signal
 import socket
 import ssl
@@ -49,6 +50,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 START_TIMEOUT = 30.0
 LISTEN_ADDRESS = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+#: A line of the emulator's access log (werkzeug's, colour codes around failed requests).
+_ACCESS = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP/[0-9.]+(?:\x1b\[[0-9;]*m)*" (\d{3})')
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -272,6 +275,12 @@ class RedfishEmulator:
                 pass
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"POST {path}: {e.code} {e.read()[:1000]!r}") from None
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """The requests the emulator answered so far, oldest first: (method, path, status),
+        from its access log. Tests count the resets a repair sent with it."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [(m[1], m[2], int(m[3])) for m in _ACCESS.finditer(text)]
 
     def _write_config(self) -> Path:
         import bcrypt  # sushy-tools' own dependency (dev extra): only where an emulator runs
