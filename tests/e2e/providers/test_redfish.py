@@ -8,6 +8,8 @@ the repair did through the emulator's Redfish API and its access log, not throug
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -81,13 +83,20 @@ def power_off(emulator: RedfishEmulator, system: FakeSystem) -> None:
 
 
 async def test_power_cycle_resets_a_running_system_once_and_waits_for_it(
-    repairer: RedfishRepairer, redfish_emulator: RedfishEmulator, bmc_system: FakeSystem
+    repairer: RedfishRepairer,
+    redfish_emulator: RedfishEmulator,
+    bmc_system: FakeSystem,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert redfish_emulator.get(bmc_system.path)["PowerState"] == "On"
     done = await repairer.repair("PowerCycle", target(redfish_emulator.bmc(bmc_system, SECRET)))
     assert done == "PowerCycle: was On; ForceRestart; now On"
     assert resets(redfish_emulator, bmc_system) == [204]
     assert redfish_emulator.get(bmc_system.path)["PowerState"] == "On"
+    # The caBundle was written for sushy to a private file, removed once done.
+    assert os.listdir(tmp_path) == []
 
 
 async def test_power_cycle_powers_on_a_system_that_is_off(
