@@ -598,12 +598,12 @@ class _Session:
         self.system.set_system_boot_options(
             target=sushy.BootSource.CD, enabled=sushy.BootSourceOverrideEnabled.ONCE
         )
+        # Only Inserted is checked: BMCs report the Image URL in their own spelling.
         media.refresh(force=True)
-        if not media.inserted or media.image != image:
+        if not media.inserted:
             raise BMCActionFailed(
-                f"BMC {self.endpoint.address} of Machine {self.endpoint.machine}: the image "
-                f"{_shown(image)} is not inserted in virtual media {media.identity} after "
-                "inserting it"
+                f"BMC {self.endpoint.address} of Machine {self.endpoint.machine}: virtual media "
+                f"{media.identity} reports no media inserted after inserting {_shown(image)}"
             )
         cycled = self.power_cycle()
         return f"booting once from {_shown(image)} (virtual media {media.identity}): {cycled}"
