@@ -177,3 +177,41 @@ def real_kubectl(real_meta_cluster: LocalCluster, assets: Assets) -> Kubectl:
 def real_node(real_meta_cluster: LocalCluster) -> str:
     """The name of the real node of :func:`real_meta_cluster`."""
     return realnode.node_name(0)
+
+
+# Imported here, not at the top, so the fixtures below are one self-contained addition.
+from kokpit.providers.repair.emulator import FakeSystem, RedfishEmulator  # noqa: E402
+from kokpit.providers.repair.receiver import WebhookReceiver  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redfish_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishEmulator]:
+    """A Redfish BMC (sushy-tools' emulator, fake driver, TLS from its own CA, basic auth;
+    :mod:`kokpit.providers.repair.emulator`) with 16 systems, shared by the session: a test
+    takes systems no other test uses (:func:`bmc_system`)."""
+    emulator = RedfishEmulator(tmp_path_factory.mktemp("redfish"), systems=16)
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+_bmc_systems = itertools.count()
+
+
+@pytest.fixture
+def bmc_system(redfish_emulator: RedfishEmulator) -> FakeSystem:
+    """A system of :func:`redfish_emulator` that no other test of the session uses."""
+    return redfish_emulator.systems[next(_bmc_systems) % len(redfish_emulator.systems)]
+
+
+@pytest.fixture
+def webhook_receiver(tmp_path: Path) -> Iterator[WebhookReceiver]:
+    """An HTTPS receiver on loopback (its own CA; :mod:`kokpit.providers.repair.receiver`)."""
+    receiver = WebhookReceiver(tmp_path / "receiver")
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

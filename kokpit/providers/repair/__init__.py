@@ -16,7 +16,7 @@ every action.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,11 @@ class RepairTarget:
     fault_type: str
     #: The Remediation's name, for tickets and logs.
     remediation: str
+    #: The RemediationPolicy as stored, for repairers that act on its settings (the Ticket
+    #: action posts to its ``spec.ticketWebhook``).
+    policy: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The Remediation's ``status.attempts`` so far, oldest first (tickets carry them).
+    attempts: Sequence[Mapping[str, Any]] = ()
 
     @property
     def machine_name(self) -> str:
