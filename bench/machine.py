@@ -40,7 +40,8 @@ def commit() -> dict[str, Any]:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    changed = git("status", "--porcelain", "--", "kokpit", "bench", "fixtures")
+    # Results written by earlier benchmarks of the same run are not code.
+    changed = git("status", "--porcelain", "--", "kokpit", "bench", "fixtures", ":!bench/results")
     return {"commit": git("rev-parse", "HEAD") or "unknown", "code_changed": bool(changed)}
 
 
