@@ -251,8 +251,11 @@ def clustercache(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Pat
 
 def local(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
     """The local meta-cluster's components' memory by KWOK node count."""
+    steps = result.get("idle_with_nodes") or []
+    if isinstance(steps, Mapping):  # a result from before the node counts grew: one step
+        steps = [steps]
     series: dict[str, list[tuple[float, float]]] = {}
-    for step in result.get("idle_with_nodes") or []:
+    for step in steps:
         for component, mib in step["rss_mib"].items():
             series.setdefault(component, []).append((step["nodes"], mib))
     return _cost(
