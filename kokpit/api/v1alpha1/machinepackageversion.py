@@ -2,7 +2,8 @@
 
 Cluster-scoped and immutable once created, like ClusterPackageVersion. Every package installs
 through idempotent steps: ``check`` says what is installed now, ``install``/``upgrade``/``remove``
-change it, ``verify`` says the change worked. Script steps are the base; the ``apt`` and
+change it, ``verify`` says the change worked; an optional ``restart`` is how a remediation
+restarts what the package runs. Script steps are the base; the ``apt`` and
 ``binary`` helpers are thin layers that the Machine-Operator expands into script steps.
 
 Every value here may reach a host's shell. The operator passes values to scripts only as quoted
@@ -72,6 +73,12 @@ class ScriptSteps:
     )
     remove: ScriptStep | None = field("Removes the package.", default=None)
     verify: ScriptStep | None = field("Exits 0 only if the installed package works.", default=None)
+    restart: ScriptStep | None = field(
+        "Restarts what the package runs (the kubelet, the container runtime), for the "
+        "remediation actions RestartKubelet and RestartContainerRuntime; apt and binary "
+        "packages restart the systemd unit named after the package.",
+        default=None,
+    )
 
 
 @dataclass(kw_only=True)
