@@ -193,7 +193,8 @@ def test_the_apt_helper_passes_the_package_as_one_argument(tmp_path: Path, name:
         f"remove\n--\n{name}\ndpkg-query\n-W\n-f=${{db:Status-Abbrev}} "
         f"${{Version}}\\n\n--\n{name}\n"
     )
-    assert set(packages.scripts(package)) == {"check", "install", "upgrade", "remove", "verify"}
+    steps = {"check", "install", "upgrade", "remove", "verify", "restart"}
+    assert set(packages.scripts(package)) == steps
 
 
 def test_helper_values_reach_the_scripts_as_env_never_as_text() -> None:
