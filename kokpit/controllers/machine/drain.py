@@ -91,4 +91,3 @@ async def _our_node(client: Client, scope: MachineScope) -> Object | None:
     except NotFound:
         return None
     return node if owned_by(node, scope.key) else None
-

@@ -3,8 +3,9 @@
 A simulated host does not run scripts; it plays what a well-behaved package's steps would do
 to it: ``check`` prints the installed version, ``install``/``upgrade`` set it, ``remove``
 clears it, ``verify`` succeeds when the version is the one asked for; ``restart`` and
-``reboot`` (remediation actions) succeed and are only recorded, so tests can count them. Latency and failures are
-settable, globally or per host, so a test can make one host slow or broken.
+``reboot`` (remediation actions) succeed and are only recorded, so tests can count them.
+Latency and failures are settable, globally or per host, so a test can make one host slow or
+broken.
 """
 
 from __future__ import annotations
