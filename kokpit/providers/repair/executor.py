@@ -21,7 +21,7 @@ environment variables, as in the Machine-Operator.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS
 from kokpit.providers.machine import (
@@ -34,7 +34,7 @@ from kokpit.providers.machine import (
 )
 from kokpit.providers.machine import packages as package_steps
 from kokpit.providers.repair import RepairError, RepairTarget
-from kokpit.runtime import ApiError, Client, NotFound
+from kokpit.runtime import ApiError, NotFound, Resource
 from kokpit.runtime.resources import SECRETS
 
 #: The package kind whose ``restart`` step each restart action runs.
@@ -54,6 +54,15 @@ fi
 REBOOT_STEP_TIMEOUT = 60.0
 
 
+class Reader(Protocol):
+    """What the repairer reads from the meta-cluster (a :class:`~kokpit.runtime.Client`):
+    the Machine's MachinePackageVersion and SSH Secret."""
+
+    async def get(
+        self, res: Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]: ...
+
+
 def _error(reason: str, message: str) -> RepairError:
     error = RepairError(message)
     error.reason = reason
@@ -66,7 +75,7 @@ class ExecutorRepairer:
 
     actions = frozenset({*RESTARTS, "Reboot"})
 
-    def __init__(self, client: Client, executors: Mapping[str, Executor]) -> None:
+    def __init__(self, client: Reader, executors: Mapping[str, Executor]) -> None:
         self._client = client
         self._executors = executors
 
