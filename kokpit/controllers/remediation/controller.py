@@ -46,6 +46,7 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.clustercache import ClusterMapper
 from kokpit.runtime.resources import NODES
+from kokpit.runtime.services import ServiceAddresses
 
 FINALIZER = "kokpit.io/remediation"
 #: Remediations by the node they repair: namespace/cluster/node.
@@ -88,6 +89,8 @@ class RemediationOperator:
                 qps=options.cluster_qps,
                 burst=options.cluster_burst,
                 health_interval=options.cluster_health_interval,
+                # Business API servers of the kubernetes runtime are meta-cluster Services.
+                resolve=ServiceAddresses(manager.client),
             ),
         )
         self.workflow = Workflow(
