@@ -152,7 +152,7 @@ def setup(
     workers = ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles)
 
     remediation = Controller("remediation", op.reconciler, workers)
-    remediation.watch(op.remediations)
+    remediation.watch(op.remediations, predicate=_phase_or_request_changed)
     remediation.watch(op.faults)  # same namespace and name
     remediation.watch(
         op.cluster_cache.watch(
@@ -181,6 +181,17 @@ def _remediations_of_node(op: RemediationOperator) -> ClusterMapper:
         return _requests(op.remediations.store.by_index(BY_NODE, key))
 
     return mapper
+
+
+def _phase_or_request_changed(old: Object | None, new: Object) -> bool:
+    """The workflow's own status writes need no reconcile of their own (it asks for the
+    requeues it needs); a new phase (admission), a command or a deletion does."""
+    if old is None:
+        return True
+    before, after = old["metadata"], new["metadata"]
+    if any(before.get(k) != after.get(k) for k in ("annotations", "deletionTimestamp")):
+        return True
+    return bool((old.get("status") or {}).get("phase") != (new.get("status") or {}).get("phase"))
 
 
 def _node_changed(old: Object | None, new: Object) -> bool:

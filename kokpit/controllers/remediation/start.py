@@ -25,6 +25,8 @@ from kokpit.runtime import AlreadyExists, Client, Conflict, NotFound, Request, R
 
 Object = dict[str, Any]
 Status = Literal["True", "False", "Unknown"]
+#: Writes of a fault's Remediated condition tried before giving up (the hub writes often).
+WRITE_ATTEMPTS = 3
 
 
 def initial_status(fault: Object, machine: Object, policy: Object) -> Object:
@@ -131,6 +133,12 @@ class Starter:
                     REMEDIATIONS, meta["name"], namespace=meta["namespace"], uid=meta["uid"]
                 )
             return Result(requeue_after=1.0)  # then start afresh
+        name = remediation["metadata"]["name"]
+        if (fault.get("status") or {}).get("remediation") != name and not finished:
+            message = (
+                f"Remediation {name} started (policy {remediation['spec']['policyRef']['name']})"
+            )
+            await self._remediated(fault, "Unknown", "Remediating", message, name)
         return Result()
 
     async def _remediated(
@@ -157,22 +165,27 @@ async def write_remediated(
     message: str,
     remediation: str | None,
 ) -> None:
-    """Patch a NodeFault's Remediated condition (the fault hub owns the rest of its status)."""
-    status = fault.get("status") or {}
-    conditions = set_condition(
-        status.get("conditions") or [],
-        REMEDIATED,
-        value,
-        reason,
-        message,
-    )
+    """Patch a NodeFault's Remediated condition and the remediation it names (the fault hub
+    owns the rest of its status, and writes it often: a conflict is read again and retried)."""
     meta = fault["metadata"]
-    patch = {
-        "metadata": {"resourceVersion": meta["resourceVersion"]},
-        "status": {"conditions": conditions, "remediation": remediation},
-    }
-    # Gone, or changed: a changed fault comes back through its watch.
-    with contextlib.suppress(NotFound, Conflict):
-        await client.patch(
-            NODE_FAULTS, meta["name"], patch, namespace=meta["namespace"], subresource="status"
+    for _ in range(WRITE_ATTEMPTS):
+        status = fault.get("status") or {}
+        conditions = set_condition(
+            status.get("conditions") or [], REMEDIATED, value, reason, message
         )
+        patch = {
+            "metadata": {"resourceVersion": fault["metadata"]["resourceVersion"]},
+            "status": {"conditions": conditions, "remediation": remediation},
+        }
+        try:
+            await client.patch(
+                NODE_FAULTS, meta["name"], patch, namespace=meta["namespace"], subresource="status"
+            )
+            return
+        except NotFound:
+            return
+        except Conflict:
+            try:
+                fault = await client.get(NODE_FAULTS, meta["name"], namespace=meta["namespace"])
+            except NotFound:
+                return
