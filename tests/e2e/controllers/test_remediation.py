@@ -490,18 +490,21 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     biz.kubectl.apply([budget(test, minAvailable=3)])
 
     await report_fault(client, faulty)
-    blocked = await op.wait(
-        remediation_where(
-            client,
-            f"{faulty}.kerneldeadlock",
-            lambda o: (
-                phase_is("Draining")(o)
-                and (o["status"].get("drain") or {}).get("blockedBy") == [f"default/web-{test}"]
-            ),
+    name = f"{faulty}.kerneldeadlock"
+    held = remediation_where(
+        client,
+        name,
+        lambda o: (
+            phase_is("Draining")(o)
+            and (o["status"].get("drain") or {}).get("blockedBy") == [f"default/web-{test}"]
         ),
-        "the drain to be held by the budget",
-        60,
     )
+
+    async def held_and_told() -> Object | None:
+        """The drain is held and the Event saying so is out (Events follow the write)."""
+        return await held() if "DrainBlocked" in await reasons(client, name) else None
+
+    blocked = await op.wait(held_and_told, "the drain to be held by the budget", 60)
     op.kill()
     assert blocked["status"]["cordoned"] is True
     assert condition(blocked, "Drained")["reason"] == "DrainBlocked"
@@ -509,7 +512,6 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     pods = await web_pods()
     assert len(running(pods, faulty)) == 3, "the budget was not forced"
     assert all(p["metadata"]["labels"].get("kokpit.io/migrate") == "true" for p in pods)
-    name = f"{faulty}.kerneldeadlock"
     assert {"Cordoned", "DrainBlocked"} <= set(await reasons(client, name))
     assert records(host, "restarts") == [], "no repair before the drain is done"
 
