@@ -14,6 +14,8 @@ import pytest
 
 from kokpit.api.conditions import get
 from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
+from kokpit.cli.main import parser
+from kokpit.cli.remediation import table
 from kokpit.controllers.remediation import metrics, status
 from kokpit.controllers.remediation.commands import Commands
 from kokpit.controllers.remediation.options import RemediationOptions
@@ -464,3 +466,40 @@ def test_conditions_follow_the_phase(phase: str, expected: dict[str, str]) -> No
     status.update(scope)
     got = {c["type"]: c["status"] for c in scope.status.get("conditions") or []}
     assert got == expected
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_kokpit_remediation_parses_its_commands_and_lists_remediations_as_a_table() -> None:
+    args = parser().parse_args(["remediation", "close", "m1.kerneldeadlock", "-n", "fleet"])
+    assert (args.command, args.name, args.namespace) == ("close", "m1.kerneldeadlock", "fleet")
+    with pytest.raises(SystemExit):
+        parser().parse_args(["remediation", "reboot", "m1.kerneldeadlock"])
+    escalated = remediation(
+        phase="Escalated",
+        step=2,
+        attempts=[{"step": 1, "action": "Reboot", "state": "TimedOut", "startedAt": ago(9)}],
+    )
+    lines = table([escalated, remediation(phase="Pending")]).splitlines()
+    assert lines[0].split() == [
+        "NAMESPACE",
+        "NAME",
+        "MACHINE",
+        "FAULT",
+        "PHASE",
+        "STEP",
+        "LAST",
+        "ACTION",
+    ]
+    assert lines[1].split() == [
+        "ns",
+        "m1.kerneldeadlock",
+        "m1",
+        "KernelDeadlock",
+        "Escalated",
+        "2",
+        "Reboot",
+        "TimedOut",
+    ]
+    assert lines[2].split()[-3:] == ["Pending", "0", "-"]
