@@ -99,6 +99,7 @@ class RemediationOperator:
             faults=self.faults.store,
             machines=self.machines.store,
             policies=self.policies.store,
+            cluster_objects=self.clusters.store,
             repairers=repairers,
             notifier=notifier,
             options=options,

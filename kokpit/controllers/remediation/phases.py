@@ -86,6 +86,7 @@ class Workflow:
         faults: Store,
         machines: Store,
         policies: Store,
+        cluster_objects: Store,
         repairers: Mapping[str, Repairer],
         notifier: EscalationNotifier | None,
         options: RemediationOptions,
@@ -95,6 +96,7 @@ class Workflow:
         self._faults = faults
         self._machines = machines
         self._policies = policies
+        self._cluster_objects = cluster_objects
         self._repairers = repairers
         self._notifier = notifier
         self._options = options
@@ -129,8 +131,11 @@ class Workflow:
         return True
 
     async def finalize(self, scope: RemediationScope) -> bool:
-        """A deleted remediation gives back the node kokpit cordoned."""
+        """A deleted remediation gives back the node kokpit cordoned (unless its Cluster is
+        gone, and its nodes with it)."""
         if not scope.status.get("cordoned"):
+            return True
+        if self._cluster_objects.get(scope.cluster_key) is None:
             return True
         return await self._uncordon_node(scope)
 

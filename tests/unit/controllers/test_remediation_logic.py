@@ -314,6 +314,7 @@ class Harness:
             faults=Store(),
             machines=Store(),
             policies=Store(),
+            cluster_objects=Store(),
             repairers={a: self.repairer for a in FakeRepairer.actions},
             notifier=self.notifier,
             options=RemediationOptions(),
