@@ -7,6 +7,7 @@
                             [--image-repository REPO] [--etcd-storage-class NAME]
     kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
+    kokpit operator remediation [--kubeconfig PATH] [--executors ssh[,sim]] [--leader-elect] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
 
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from kokpit.controllers import cluster, machine
+from kokpit.controllers import cluster, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.machine import MachineOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
@@ -42,6 +43,8 @@ from kokpit.providers.controlplane.process import ProcessRuntime
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
+from kokpit.providers.repair import Repairer
+from kokpit.providers.repair.executor import ExecutorRepairer
 from kokpit.runtime import (
     Client,
     ClientConfig,
@@ -148,6 +151,23 @@ def register(sub: Any) -> None:
         help="API requests per second per business cluster",
     )
     m.set_defaults(run=run_machine)
+    r = which.add_parser("remediation", help="the Remediation operator (node fault repairs)")
+    _common(r, workers=16)
+    r.add_argument(
+        "--executors",
+        type=_names("ssh", "sim"),
+        default=("ssh",),
+        help="executors the soft repairs (restarts, reboot) run over, of ssh,sim (default: ssh)",
+    )
+    r.add_argument(
+        "--admission-delay",
+        type=float,
+        default=remediation.RemediationOptions.admission_delay,
+        metavar="SECONDS",
+        help="how long a new remediation waits before it may start, so the faults of a storm "
+        "are all counted first",
+    )
+    r.set_defaults(run=run_remediation)
 
 
 def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
@@ -251,6 +271,32 @@ async def _machine(args: argparse.Namespace) -> None:
             await manager.start()
         finally:
             await reconciler.close()
+            for executor in available.values():
+                await executor.close()
+
+
+def run_remediation(args: argparse.Namespace) -> int:
+    configure()
+    asyncio.run(_remediation(args))
+    return 0
+
+
+async def _remediation(args: argparse.Namespace) -> None:
+    """The Remediation operator with the executor repairs; the BMC and ticket repairs and the
+    escalation notifier join this list as they are built."""
+    async with _manager(args, "remediation") as (manager, recorder):
+        available: dict[str, Executor] = {"ssh": SSHExecutor(), "sim": SimExecutor()}
+        executors = {n: available[n] for n in args.executors}
+        soft = ExecutorRepairer(manager.client, executors)
+        repairers: dict[str, Repairer] = dict.fromkeys(soft.actions, soft)
+        options = remediation.RemediationOptions(
+            max_concurrent_reconciles=args.workers, admission_delay=args.admission_delay
+        )
+        operator = remediation.setup(manager, repairers, recorder, options)
+        try:
+            await manager.start()
+        finally:
+            await operator.close()
             for executor in available.values():
                 await executor.close()
 

@@ -2,13 +2,14 @@
 
 Cluster-scoped and immutable once created, like ClusterPackageVersion. Every package installs
 through idempotent steps: ``check`` says what is installed now, ``install``/``upgrade``/``remove``
-change it, ``verify`` says the change worked. Script steps are the base; the ``apt`` and
+change it, ``verify`` says the change worked; an optional ``restart`` is how a remediation
+restarts what the package runs. Script steps are the base; the ``apt`` and
 ``binary`` helpers are thin layers that the Machine-Operator expands into script steps.
 
 Every value here may reach a host's shell. The operator passes values to scripts only as quoted
 environment variables, never as script text; the shapes below are refused by the API server first,
 with a message, so a bad value is a clear error at ``kubectl apply`` rather than a strange host.
-The Machine-Operator checks the same shapes again (``kokpit.controllers.machine.packages``), for
+The Machine-Operator checks the same shapes again (``kokpit.providers.machine.packages``), for
 objects stored before a rule existed and for the config keys, which no CEL rule can afford: the
 patterns are written once, here, for both RE2 (CEL) and Python's :func:`re.fullmatch` (plain
 classes, no ``\\s``, no anchors).
@@ -72,6 +73,12 @@ class ScriptSteps:
     )
     remove: ScriptStep | None = field("Removes the package.", default=None)
     verify: ScriptStep | None = field("Exits 0 only if the installed package works.", default=None)
+    restart: ScriptStep | None = field(
+        "Restarts what the package runs (the kubelet, the container runtime), for the "
+        "remediation actions RestartKubelet and RestartContainerRuntime; apt and binary "
+        "packages restart the systemd unit named after the package.",
+        default=None,
+    )
 
 
 @dataclass(kw_only=True)

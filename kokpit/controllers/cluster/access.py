@@ -3,7 +3,8 @@
 The admin kubeconfig (``<cluster>-admin-kubeconfig``, ``system:masters``) is for people. The
 Machine-Operator gets an identity of its own: a client certificate for the user
 ``kokpit:machine-operator`` (no group), bound inside the business cluster to a ClusterRole with
-what node joining, gating and draining need, and nothing else. Its kubeconfig is the Secret
+what node joining, gating and draining need, and nothing else. The Remediation operator, which
+cordons and drains faulty nodes, acts with the same identity. Its kubeconfig is the Secret
 ``<cluster>-kokpit-kubeconfig`` (type ``kokpit.io/kubeconfig``, controlled by the Cluster); the
 Machine-Operator trusts no other.
 
@@ -56,8 +57,9 @@ RULES: list[dict[str, Any]] = [
     },
     # Publish the readiness gates' conditions (server-side apply on the status).
     {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
-    # Find the pods a drain must move.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    # Find the pods a drain must move; the Remediation workflow labels them kokpit.io/migrate
+    # (patch) and deletes those left after its policy's drain timeout (delete).
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch", "delete"]},
     # Move them through the Eviction API, so PodDisruptionBudgets are honoured.
     {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
 ]

@@ -12,15 +12,9 @@ import contextlib
 
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
+from kokpit.providers.machine.drain import evict, set_unschedulable, stays
 from kokpit.providers.machine.kubelet import owned_by
-from kokpit.runtime import (
-    Client,
-    ClusterCache,
-    ClusterNotReady,
-    Conflict,
-    NotFound,
-    TooManyRequests,
-)
+from kokpit.runtime import Client, ClusterCache, ClusterNotReady, NotFound
 from kokpit.runtime.resources import NODES, PODS
 from kokpit.runtime.store import Store
 
@@ -40,23 +34,18 @@ class DrainPhases:
         if node is None:
             return True
         name = node["metadata"]["name"]
-        if not (node.get("spec") or {}).get("unschedulable"):
-            await client.patch(NODES, name, {"spec": {"unschedulable": True}})
+        await set_unschedulable(client, node, True)
         pods = (await client.list(PODS, field_selector=f"spec.nodeName={name}")).items
         remaining, blocked = [], []
         for pod in pods:
             meta = pod["metadata"]
-            if _stays(pod):
+            if stays(pod):
                 continue
             remaining.append(f"{meta['namespace']}/{meta['name']}")
             if meta.get("deletionTimestamp"):
                 continue
-            try:
-                await client.evict(meta["namespace"], meta["name"])
-            except TooManyRequests as e:
-                blocked.append(f"{meta['namespace']}/{meta['name']}: {e}")
-            except (NotFound, Conflict):
-                pass
+            if (refused := await evict(client, pod)) is not None:
+                blocked.append(f"{refused.pod}: {refused.message}")
         if not remaining:
             return True
         timeout = scope.spec.get("drainTimeoutSeconds")
@@ -102,13 +91,3 @@ async def _our_node(client: Client, scope: MachineScope) -> Object | None:
     except NotFound:
         return None
     return node if owned_by(node, scope.key) else None
-
-
-def _stays(pod: Object) -> bool:
-    """Pods a drain leaves: DaemonSet pods, static (mirror) pods, and finished pods."""
-    meta = pod["metadata"]
-    if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
-        return True
-    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
-        return True
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Action = Literal["check", "install", "upgrade", "remove", "verify"]
+#: What a step does: a package's steps, and the remediation's ``restart`` (a package's) and
+#: ``reboot`` (the host's; see :mod:`kokpit.providers.repair.executor`).
+Action = Literal["check", "install", "upgrade", "remove", "verify", "restart", "reboot"]
 
 #: How much of a failed step's stderr reaches the Machine's status (its tail).
 STDERR_TAIL = 2048

@@ -2,8 +2,10 @@
 
 A simulated host does not run scripts; it plays what a well-behaved package's steps would do
 to it: ``check`` prints the installed version, ``install``/``upgrade`` set it, ``remove``
-clears it, ``verify`` succeeds when the version is the one asked for. Latency and failures are
-settable, globally or per host, so a test can make one host slow or broken.
+clears it, ``verify`` succeeds when the version is the one asked for; ``restart`` and
+``reboot`` (remediation actions) succeed and are only recorded, so tests can count them.
+Latency and failures are settable, globally or per host, so a test can make one host slow or
+broken.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class SimHost:
     failure_rate: float | None = None
     #: Every step run here, in order: (package, action).
     history: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        """How many steps of ``action`` ran here (restarts and reboots, say)."""
+        return sum(1 for _, done in self.history if done == action)
 
 
 class SimExecutor:
@@ -54,6 +60,8 @@ class SimExecutor:
         failure_rate = self.failure_rate if sim.failure_rate is None else sim.failure_rate
         if failure_rate and self._random.random() < failure_rate:
             return StepResult(1, stderr=f"{step.package} {step.action}: simulated failure")
+        if step.action in ("restart", "reboot"):
+            return StepResult(0)  # recorded in history: tests count them
         if step.action in ("install", "upgrade"):
             sim.packages[step.package] = step.version
         elif step.action == "remove":

@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from kokpit.controllers.machine import packages
 from kokpit.controllers.machine.node import _mirror_gates
 from kokpit.controllers.machine.scope import MachineScope
-from kokpit.providers.machine import Host, Step
+from kokpit.providers.machine import Host, Step, packages
 from kokpit.providers.machine.sim import SimExecutor
 
 
@@ -194,7 +193,8 @@ def test_the_apt_helper_passes_the_package_as_one_argument(tmp_path: Path, name:
         f"remove\n--\n{name}\ndpkg-query\n-W\n-f=${{db:Status-Abbrev}} "
         f"${{Version}}\\n\n--\n{name}\n"
     )
-    assert set(packages.scripts(package)) == {"check", "install", "upgrade", "remove", "verify"}
+    steps = {"check", "install", "upgrade", "remove", "verify", "restart"}
+    assert set(packages.scripts(package)) == steps
 
 
 def test_helper_values_reach_the_scripts_as_env_never_as_text() -> None:

@@ -169,14 +169,18 @@ def problems(package: Object) -> list[str]:
 
 def scripts(package: Object) -> dict[str, Object]:
     """The package's steps by action, each ``{"run": ..., "timeoutSeconds": ...}``; upgrade
-    falls back to install."""
+    falls back to install. ``restart`` is the script's own, or for apt packages and binaries
+    with a unit: restart the systemd unit named after the package."""
     method = package["install"]
     if "script" in method:
         steps = {k: v for k, v in method["script"].items() if v}
     elif "apt" in method:
-        steps = dict(_APT)
+        steps = {**_APT, "restart": _SYSTEMD_RESTART}
     else:
-        steps = _binary(with_unit=bool(method["binary"].get("systemdUnit")))
+        with_unit = bool(method["binary"].get("systemdUnit"))
+        steps = _binary(with_unit=with_unit)
+        if with_unit:
+            steps["restart"] = _SYSTEMD_RESTART
     steps.setdefault("upgrade", steps["install"])
     return steps
 
@@ -200,6 +204,24 @@ _APT: dict[str, Object] = {
     "remove": _run(f'{_APT_GET} remove -- "$KOKPIT_APT_PACKAGE"', timeout=1800),
     "verify": _run(f"{_DPKG_STATUS} | grep -q '^ii '"),
 }
+
+#: Restart the package's systemd unit (``<package name>.service``, as binary installs name
+#: it). A simulated host (a non-empty ``$KOKPIT_ROOT``, see :mod:`kokpit.providers.machine.sshd`)
+#: has no systemd of its own: there the restart is recorded in ``var/lib/kokpit/restarts.log``.
+_SYSTEMD_RESTART = _run(
+    """
+    case "$KOKPIT_PACKAGE" in
+      "" | .* | -* | */*) echo "kokpit: $KOKPIT_PACKAGE is not a package name" >&2; exit 1 ;;
+    esac
+    if [ -z "$KOKPIT_ROOT" ]; then
+      systemctl restart -- "$KOKPIT_PACKAGE.service"
+    else
+      mkdir -p -- "$KOKPIT_ROOT/var/lib/kokpit"
+      echo "restart $KOKPIT_PACKAGE $(date +%s.%N)" >> "$KOKPIT_ROOT/var/lib/kokpit/restarts.log"
+    fi
+    """,
+    timeout=120,
+)
 
 #: Every binary step starts here: where the file goes, refusing a path that would leave
 #: ``$KOKPIT_ROOT`` or name a directory, and a package name that is not a file name.

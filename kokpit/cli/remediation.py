@@ -1,0 +1,106 @@
+"""``kokpit remediation``: a person takes over a node's repair.
+
+    kokpit remediation list   [-n NS | -A]       the remediations, their phase and last action
+    kokpit remediation resume NAME [-n NS]       climb the ladder again from its first rung
+    kokpit remediation close  NAME [-n NS]       end it: uncordon what kokpit cordoned
+
+``resume`` and ``close`` set the annotation ``kokpit.io/remediation-command`` on the
+Remediation; the Remediation operator acts on it, records an Event, and removes it (so
+``kubectl annotate`` does the same). The command returns once the annotation is set; watch
+``kokpit remediation list`` or the Remediation's Events for the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from kokpit.api.v1alpha1 import REMEDIATIONS
+from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
+from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError, NotFound
+
+COMMANDS = ("resume", "close")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "remediation",
+        help="list remediations, resume or close one",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--kubeconfig", type=Path, default=None)
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ls = verbs.add_parser("list", help="the remediations")
+    ls.add_argument("-n", "--namespace", default="default")
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    ls.set_defaults(run=run_list)
+    for command in COMMANDS:
+        c = verbs.add_parser(command, help=f"{command} a remediation")
+        c.add_argument("name")
+        c.add_argument("-n", "--namespace", default="default")
+        c.set_defaults(run=run_command, command=command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return asyncio.run(_command(args))
+
+
+def run_list(args: argparse.Namespace) -> int:
+    return asyncio.run(_list(args))
+
+
+async def _command(args: argparse.Namespace) -> int:
+    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: args.command}}}
+    try:
+        async with Client(ClientConfig.load(args.kubeconfig)) as client:
+            await client.patch(REMEDIATIONS, args.name, patch, namespace=args.namespace)
+    except NotFound:
+        print(f"kokpit: no Remediation {args.name} in namespace {args.namespace}", file=sys.stderr)
+        return 1
+    except (ApiError, ConfigError, OSError) as e:
+        print(f"kokpit: {e}", file=sys.stderr)
+        return 1
+    print(f"remediation {args.namespace}/{args.name}: {args.command} requested")
+    return 0
+
+
+async def _list(args: argparse.Namespace) -> int:
+    namespace = None if args.all_namespaces else args.namespace
+    try:
+        async with Client(ClientConfig.load(args.kubeconfig)) as client:
+            items = (await client.list(REMEDIATIONS, namespace=namespace)).items
+    except (ApiError, ConfigError, OSError) as e:
+        print(f"kokpit: {e}", file=sys.stderr)
+        return 1
+    print(table(items))
+    return 0
+
+
+def table(items: list[dict[str, Any]]) -> str:
+    """The remediations as aligned columns (what ``kubectl get rem`` shows, plus the last
+    attempt's state)."""
+    rows = [("NAMESPACE", "NAME", "MACHINE", "FAULT", "PHASE", "STEP", "LAST ACTION")]
+    for r in sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
+        status = r.get("status") or {}
+        last = (status.get("attempts") or [{}])[-1]
+        action = f"{last['action']} {last.get('state', '')}" if last.get("action") else "-"
+        rows.append(
+            (
+                r["metadata"]["namespace"],
+                r["metadata"]["name"],
+                r["spec"]["machineRef"]["name"],
+                str(status.get("faultType") or "-"),
+                str(status.get("phase") or "-"),
+                str(status.get("step", 0)),
+                action,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

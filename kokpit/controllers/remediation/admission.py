@@ -1,0 +1,229 @@
+"""Admission: which Pending remediations of a policy may start, and the policy's status.
+
+Until the risk guard exists, each policy holds two limits (``spec.stormStop``):
+
+- at most ``maxConcurrent`` of its remediations in progress (Cordoning to Uncordoning) at once;
+- in a scope whose share of healthy nodes is below ``minHealthyPercent`` nothing starts
+  (:mod:`.storm`): the policy's ``StormStopped`` condition and an Event say which scopes, with
+  their counts. Remediations already under way go on; new ones wait, Pending, and no repair
+  action runs for them.
+
+The policy's reconcile is the only place that admits its remediations (a controller reconciles
+one key at a time), so two admissions never race past the limit. What it admitted is also
+remembered until the cache shows it, so a cache that lags its own writes cannot over-admit;
+a restarted process forgets that, and counts from the API server's state again. A remediation
+is admitted no sooner than ``admission_delay`` after it was created, so the faults of a storm,
+which arrive within seconds of each other, are all counted before any of them starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from kokpit.api.conditions import get, set_condition
+from kokpit.api.v1alpha1 import REMEDIATION_POLICIES, REMEDIATIONS
+from kokpit.api.v1alpha1.remediationpolicy import STORM_STOPPED
+from kokpit.controllers.remediation import metrics, storm
+from kokpit.controllers.remediation.options import RemediationOptions
+from kokpit.controllers.remediation.scope import IN_PROGRESS
+from kokpit.runtime import (
+    Client,
+    ClusterCache,
+    ClusterNotReady,
+    Conflict,
+    EventRecorder,
+    NotFound,
+    PatchHelper,
+    Request,
+    Result,
+    Store,
+)
+from kokpit.runtime.resources import NODES
+
+Object = dict[str, Any]
+#: The index of remediations by their policy (namespace/name).
+BY_POLICY = "policy"
+
+
+def by_policy(remediation: Object) -> list[str]:
+    meta = remediation["metadata"]
+    return [f"{meta['namespace']}/{remediation['spec']['policyRef']['name']}"]
+
+
+def age(obj: Object, at: datetime) -> float:
+    stamp = obj["metadata"].get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (at - created).total_seconds()
+
+
+class Admission:
+    """The reconciler of RemediationPolicies."""
+
+    def __init__(
+        self,
+        client: Client,
+        clusters: ClusterCache,
+        *,
+        policies: Store,
+        remediations: Store,
+        faults: Store,
+        machines: Store,
+        recorder: EventRecorder,
+        options: RemediationOptions,
+    ) -> None:
+        self._client = client
+        self._clusters = clusters
+        self._policies = policies
+        self._remediations = remediations
+        self._faults = faults
+        self._machines = machines
+        self._recorder = recorder
+        self._options = options
+        #: Per policy: remediations this process admitted, until the cache shows them.
+        self._admitted: dict[str, set[str]] = {}
+
+    async def reconcile(self, request: Request) -> Result:
+        cached = self._policies.get(request.key)
+        if cached is None:
+            self._admitted.pop(request.key, None)
+            return Result()
+        policy = copy.deepcopy(cached)
+        members = self._remediations.by_index(BY_POLICY, request.key)
+        phases = {_key(r): (r.get("status") or {}).get("phase") for r in members}
+        admitted = {k for k in self._admitted.get(request.key, set()) if phases.get(k) == "Pending"}
+        self._admitted[request.key] = admitted
+        in_progress = {k for k, phase in phases.items() if phase in IN_PROGRESS} | admitted
+        pending = sorted(
+            (r for r in members if phases[_key(r)] == "Pending" and _key(r) not in admitted),
+            key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]),
+        )
+        limits = policy["spec"].get("stormStop") or {}
+        max_concurrent = int(limits.get("maxConcurrent", 5))
+        min_healthy = int(limits.get("minHealthyPercent", 70))
+        at = datetime.now(UTC)
+        stopped: dict[storm.Scope, storm.Health] = {}
+        waiting = False
+        for remediation in pending:
+            if len(in_progress) >= max_concurrent:
+                waiting = True
+                break
+            if age(remediation, at) < self._options.admission_delay:
+                waiting = True
+                continue
+            verdict = await self._health(remediation, limits.get("scopeLabel"))
+            if verdict is None:  # the cluster's nodes are not known yet
+                waiting = True
+                continue
+            if verdict.below(min_healthy):
+                stopped[verdict.scope] = verdict
+                waiting = True
+                await self._recorder.event(
+                    remediation,
+                    "Normal",
+                    "StormStopped",
+                    f"waiting: {verdict.describe(min_healthy)}",
+                )
+                continue
+            if await self._admit(remediation):
+                admitted.add(_key(remediation))
+                in_progress.add(_key(remediation))
+        await self._write_status(policy, len(in_progress), stopped.values(), min_healthy)
+        if waiting:
+            return Result(requeue_after=self._options.admission_recheck)
+        return Result()
+
+    async def _health(self, remediation: Object, scope_label: str | None) -> storm.Health | None:
+        """The health of the scope the remediation's node is in (None: not known yet)."""
+        status = remediation.get("status") or {}
+        namespace = remediation["metadata"]["namespace"]
+        cluster = f"{namespace}/{status.get('clusterName') or ''}"
+        try:
+            accessor = await self._clusters.get(cluster)
+        except ClusterNotReady:
+            return None
+        informer = accessor.informer(NODES, transform=storm.node_summary)
+        if not informer.synced.is_set():
+            return None
+        nodes = informer.store.list()
+        node = informer.store.get(str(status.get("nodeName") or ""))
+        scope = storm.scope_of(cluster, node, scope_label)
+        return storm.health(scope, nodes, self._faulty(namespace, cluster))
+
+    def _faulty(self, namespace: str, cluster: str) -> set[str]:
+        """The nodes of ``cluster`` with an Active fault (of any policy, any type)."""
+        names: set[str] = set()
+        for fault in self._faults.list(namespace):
+            status = fault.get("status") or {}
+            if status.get("state") != "Active":
+                continue
+            machine = self._machines.get(f"{namespace}/{fault['spec']['machineRef']['name']}")
+            spec = (machine or {}).get("spec") or {}
+            name = (spec.get("clusterRef") or {}).get("name")
+            if f"{namespace}/{status.get('clusterName') or name}" != cluster:
+                continue
+            node = status.get("nodeName") or ((machine or {}).get("status") or {}).get("nodeName")
+            names.add(str(node or fault["spec"]["machineRef"]["name"]))
+        return names
+
+    async def _admit(self, remediation: Object) -> bool:
+        meta = remediation["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": {"phase": "Cordoning"},
+        }
+        try:
+            await self._client.patch(
+                REMEDIATIONS, meta["name"], patch, namespace=meta["namespace"], subresource="status"
+            )
+        except (Conflict, NotFound):
+            return False  # changed meanwhile: the next pass decides again
+        await self._recorder.event(remediation, "Normal", "Admitted", "the workflow may start")
+        return True
+
+    async def _write_status(
+        self,
+        policy: Object,
+        in_progress: int,
+        stopped: Iterable[storm.Health],
+        min_healthy: int,
+    ) -> None:
+        helper = PatchHelper(self._client, REMEDIATION_POLICIES, policy)
+        status = policy.setdefault("status", {})
+        generation = policy["metadata"].get("generation")
+        was = get(status.get("conditions") or [], STORM_STOPPED) or {}
+        reports = sorted(h.describe(min_healthy) for h in stopped)
+        if reports:
+            message = "no remediation starts in " + "; ".join(reports)
+            condition = ("True", "BelowMinHealthy", message)
+        else:
+            condition = ("False", "Healthy", "every scope with waiting remediations is healthy")
+        status["conditions"] = set_condition(
+            status.get("conditions") or [],
+            STORM_STOPPED,
+            condition[0],  # type: ignore[arg-type]
+            condition[1],
+            condition[2][:32768],
+            generation=generation,
+        )
+        status.update(inProgress=in_progress, observedGeneration=generation)
+        try:
+            await helper.patch(policy)
+        except NotFound:
+            return
+        if reports:
+            await self._recorder.event(policy, "Warning", "StormStopped", condition[2][:1024])
+            if was.get("status") != "True":
+                meta = policy["metadata"]
+                metrics.STORM_STOPS.labels(meta["namespace"], meta["name"]).inc()
+        elif was.get("status") == "True":
+            await self._recorder.event(policy, "Normal", "StormOver", condition[2])
+
+
+def _key(obj: Object) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"

@@ -1,0 +1,378 @@
+"""The workflow of one Remediation: a state machine over ``status.phase``, one handler per
+phase, each transition stored before the next step runs.
+
+::
+
+    (new) → Pending ──admitted by its policy (storm stop, maxConcurrent)──→ Cordoning
+    Cordoning → Draining → Repairing ⇄ Verifying → Uncordoning → Succeeded
+                               └── ladder exhausted ──→ Escalated (waits for a person)
+
+Crash safety (status is the only memory):
+
+- **Cordon**: ``cordoned: true`` is stored *before* the node is cordoned, and only when the
+  node was schedulable. A restart that finds the node cordoned and the flag set knows kokpit
+  did it; a node someone else cordoned is never uncordoned.
+- **Repair**: the attempt is stored as ``Started`` *before* the repairer is called. A restarted
+  operator that finds the current rung's attempt Started never calls the repairer again: it
+  goes on to Verifying and waits out the rung's timeout for the node to recover.
+- **Verify**: recovered means the fault Cleared and the Node Ready, both for the policy's
+  ``recoverySeconds``, counted from the latest of the fault clearing, the node turning Ready and
+  the attempt starting; all three are stored times, so a restart changes nothing. Not within
+  the rung's ``timeoutSeconds`` of the attempt's start: the attempt is TimedOut and the next
+  rung is tried.
+- **Escalate**: stored first; then the metric, the Event and the notifier (at least once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+from kokpit.api.conditions import now
+from kokpit.api.v1alpha1.remediation import ATTEMPTS_MAX
+from kokpit.controllers.remediation import drain, metrics
+from kokpit.controllers.remediation.options import RemediationOptions
+from kokpit.controllers.remediation.scope import Object, RemediationScope
+from kokpit.controllers.remediation.start import Status, initial_status, write_remediated
+from kokpit.controllers.remediation.storm import node_summary, ready_since
+from kokpit.providers.machine.drain import set_unschedulable
+from kokpit.providers.repair import Repairer, RepairError, RepairTarget
+from kokpit.providers.repair.notify import Escalation, EscalationNotifier, NotifyError
+from kokpit.runtime import Client, ClusterCache, ClusterNotReady, NotFound, Store
+from kokpit.runtime.resources import NODES
+
+#: Transitions one reconcile may make before it yields (a bound, not a limit ever reached).
+MAX_TRANSITIONS = 16
+
+Handler = Callable[[RemediationScope], Awaitable[bool]]
+
+
+def parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def cleared_since(fault: Object | None) -> str | None:
+    """When the fault cleared (None while it is Active). A fault that is gone is cleared."""
+    if fault is None:
+        return "1970-01-01T00:00:00Z"
+    status = fault.get("status") or {}
+    if status.get("state") != "Cleared":
+        return None
+    times = [t.get("time", "") for t in status.get("history") or [] if t.get("state") == "Cleared"]
+    return str(max(times, default="") or status.get("lastSeen") or "1970-01-01T00:00:00Z")
+
+
+def recovery(
+    fault: Object | None, node: Object | None, attempt_started: str, hold: float, at: datetime
+) -> float | None:
+    """Seconds the node still has to stay healthy to count as recovered (0: it has), or None
+    while it is not healthy (the fault Active, or the Node not Ready)."""
+    cleared, ready = cleared_since(fault), ready_since(node)
+    if cleared is None or ready is None:
+        return None
+    since = max(parse(cleared), parse(ready), parse(attempt_started))
+    return max(0.0, hold - (at - since).total_seconds())
+
+
+class Workflow:
+    """The phase handlers, and the one Outline phase that runs them."""
+
+    def __init__(
+        self,
+        client: Client,
+        clusters: ClusterCache,
+        *,
+        faults: Store,
+        machines: Store,
+        policies: Store,
+        cluster_objects: Store,
+        repairers: Mapping[str, Repairer],
+        notifier: EscalationNotifier | None,
+        options: RemediationOptions,
+    ) -> None:
+        self._client = client
+        self._clusters = clusters
+        self._faults = faults
+        self._machines = machines
+        self._policies = policies
+        self._cluster_objects = cluster_objects
+        self._repairers = repairers
+        self._notifier = notifier
+        self._options = options
+        self._handlers: dict[str | None, Handler] = {
+            None: self.start,
+            "Pending": self.pending,
+            "Cordoning": self.cordon,
+            "Draining": self.drain,
+            "Repairing": self.repair,
+            "Verifying": self.verify,
+            "Uncordoning": self.uncordon,
+        }
+
+    # -- the Outline's phases -----------------------------------------------------------------
+
+    async def load(self, scope: RemediationScope) -> bool:
+        """Find what the remediation refers to, in the caches."""
+        spec, ns = scope.spec, scope.namespace
+        scope.fault = self._faults.get(f"{ns}/{spec['faultRef']['name']}")
+        scope.machine = self._machines.get(f"{ns}/{spec['machineRef']['name']}")
+        scope.policy = self._policies.get(f"{ns}/{spec['policyRef']['name']}")
+        return True
+
+    async def advance(self, scope: RemediationScope) -> bool:
+        """Run the current phase's handler while it makes progress, storing each step."""
+        for _ in range(MAX_TRANSITIONS):
+            handler = self._handlers.get(scope.phase)
+            if handler is None or not await handler(scope):
+                return True  # finished, or waiting (a requeue says when to look again)
+            await scope.persist()
+        scope.requeue(0.0)
+        return True
+
+    async def finalize(self, scope: RemediationScope) -> bool:
+        """A deleted remediation gives back the node kokpit cordoned (unless its Cluster is
+        gone, and its nodes with it)."""
+        if not scope.status.get("cordoned"):
+            return True
+        if self._cluster_objects.get(scope.cluster_key) is None:
+            return True
+        return await self._uncordon_node(scope)
+
+    # -- phase handlers: True when they moved on ------------------------------------------------
+
+    async def start(self, scope: RemediationScope) -> bool:
+        """The starter crashed between creating the remediation and writing its status."""
+        if scope.fault is None or scope.machine is None or scope.policy is None:
+            scope.problem = ("NotFound", "its NodeFault, Machine or RemediationPolicy is gone")
+            scope.requeue(self._options.retry_interval)
+            return False
+        scope.status.update(initial_status(scope.fault, scope.machine, scope.policy))
+        return True
+
+    async def pending(self, scope: RemediationScope) -> bool:
+        """Wait for the policy to admit it; a fault that clears meanwhile needs nothing."""
+        if cleared_since(scope.fault) is not None:
+            self._finish(scope, "Succeeded", "FaultCleared", "the fault cleared before any repair")
+            await self._mark_fault(scope, "True", "Cleared", "the fault cleared by itself")
+            return True
+        return False
+
+    async def cordon(self, scope: RemediationScope) -> bool:
+        client, node = await self._node(scope)
+        if client is None or node is None:
+            return False
+        if not (node.get("spec") or {}).get("unschedulable"):
+            scope.status["cordoned"] = True
+            await scope.persist()  # kokpit's cordon is on record before it is done
+            await set_unschedulable(client, node, True)
+            scope.event("Normal", "Cordoned", f"node {scope.node_name} cordoned")
+        else:
+            scope.event("Normal", "Cordoned", f"node {scope.node_name} was cordoned already")
+        scope.phase = "Draining"
+        scope.status["drain"] = {"startedAt": now(), "podsLeft": 0, "blockedBy": [], "deleted": 0}
+        return True
+
+    async def drain(self, scope: RemediationScope) -> bool:
+        client = await self._cluster_client(scope)
+        if client is None:
+            return False
+        policy_spec = (scope.policy or {}).get("spec") or {}
+        timeout = policy_spec.get("drainTimeoutSeconds", 600) if scope.policy else 600
+        if not await drain.drain(scope, client, timeout):
+            scope.requeue(self._options.poll_interval)
+            return False
+        scope.event("Normal", "Drained", f"no pod left to move from node {scope.node_name}")
+        scope.phase = "Repairing"
+        return True
+
+    async def repair(self, scope: RemediationScope) -> bool:
+        ladder, step = scope.ladder, scope.step
+        if step >= len(ladder):
+            await self._escalate(scope)
+            return False
+        last = scope.last_attempt
+        if last is not None and last.get("step") == step and last.get("state") == "Started":
+            # Started before a crash: it ran, or may have. Never again: wait for recovery.
+            scope.phase = "Verifying"
+            return True
+        action = str(ladder[step]["action"])
+        repairer = self._repairers.get(action)
+        target = self._target(scope)
+        attempt: Object = {"step": step, "action": action, "state": "Started", "startedAt": now()}
+        scope.attempts.append(attempt)
+        del scope.attempts[:-ATTEMPTS_MAX]
+        await scope.persist()  # Started is on record before the action runs
+        metrics.ACTIONS.labels(action, "Started").inc()
+        scope.event("Normal", "RepairStarted", f"rung {step}: {action} on {scope.node_name}")
+        try:
+            if repairer is None:
+                raise RepairError(f"no repairer for {action} is configured in this operator")
+            if target is None:
+                raise RepairError(f"Machine {scope.spec['machineRef']['name']} is gone")
+            attempt["message"] = (await repairer.repair(action, target))[:4096]
+        except RepairError as e:
+            attempt.update(state="Failed", finishedAt=now(), message=str(e)[:4096])
+            metrics.ACTIONS.labels(action, "Failed").inc()
+            scope.event("Warning", "RepairFailed", f"rung {step}: {action}: {e}")
+            scope.status["step"] = step + 1
+            return True
+        scope.phase = "Verifying"
+        return True
+
+    async def verify(self, scope: RemediationScope) -> bool:
+        attempt = scope.last_attempt
+        if attempt is None:  # cannot happen through the workflow; a hand-edited status
+            scope.phase = "Repairing"
+            return True
+        rung = scope.ladder[min(scope.step, len(scope.ladder) - 1)]
+        hold = float(((scope.policy or {}).get("spec") or {}).get("recoverySeconds", 60))
+        known, node = await self._cached_node(scope)
+        if not known:
+            scope.requeue(self._options.poll_interval)
+            return False
+        at = datetime.now(UTC)
+        left = recovery(scope.fault, node, attempt["startedAt"], hold, at)
+        if left == 0.0:
+            attempt.update(state="Succeeded", finishedAt=now())
+            metrics.ACTIONS.labels(attempt["action"], "Succeeded").inc()
+            message = f"{attempt['action']}: fault cleared and node Ready for {hold:.0f}s"
+            scope.event("Normal", "Recovered", message)
+            scope.phase = "Uncordoning"
+            return True
+        deadline = float(rung.get("timeoutSeconds", 600))
+        elapsed = (at - parse(attempt["startedAt"])).total_seconds()
+        if elapsed >= deadline:
+            attempt.update(state="TimedOut", finishedAt=now())
+            metrics.ACTIONS.labels(attempt["action"], "TimedOut").inc()
+            message = (
+                f"rung {scope.step}: {attempt['action']}: not recovered within {deadline:.0f}s"
+            )
+            scope.event("Warning", "RepairTimedOut", message)
+            scope.status["step"] = scope.step + 1
+            scope.phase = "Repairing"
+            return True
+        wait = [deadline - elapsed, self._options.poll_interval]
+        if left is not None:
+            wait.append(left)
+        scope.requeue(max(0.1, min(wait)))
+        return False
+
+    async def uncordon(self, scope: RemediationScope) -> bool:
+        if scope.status.get("cordoned") and not await self._uncordon_node(scope):
+            return False
+        self._finish(scope, "Succeeded", "Succeeded", f"node {scope.node_name} is back in service")
+        await self._mark_fault(scope, "True", "Repaired", f"Remediation {scope.name} succeeded")
+        return True
+
+    # -- shared steps ---------------------------------------------------------------------------
+
+    async def close(self, scope: RemediationScope) -> bool:
+        """A person ends the remediation: give back what kokpit cordoned, then Closed."""
+        if scope.status.get("cordoned") and not await self._uncordon_node(scope):
+            return False
+        last = scope.last_attempt
+        if last is not None and last.get("state") == "Started":
+            last.update(state="Failed", finishedAt=now(), message="ended by a person (close)")
+        self._finish(scope, "Closed", "Closed", "closed by a person")
+        await self._mark_fault(scope, "False", "Closed", f"Remediation {scope.name} was closed")
+        return True
+
+    async def _uncordon_node(self, scope: RemediationScope) -> bool:
+        client, node = await self._node(scope, missing_ok=True)
+        if client is None:
+            return False
+        if node is not None:
+            await set_unschedulable(client, node, False)
+            scope.event("Normal", "Uncordoned", f"node {scope.node_name} uncordoned")
+        scope.status["cordoned"] = False
+        return True
+
+    def _finish(self, scope: RemediationScope, phase: str, reason: str, message: str) -> None:
+        scope.phase = phase
+        scope.status["finishedAt"] = now()
+        scope.event("Normal", reason, message)
+
+    async def _escalate(self, scope: RemediationScope) -> None:
+        scope.phase = "Escalated"
+        await scope.persist()  # the state first; what tells people follows
+        policy = scope.spec["policyRef"]["name"]
+        metrics.ESCALATIONS.labels(scope.namespace, policy).inc()
+        tried = ", ".join(str(s.get("action")) for s in scope.ladder)
+        message = (
+            f"the ladder ({tried}) is exhausted; node {scope.node_name} stays cordoned until a "
+            f"person runs: kokpit remediation resume|close {scope.name} -n {scope.namespace}"
+        )
+        scope.event("Warning", "Escalated", message)
+        await self._mark_fault(scope, "False", "Escalated", message)
+        webhook = ((scope.policy or {}).get("spec") or {}).get("escalationWebhook")
+        if self._notifier is None or webhook is None:
+            return
+        escalation = Escalation(
+            namespace=scope.namespace,
+            remediation=scope.name,
+            machine=scope.spec["machineRef"]["name"],
+            node_name=scope.node_name,
+            cluster_name=str(scope.status.get("clusterName") or ""),
+            fault_type=str(scope.status.get("faultType") or ""),
+            policy=policy,
+            attempts=tuple(scope.attempts),
+            webhook=webhook,
+        )
+        try:
+            await self._notifier.escalated(escalation)
+        except NotifyError as e:
+            scope.event("Warning", "EscalationNotifyFailed", str(e))
+        else:
+            scope.event("Normal", "EscalationNotified", "the escalation webhook was told")
+
+    async def _mark_fault(
+        self, scope: RemediationScope, value: Status, reason: str, message: str
+    ) -> None:
+        if scope.fault is not None:
+            await write_remediated(self._client, scope.fault, value, reason, message, scope.name)
+
+    def _target(self, scope: RemediationScope) -> RepairTarget | None:
+        if scope.machine is None:
+            return None
+        return RepairTarget(
+            namespace=scope.namespace,
+            machine=scope.machine,
+            node_name=scope.node_name,
+            cluster_name=str(scope.status.get("clusterName") or ""),
+            fault_type=str(scope.status.get("faultType") or ""),
+            remediation=scope.name,
+        )
+
+    async def _cluster_client(self, scope: RemediationScope) -> Client | None:
+        try:
+            return (await self._clusters.get(scope.cluster_key)).client
+        except ClusterNotReady as e:
+            scope.problem = ("ClusterNotReady", str(e))
+            scope.requeue(self._options.retry_interval)
+            return None
+
+    async def _node(
+        self, scope: RemediationScope, *, missing_ok: bool = False
+    ) -> tuple[Client | None, Object | None]:
+        """The business cluster's client and the node as it is now (a fresh read)."""
+        client = await self._cluster_client(scope)
+        if client is None:
+            return None, None
+        try:
+            return client, await client.get(NODES, scope.node_name)
+        except NotFound:
+            if not missing_ok:
+                message = f"node {scope.node_name} not found in Cluster {scope.cluster_key}"
+                scope.problem = ("NodeNotFound", message)
+                scope.requeue(self._options.retry_interval)
+            return client, None
+
+    async def _cached_node(self, scope: RemediationScope) -> tuple[bool, Object | None]:
+        """Whether the cluster's node informer has synced, and the node as it holds it."""
+        with contextlib.suppress(ClusterNotReady):
+            accessor = await self._clusters.get(scope.cluster_key)
+            informer = accessor.informer(NODES, transform=node_summary)
+            if informer.synced.is_set():
+                return True, informer.store.get(scope.node_name)
+        return False, None

@@ -1,0 +1,65 @@
+"""What one reconcile of a Remediation works on: the Remediation (a private copy, written at
+the end and before each risky step), what it refers to as the caches hold them, and the facts
+the phases record for its conditions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kokpit.runtime import ObjectScope
+
+Object = dict[str, Any]
+
+#: Phases in which the workflow acts on the node: they count against maxConcurrent.
+IN_PROGRESS = ("Cordoning", "Draining", "Repairing", "Verifying", "Uncordoning")
+#: Phases the workflow never leaves by itself.
+FINISHED = ("Succeeded", "Closed")
+
+
+@dataclass
+class RemediationScope(ObjectScope):
+    #: The NodeFault being repaired (None once it is gone).
+    fault: Object | None = None
+    #: Its Machine (None if it is gone).
+    machine: Object | None = None
+    #: The RemediationPolicy (None if it is gone; the snapshot of its ladder goes on).
+    policy: Object | None = None
+    #: (reason, message) of what holds the workflow now (the cluster unreachable, the node
+    #: missing); reported on the condition of the current phase.
+    problem: tuple[str, str] | None = None
+
+    @property
+    def phase(self) -> str | None:
+        phase = self.status.get("phase")
+        return str(phase) if phase else None
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        self.status["phase"] = value
+
+    @property
+    def ladder(self) -> list[Object]:
+        return list(self.status.get("ladder") or [])
+
+    @property
+    def step(self) -> int:
+        return int(self.status.get("step") or 0)
+
+    @property
+    def attempts(self) -> list[Object]:
+        attempts: list[Object] = self.status.setdefault("attempts", [])
+        return attempts
+
+    @property
+    def last_attempt(self) -> Object | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def node_name(self) -> str:
+        return str(self.status.get("nodeName") or "")
+
+    @property
+    def cluster_key(self) -> str:
+        """The Cluster (namespace/name) whose node this is."""
+        return f"{self.namespace}/{self.status.get('clusterName') or ''}"

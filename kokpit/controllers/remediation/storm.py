@@ -1,0 +1,104 @@
+"""The storm stop: when too many nodes of a scope look unhealthy at once, repairing them
+would make things worse (a partition, a broken switch, a faulty detector), so no remediation
+starts there until the scope is healthy enough again.
+
+A scope is the Machine's Cluster, or with the policy's ``stormStop.scopeLabel`` the failure
+domain named by that node label within the Cluster (nodes without the label form their own
+domain). A node is healthy when it is Ready and has no Active NodeFault. A scope whose share of
+healthy nodes is below ``minHealthyPercent`` is stopped. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from dataclasses import dataclass
+from typing import Any
+
+Object = dict[str, Any]
+
+
+def node_summary(node: Object) -> Object:
+    """The informer transform: what the workflow and the storm stop need of a Node (name,
+    labels, whether it is cordoned, its Ready condition), and not its heartbeats."""
+    meta = node.get("metadata") or {}
+    ready = next(
+        (
+            {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
+            for c in (node.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Ready"
+        ),
+        None,
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta},
+        "spec": {"unschedulable": bool((node.get("spec") or {}).get("unschedulable"))},
+        "status": {"conditions": [ready] if ready else []},
+    }
+
+
+def ready_since(node: Object | None) -> str | None:
+    """When the node last became Ready (its condition's transition time), None if not Ready."""
+    for c in ((node or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            return str(c.get("lastTransitionTime") or "") or "1970-01-01T00:00:00Z"
+    return None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a storm is judged: a Cluster (namespace/name), and a failure domain in it."""
+
+    cluster: str
+    label: str | None = None
+    value: str | None = None
+
+    def __str__(self) -> str:
+        if self.label is None:
+            return f"Cluster {self.cluster}"
+        domain = f"{self.label}={self.value}" if self.value is not None else f"no {self.label}"
+        return f"{domain} in Cluster {self.cluster}"
+
+    def holds(self, node: Object) -> bool:
+        if self.label is None:
+            return True
+        return (node["metadata"].get("labels") or {}).get(self.label) == self.value
+
+
+def scope_of(cluster: str, node: Object | None, scope_label: str | None) -> Scope:
+    """The scope of a node of ``cluster`` (namespace/name) under a policy's scopeLabel."""
+    if not scope_label:
+        return Scope(cluster)
+    value = ((node or {}).get("metadata", {}).get("labels") or {}).get(scope_label)
+    return Scope(cluster, scope_label, value)
+
+
+@dataclass(frozen=True)
+class Health:
+    scope: Scope
+    healthy: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.healthy / self.total if self.total else 100.0
+
+    def below(self, min_percent: int) -> bool:
+        return self.percent < min_percent
+
+    def describe(self, min_percent: int) -> str:
+        return (
+            f"{self.scope}: {self.healthy} of {self.total} nodes healthy "
+            f"({self.percent:.0f}%, below {min_percent}%)"
+        )
+
+
+def health(scope: Scope, nodes: Iterable[Object], faulty: Set[str]) -> Health:
+    """The health of ``scope``: its nodes (of its Cluster) that are Ready and not in
+    ``faulty`` (the names of its Cluster's nodes with an Active fault)."""
+    members = [n for n in nodes if scope.holds(n)]
+    healthy = sum(
+        1 for n in members if ready_since(n) is not None and n["metadata"]["name"] not in faulty
+    )
+    return Health(scope, healthy, len(members))

@@ -1,0 +1,775 @@
+"""The Remediation operator against the real meta-cluster, a real business cluster (process
+runtime: a real kube-apiserver, controller-manager and scheduler; KWOK plays the kubelets) and
+real sshd hosts whose restart and reboot steps append to files on the host, so a count
+survives the operator's death.
+
+The operator runs as a process of its own (``kokpit operator remediation``), SIGKILLed in two
+tests: mid-drain and during a reboot. The fault hub is played by the tests: they create
+NodeFaults as it does (``<machine>.<type>``, status Active) and clear them. Machines' Nodes are
+registered as the Machine-Operator registers KWOK nodes; no Machine-Operator runs.
+
+RBAC: until ``config/rbac/remediation-operator.yaml`` exists (the fault hub's part), the operator
+runs with the minimal role below (:data:`OPERATOR_RULES`), which says what it needs and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.business import BusinessCluster, business_cluster
+from kokpit.api.conditions import get
+from kokpit.api.v1alpha1 import (
+    MACHINES,
+    NODE_FAULTS,
+    REMEDIATION_POLICIES,
+    REMEDIATIONS,
+)
+from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.providers.machine.kubelet import KwokKubelet, Registration
+from kokpit.providers.machine.sshd import SimulatedHost
+from kokpit.runtime import AlreadyExists, Client, ClientConfig, NotFound
+from kokpit.runtime.resources import EVENTS, NODES, PODS, SECRETS
+from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
+from tests.e2e.rbac import service_account
+
+pytestmark = pytest.mark.usefixtures("kokpit_crds")
+NS = "remediation-e2e"
+#: The node label naming each test's failure domain (the policies' stormStop.scopeLabel), so
+#: one test's faulty nodes never count in another's storm.
+DOMAIN = "kokpit.io/e2e-domain"
+#: The Machine label each test's policy selects.
+TEST = "kokpit.io/e2e-test"
+Object = dict[str, Any]
+
+#: What the Remediation operator may do in the meta-cluster, each with why.
+OPERATOR_RULES: list[Object] = [
+    # Its own workflow objects: create one per fault, delete a finished one a fault outlived,
+    # the finalizer (update/patch), the workflow's state.
+    {
+        "apiGroups": ["kokpit.io"],
+        "resources": ["remediations"],
+        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+    },
+    {"apiGroups": ["kokpit.io"], "resources": ["remediations/status"], "verbs": ["patch"]},
+    # The faults it repairs (the Remediated condition is its to write).
+    {"apiGroups": ["kokpit.io"], "resources": ["nodefaults"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kokpit.io"], "resources": ["nodefaults/status"], "verbs": ["patch"]},
+    # Policies: read; their status (inProgress, StormStopped) is its to write.
+    {
+        "apiGroups": ["kokpit.io"],
+        "resources": ["remediationpolicies"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": ["kokpit.io"], "resources": ["remediationpolicies/status"], "verbs": ["patch"]},
+    # Where the nodes are and how to restart their components.
+    {
+        "apiGroups": ["kokpit.io"],
+        "resources": ["machines", "clusters", "machinepackageversions"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+#: In the Machines' namespace only: the Clusters' kubeconfig Secrets (watched for rotation)
+#: and the Machines' SSH Secrets.
+NAMESPACED_RULES: list[Object] = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+]
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def biz(
+    kubectl: Kubectl,
+    assets: Assets,
+    local_cluster: LocalCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    kokpit_crds: None,
+) -> Iterator[BusinessCluster]:
+    kubectl.run("create", "namespace", NS)
+    try:
+        with business_cluster(
+            kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
+        ) as cluster:
+            yield cluster
+    finally:
+        kubectl.run("delete", "namespace", NS, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def identity(kubectl: Kubectl, local_cluster: LocalCluster, biz: BusinessCluster) -> ClientConfig:
+    """The operator's service account with the minimal role of this module."""
+    name = "kokpit-remediation-e2e"
+    kubectl.apply(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kokpit-system"}}]
+    )
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": "kokpit-system"}]
+    rbac = "rbac.authorization.k8s.io"
+    kubectl.apply(
+        [
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": name},
+                "rules": OPERATOR_RULES,
+            },
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": name},
+                "subjects": subject,
+            },
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "Role",
+                "metadata": {"name": name, "namespace": NS},
+                "rules": NAMESPACED_RULES,
+            },
+            {
+                "apiVersion": f"{rbac}/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": NS},
+                "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+                "subjects": subject,
+            },
+        ]
+    )
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    return service_account(kubectl, admin, "kokpit-system", name)
+
+
+@pytest.fixture
+async def operator(identity: ClientConfig, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
+    kubeconfig = write_kubeconfig(identity, tmp_path / "remediation-operator.kubeconfig")
+    args = ["--executors", "ssh,sim", "--admission-delay", "1"]
+    with operator_process("remediation", kubeconfig, tmp_path / "operator.log", args) as op:
+        await op.start()
+        yield op
+
+
+@pytest.fixture
+async def business(biz: BusinessCluster) -> AsyncIterator[Client]:
+    async with Client(ClientConfig.from_kubeconfig(biz.kubeconfig)) as c:
+        yield c
+
+
+@pytest.fixture
+def hosts(ssh_hosts: list[SimulatedHost]) -> list[SimulatedHost]:
+    """The session's sshd hosts, running, with empty roots."""
+    for host in ssh_hosts:
+        host.start()
+        subprocess.run(["rm", "-rf", "--", *map(str, host.root.iterdir())], check=True)
+    return ssh_hosts
+
+
+# -- the world as the fault hub and the Machine-Operator would leave it ---------------------
+
+
+def records(host: SimulatedHost, what: str) -> list[str]:
+    """The lines of ``var/lib/kokpit/<what>.log`` on the host (reboots, restarts)."""
+    path = host.root / "var/lib/kokpit" / f"{what}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+RESTART_LOG = '"$KOKPIT_ROOT/var/lib/kokpit/restarts.log"'
+
+
+def package_version(name: str, restart: str) -> Object:
+    """A kubelet package whose restart step records itself on the host, then runs
+    ``restart``."""
+    record = (
+        f'mkdir -p "$KOKPIT_ROOT/var/lib/kokpit"\necho "restart $(date +%s.%N)" >> {RESTART_LOG}'
+    )
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "MachinePackageVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "packages": [
+                {
+                    "name": "kubelet",
+                    "kind": "Kubelet",
+                    "version": "1",
+                    "install": {
+                        "script": {
+                            "check": {"run": "true"},
+                            "install": {"run": "true"},
+                            "restart": {"run": f"{record}\n{restart}"},
+                        }
+                    },
+                }
+            ]
+        },
+    }
+
+
+def policy(name: str, steps: list[Object], **spec: Any) -> Object:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RemediationPolicy",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "machineSelector": {"matchLabels": {TEST: name}},
+            "faultTypes": ["KernelDeadlock"],
+            "steps": steps,
+            "recoverySeconds": 1,
+            "stormStop": {"scopeLabel": DOMAIN, "minHealthyPercent": 50, "maxConcurrent": 5},
+            **spec,
+        },
+    }
+
+
+async def add_machine(
+    client: Client,
+    business: Client,
+    name: str,
+    test: str,
+    host: SimulatedHost | None = None,
+    package_version: str = "rem-ok",
+) -> None:
+    """A Machine with its Node Ready in the business cluster (in the failure domain ``test``),
+    as the Machine-Operator leaves one."""
+    spec: Object = {"clusterRef": {"name": "biz"}, "packageVersion": package_version}
+    if host is None:
+        spec |= {"executor": "sim", "address": "10.0.0.1"}
+    else:
+        await client.apply(SECRETS, host.ssh_secret(NS, name), field_manager="test")
+        spec |= {"address": host.address, "port": host.port, "sshSecretRef": {"name": name}}
+    meta = {"name": name, "namespace": NS, "labels": {TEST: test}}
+    await client.create(
+        MACHINES,
+        {"apiVersion": "kokpit.io/v1alpha1", "kind": "Machine", "metadata": meta, "spec": spec},
+    )
+    await client.patch(
+        MACHINES, name, {"status": {"nodeName": name}}, namespace=NS, subresource="status"
+    )
+    await KwokKubelet().register(
+        business, Registration(name, f"{NS}/{name}", spec["address"], labels={DOMAIN: test})
+    )
+
+    async def ready() -> bool:
+        node = await business.get(NODES, name)
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions") or []
+        )
+
+    await until(ready, f"node {name} Ready", 60)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def report_fault(client: Client, machine: str, count: int = 1) -> Object:
+    """What the fault hub does: create the NodeFault (or find it) and set it Active."""
+    name = f"{machine}.kerneldeadlock"
+    with contextlib.suppress(AlreadyExists):  # a duplicate report
+        await client.create(
+            NODE_FAULTS,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "NodeFault",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"machineRef": {"name": machine}, "type": "KernelDeadlock"},
+            },
+        )
+    at = now()
+    status = {
+        "state": "Active",
+        "source": "NodeCondition",
+        "message": "kernel: task blocked for more than 120 seconds",
+        "nodeName": machine,
+        "clusterName": "biz",
+        "firstSeen": at,
+        "lastSeen": at,
+        "count": count,
+        "history": [{"state": "Active", "source": "NodeCondition", "time": at}],
+    }
+    return await client.patch(
+        NODE_FAULTS, name, {"status": status}, namespace=NS, subresource="status"
+    )
+
+
+async def clear_fault(client: Client, machine: str) -> None:
+    name = f"{machine}.kerneldeadlock"
+    fault = await client.get(NODE_FAULTS, name, namespace=NS)
+    history = [
+        *fault["status"]["history"],
+        {"state": "Cleared", "source": "NodeCondition", "time": now()},
+    ]
+    await client.patch(
+        NODE_FAULTS,
+        name,
+        {"status": {"state": "Cleared", "history": history, "lastSeen": now()}},
+        namespace=NS,
+        subresource="status",
+    )
+
+
+async def until(check: Callable[[], Any], what: str, within: float) -> Any:
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {within:.0f} s waiting for {what}; last: {last!r}")
+
+
+def remediation_where(
+    client: Client, name: str, done: Callable[[Object], bool]
+) -> Callable[[], Any]:
+    async def check() -> Object | None:
+        try:
+            obj = await client.get(REMEDIATIONS, name, namespace=NS)
+        except NotFound:
+            return None
+        return obj if done(obj) else None
+
+    return check
+
+
+def phase_is(*phases: str) -> Callable[[Object], bool]:
+    return lambda o: (o.get("status") or {}).get("phase") in phases
+
+
+def condition(obj: Object, type_: str) -> Object:
+    return get((obj.get("status") or {}).get("conditions") or [], type_) or {}
+
+
+async def events(client: Client, name: str) -> list[Object]:
+    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
+    return sorted(found.items, key=lambda e: e.get("eventTime") or "")
+
+
+async def reasons(client: Client, name: str) -> list[str]:
+    return [e["reason"] for e in await events(client, name)]
+
+
+async def unschedulable(business: Client, node: str) -> bool:
+    return bool((await business.get(NODES, node)).get("spec", {}).get("unschedulable"))
+
+
+def kokpit_cli(kubeconfig: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "kokpit", "remediation", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def package_versions(kubectl: Kubectl, kokpit_crds: None) -> None:
+    kubectl.apply(
+        [
+            package_version("rem-ok", "true"),
+            package_version("rem-broken", "echo 'kubelet will not restart' >&2\nexit 1"),
+        ]
+    )
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def workload(domain: str, node: str) -> list[Object]:
+    """Three pods that may run on any node of ``domain``, a budget that lets none go, and a
+    database pod on ``node`` that its own operator moves (annotation)."""
+    labels = {"app": f"web-{domain}"}
+    domain_only = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": DOMAIN, "operator": "In", "values": [domain]}]}
+                ]
+            }
+        }
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"web-{domain}", "namespace": "default"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "affinity": domain_only,
+                        "containers": [{"name": "c", "image": "busybox"}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"db-{domain}",
+                "namespace": "default",
+                "annotations": {"kokpit.io/migration": "operator"},
+            },
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+        },
+    ]
+
+
+def budget(domain: str, **spec: Any) -> Object:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"web-{domain}", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": f"web-{domain}"}}, **spec},
+    }
+
+
+async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    biz: BusinessCluster,
+    hosts: list[SimulatedHost],
+    package_versions: None,
+) -> None:
+    """Cordon → a budget that forbids eviction holds the drain (reported) → SIGKILL → the
+    restarted operator meets it too → a partial budget lets the pods go one at a time, and the
+    real scheduler places them on the other nodes → the pod its operator moves is left to it →
+    repair (once) → verify → uncordon; every step in status and Events."""
+    op, host, test = operator, hosts[0], "drain"
+    faulty, others = "drain-a", ["drain-b", "drain-c"]
+    await client.apply(
+        REMEDIATION_POLICIES,
+        policy(test, [{"action": "RestartKubelet", "timeoutSeconds": 120}]),
+        field_manager="test",
+    )
+    await add_machine(client, business, faulty, test, host)
+    for name in others:
+        await add_machine(client, business, name, test)
+    # The workload starts on the faulty node: the others are cordoned meanwhile.
+    for name in others:
+        await business.patch(NODES, name, {"spec": {"unschedulable": True}})
+    biz.kubectl.apply(workload(test, faulty))
+
+    async def web_pods() -> list[Object]:
+        pods = await business.list(PODS, namespace="default", label_selector=f"app=web-{test}")
+        return pods.items
+
+    def running(pods: list[Object], node: str | None = None) -> list[Object]:
+        return [
+            p
+            for p in pods
+            if p.get("status", {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and (node is None or p["spec"].get("nodeName") == node)
+        ]
+
+    async def three_on_faulty() -> bool:
+        return len(running(await web_pods(), faulty)) == 3
+
+    await op.wait(three_on_faulty, "three web pods on the faulty node", 60)
+    for name in others:
+        await business.patch(NODES, name, {"spec": {"unschedulable": None}})
+    biz.kubectl.apply([budget(test, minAvailable=3)])
+
+    await report_fault(client, faulty)
+    name = f"{faulty}.kerneldeadlock"
+    held = remediation_where(
+        client,
+        name,
+        lambda o: (
+            phase_is("Draining")(o)
+            and (o["status"].get("drain") or {}).get("blockedBy") == [f"default/web-{test}"]
+        ),
+    )
+
+    async def held_and_told() -> Object | None:
+        """The drain is held and the Event saying so is out (Events follow the write)."""
+        return await held() if "DrainBlocked" in await reasons(client, name) else None
+
+    blocked = await op.wait(held_and_told, "the drain to be held by the budget", 60)
+    op.kill()
+    assert blocked["status"]["cordoned"] is True
+    assert condition(blocked, "Drained")["reason"] == "DrainBlocked"
+    assert await unschedulable(business, faulty)
+    pods = await web_pods()
+    assert len(running(pods, faulty)) == 3, "the budget was not forced"
+    assert all(p["metadata"]["labels"].get("kokpit.io/migrate") == "true" for p in pods)
+    assert {"Cordoned", "DrainBlocked"} <= set(await reasons(client, name))
+    assert records(host, "restarts") == [], "no repair before the drain is done"
+
+    await op.start()
+
+    async def blocked_again() -> bool:
+        """The fresh operator (its pid names it in its Events) meets the budget too."""
+        return any(
+            e["reason"] == "DrainBlocked"
+            and str(e.get("reportingInstance", "")).endswith(f"_{op.pid}")
+            for e in await events(client, name)
+        )
+
+    await op.wait(blocked_again, "the restarted operator to meet the budget", 60)
+    obj = await client.get(REMEDIATIONS, name, namespace=NS)
+    assert obj["status"]["cordoned"] is True, "the restarted operator knows kokpit cordoned"
+    assert len(running(await web_pods(), faulty)) == 3
+
+    # A partial budget: one pod may be away at a time.
+    biz.kubectl.run(
+        "patch", "pdb", f"web-{test}", "-n", "default", "--type=merge",
+        "-p", json.dumps({"spec": {"minAvailable": None, "maxUnavailable": 1}}),
+    )  # fmt: skip
+    fewest = 3
+    deadline = time.monotonic() + 90
+    while True:
+        pods = await web_pods()
+        fewest = min(fewest, len(running(pods)))
+        if len(running(pods)) == 3 and not [p for p in pods if p["spec"].get("nodeName") == faulty]:
+            break
+        assert time.monotonic() < deadline, op.explain(f"the web pods never moved: {pods}")
+        await asyncio.sleep(0.1)
+    assert fewest >= 2, f"{3 - fewest} pods were away at once under maxUnavailable 1"
+    placed = {p["spec"]["nodeName"] for p in running(await web_pods())}
+    assert placed <= set(others), f"placed by the scheduler on {placed}"
+
+    # The database pod is its own operator's to move: still there, labelled, waited for.
+    db = await business.get(PODS, f"db-{test}", namespace="default")
+    assert db["metadata"]["labels"]["kokpit.io/migrate"] == "true"
+    assert not db["metadata"].get("deletionTimestamp")
+    obj = await client.get(REMEDIATIONS, name, namespace=NS)
+    assert obj["status"]["phase"] == "Draining", obj["status"]
+    await business.delete(PODS, f"db-{test}", namespace="default", grace_period_seconds=0)
+
+    verifying = await op.wait(
+        remediation_where(client, name, phase_is("Verifying")), "the repair to run", 60
+    )
+    assert [a["action"] for a in verifying["status"]["attempts"]] == ["RestartKubelet"]
+    assert len(records(host, "restarts")) == 1
+    await clear_fault(client, faulty)
+    done = await op.wait(
+        remediation_where(client, name, phase_is("Succeeded")), "the remediation to succeed", 60
+    )
+    assert not await unschedulable(business, faulty), "uncordoned"
+    assert done["status"]["cordoned"] is False
+    assert done["status"]["attempts"][-1]["state"] == "Succeeded"
+    assert len(records(host, "restarts")) == 1, "the restart ran once"
+    assert {condition(done, t)["status"] for t in ("Drained", "Repaired")} == {"True"}
+    assert condition(done, "Cordoned")["reason"] == "Uncordoned"
+    seen = await reasons(client, name)
+    for reason in ("Admitted", "Cordoned", "DrainBlocked", "Drained", "RepairStarted"):
+        assert reason in seen, f"no {reason} Event: {seen}"
+    assert {"Recovered", "Uncordoned", "Succeeded"} <= set(seen)
+    fault = await client.get(NODE_FAULTS, name, namespace=NS)
+    assert condition(fault, "Remediated")["status"] == "True"
+    assert fault["status"]["remediation"] == name
+    biz.kubectl.run("delete", "deployment,pdb", f"web-{test}", "-n", "default")
+
+
+async def test_a_repair_that_keeps_failing_climbs_to_escalated_then_resume_and_close_work(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    local_cluster: LocalCluster,
+    hosts: list[SimulatedHost],
+    package_versions: None,
+) -> None:
+    op, host, test = operator, hosts[1], "ladder"
+    steps = [
+        {"action": "RestartKubelet", "timeoutSeconds": 10},
+        {"action": "Reboot", "timeoutSeconds": 10},
+    ]
+    await client.apply(REMEDIATION_POLICIES, policy(test, steps), field_manager="test")
+    faulty = "ladder-a"
+    await add_machine(client, business, faulty, test, host, package_version="rem-broken")
+    for name in ("ladder-b", "ladder-c"):
+        await add_machine(client, business, name, test)
+    name = f"{faulty}.kerneldeadlock"
+
+    # The same fault reported again and again (duplicates, flapping): one remediation.
+    for count in range(1, 5):
+        await report_fault(client, faulty, count)
+    first = await op.wait(remediation_where(client, name, bool), "a remediation", 30)
+    for count in range(5, 8):
+        await report_fault(client, faulty, count)
+
+    escalated = await op.wait(
+        remediation_where(client, name, phase_is("Escalated")), "the ladder to be exhausted", 60
+    )
+    remediations = await client.list(REMEDIATIONS, namespace=NS)
+    mine = [r for r in remediations.items if r["spec"]["machineRef"]["name"] == faulty]
+    assert [r["metadata"]["uid"] for r in mine] == [first["metadata"]["uid"]]
+    attempts = escalated["status"]["attempts"]
+    assert [(a["action"], a["state"]) for a in attempts] == [
+        ("RestartKubelet", "Failed"),
+        ("Reboot", "TimedOut"),
+    ]
+    assert "kubelet will not restart" in attempts[0]["message"]
+    assert condition(escalated, "Escalated")["status"] == "True"
+    assert await unschedulable(business, faulty), "an escalated node stays cordoned"
+    assert {"RepairFailed", "RepairTimedOut", "Escalated"} <= set(await reasons(client, name))
+    fault = await client.get(NODE_FAULTS, name, namespace=NS)
+    assert condition(fault, "Remediated")["reason"] == "Escalated"
+    assert (len(records(host, "restarts")), len(records(host, "reboots"))) == (1, 1)
+
+    # Nothing more is tried until a person acts.
+    await asyncio.sleep(3)
+    obj = await client.get(REMEDIATIONS, name, namespace=NS)
+    assert obj["status"]["attempts"] == attempts
+    assert (len(records(host, "restarts")), len(records(host, "reboots"))) == (1, 1)
+
+    kubeconfig = local_cluster.kubeconfig
+    kokpit_cli(kubeconfig, "resume", name, "-n", NS)
+
+    async def climbing_again() -> Object | None:
+        obj = await client.get(REMEDIATIONS, name, namespace=NS)
+        annotations = obj["metadata"].get("annotations") or {}
+        started = obj["status"]["attempts"][-1]
+        if "kokpit.io/remediation-command" in annotations or len(records(host, "reboots")) < 2:
+            return None
+        return obj if (started["action"], started["state"]) == ("Reboot", "Started") else None
+
+    resumed = await op.wait(climbing_again, "the ladder to be climbed again", 60)
+    assert [a["action"] for a in resumed["status"]["attempts"]] == [
+        "RestartKubelet",
+        "Reboot",
+        "RestartKubelet",
+        "Reboot",
+    ]
+    assert len(records(host, "restarts")) == 2
+    assert "Resumed" in await reasons(client, name)
+
+    kokpit_cli(kubeconfig, "close", name, "-n", NS)
+    closed = await op.wait(
+        remediation_where(client, name, phase_is("Closed")), "the remediation to close", 60
+    )
+    assert not await unschedulable(business, faulty), "close uncordons what kokpit cordoned"
+    assert closed["status"]["attempts"][-1]["state"] == "Failed"
+    assert "kokpit.io/remediation-command" not in (closed["metadata"].get("annotations") or {})
+    assert "Closed" in await reasons(client, name)
+    listing = kokpit_cli(kubeconfig, "list", "-n", NS)
+    assert any(line.split()[1:2] == [name] and "Closed" in line for line in listing.splitlines())
+    assert len(records(host, "reboots")) == 2
+
+
+async def test_the_operator_sigkilled_during_a_reboot_never_reboots_again(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    hosts: list[SimulatedHost],
+    package_versions: None,
+) -> None:
+    op, host, test = operator, hosts[2], "reboot"
+    await client.apply(
+        REMEDIATION_POLICIES,
+        policy(test, [{"action": "Reboot", "timeoutSeconds": 300}]),
+        field_manager="test",
+    )
+    faulty = "reboot-a"
+    await add_machine(client, business, faulty, test, host)
+    for name in ("reboot-b", "reboot-c"):
+        await add_machine(client, business, name, test)
+    name = f"{faulty}.kerneldeadlock"
+    await report_fault(client, faulty)
+
+    async def rebooted() -> list[str]:
+        return records(host, "reboots")
+
+    # The risky moment: the host is rebooting (its record is written) and not yet back.
+    [line] = await op.wait(rebooted, "the host to reboot", 60)
+    op.kill()
+    obj = await client.get(REMEDIATIONS, name, namespace=NS)
+    [attempt] = obj["status"]["attempts"]
+    assert (attempt["action"], attempt["state"]) == ("Reboot", "Started"), op.explain(str(obj))
+    assert api_seconds(attempt["startedAt"]) <= float(line.split()[1]), "stored before it ran"
+
+    await op.start()
+    # The restarted operator waits for the node instead of rebooting it again.
+    verifying = await op.wait(
+        remediation_where(client, name, phase_is("Verifying")), "verifying after the restart", 30
+    )
+    assert verifying["status"]["attempts"] == [attempt]
+    await clear_fault(client, faulty)
+    done = await op.wait(
+        remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
+    )
+    assert records(host, "reboots") == [line], "the reboot ran once"
+    assert done["status"]["attempts"][0]["state"] == "Succeeded"
+    assert not await unschedulable(business, faulty)
+
+
+async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_repairs(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    hosts: list[SimulatedHost],
+    package_versions: None,
+) -> None:
+    op, test = operator, "storm"
+    await client.apply(
+        REMEDIATION_POLICIES,
+        policy(
+            test,
+            [{"action": "Reboot", "timeoutSeconds": 120}],
+            stormStop={"scopeLabel": DOMAIN, "minHealthyPercent": 70, "maxConcurrent": 5},
+        ),
+        field_manager="test",
+    )
+    faulty = {"storm-0": hosts[0], "storm-1": hosts[1]}
+    for name, host in faulty.items():
+        await add_machine(client, business, name, test, host)
+    for i in range(2, 5):
+        await add_machine(client, business, f"storm-{i}", test)
+
+    await asyncio.gather(*(report_fault(client, name) for name in faulty))
+
+    async def stopped() -> Object | None:
+        obj = await client.get(REMEDIATION_POLICIES, test, namespace=NS)
+        return obj if condition(obj, "StormStopped").get("status") == "True" else None
+
+    policy_obj = await op.wait(stopped, "the storm stop", 30)
+    message = condition(policy_obj, "StormStopped")["message"]
+    assert f"{DOMAIN}={test} in Cluster {NS}/biz: 3 of 5 nodes healthy" in message, message
+    assert "StormStopped" in await reasons(client, test)
+    # Held: for longer than the admission delay and several rechecks, nothing starts.
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for name, host in faulty.items():
+            obj = await client.get(REMEDIATIONS, f"{name}.kerneldeadlock", namespace=NS)
+            assert obj["status"]["phase"] == "Pending", obj["status"]
+            assert not obj["status"].get("attempts")
+            assert not await unschedulable(business, name)
+            assert records(host, "reboots") == [], "a repair ran during the storm"
+        await asyncio.sleep(0.5)
+
+    # One fault clears by itself: 4 of 5 healthy, the storm is over, the other starts.
+    await clear_fault(client, "storm-1")
+    await op.wait(
+        remediation_where(client, "storm-1.kerneldeadlock", phase_is("Succeeded")),
+        "the cleared fault's remediation to end",
+        30,
+    )
+    await op.wait(
+        remediation_where(client, "storm-0.kerneldeadlock", phase_is("Verifying")),
+        "the remaining remediation to start once the storm is over",
+        60,
+    )
+    assert len(records(hosts[0], "reboots")) == 1
+    assert records(hosts[1], "reboots") == []
+    obj = await client.get(REMEDIATION_POLICIES, test, namespace=NS)
+    assert condition(obj, "StormStopped")["status"] == "False"

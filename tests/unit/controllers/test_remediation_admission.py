@@ -1,0 +1,189 @@
+"""Admission of Pending remediations by their policy: the storm stop holds every start in an
+unhealthy scope, maxConcurrent holds the rest, even while the cache lags the admissions just
+made, and a remediation waits the admission delay. The caches are real stores; the client
+only records the patches sent."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kokpit.api.conditions import get
+from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_policy
+from kokpit.controllers.remediation.options import RemediationOptions
+from kokpit.controllers.remediation.storm import node_summary
+from kokpit.runtime import Request, Store
+
+Object = dict[str, Any]
+
+
+def stamp(seconds_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Client:
+    """Records patches; answers them with the object's new resourceVersion."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, Object]] = []
+
+    async def patch(self, resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        self.patches.append((resource.kind, name, copy.deepcopy(body)))
+        return {"metadata": {"name": name, "resourceVersion": str(len(self.patches) + 100)}}
+
+    def admitted(self) -> list[str]:
+        return [n for kind, n, b in self.patches if kind == "Remediation"]
+
+    def policy_status(self) -> Object:
+        status: Object = [b for k, _, b in self.patches if k == "RemediationPolicy"][-1]["status"]
+        return status
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    async def event(self, regarding: Object, type_: str, reason: str, note: str) -> None:
+        self.events.append((regarding["metadata"]["name"], reason, note))
+
+
+class Clusters:
+    def __init__(self, nodes: list[Object]) -> None:
+        self.store = Store()
+        for n in nodes:
+            self.store.upsert(n)
+        self.synced = asyncio.Event()
+        self.synced.set()
+
+    async def get(self, key: str) -> Clusters:
+        return self
+
+    def informer(self, resource: Any, **kw: Any) -> Clusters:
+        return self
+
+
+def node(name: str) -> Object:
+    ready = {"type": "Ready", "status": "True", "lastTransitionTime": stamp(600)}
+    meta = {"name": name, "labels": {"zone": "a"}}
+    return node_summary({"metadata": meta, "spec": {}, "status": {"conditions": [ready]}})
+
+
+def fault(machine: str) -> Object:
+    return {
+        "metadata": {"name": f"{machine}.kerneldeadlock", "namespace": "ns"},
+        "spec": {"machineRef": {"name": machine}, "type": "KernelDeadlock"},
+        "status": {"state": "Active", "nodeName": machine, "clusterName": "biz"},
+    }
+
+
+def remediation(machine: str, phase: str = "Pending", age: float = 60) -> Object:
+    return {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Remediation",
+        "metadata": {
+            "name": f"{machine}.kerneldeadlock",
+            "namespace": "ns",
+            "resourceVersion": "7",
+            "creationTimestamp": stamp(age),
+            "uid": machine,
+        },
+        "spec": {"policyRef": {"name": "p"}, "machineRef": {"name": machine}},
+        "status": {"phase": phase, "nodeName": machine, "clusterName": "biz"},
+    }
+
+
+class World:
+    def __init__(self, nodes: int, max_concurrent: int = 5, delay: float = 2.0) -> None:
+        self.client = Client()
+        self.recorder = Recorder()
+        self.policies, self.faults = Store(), Store()
+        self.remediations = Store({BY_POLICY: by_policy})
+        self.policies.upsert(
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "RemediationPolicy",
+                "metadata": {
+                    "name": "p",
+                    "namespace": "ns",
+                    "generation": 1,
+                    "resourceVersion": "1",
+                },
+                "spec": {
+                    "stormStop": {"maxConcurrent": max_concurrent, "minHealthyPercent": 70},
+                },
+            }
+        )
+        self.admission = Admission(
+            self.client,  # type: ignore[arg-type]
+            Clusters([node(f"n{i}") for i in range(nodes)]),  # type: ignore[arg-type]
+            policies=self.policies,
+            remediations=self.remediations,
+            faults=self.faults,
+            machines=Store(),
+            recorder=self.recorder,  # type: ignore[arg-type]
+            options=RemediationOptions(admission_delay=delay),
+        )
+
+    def faulty(self, *machines: str, phase: str = "Pending", age: float = 60) -> None:
+        for m in machines:
+            self.faults.upsert(fault(m))
+            self.remediations.upsert(remediation(m, phase, age))
+
+    async def reconcile(self) -> float | None:
+        return (await self.admission.reconcile(Request("ns", "p"))).requeue_after
+
+
+async def test_forty_percent_faulty_stops_every_start_and_says_where_and_why() -> None:
+    world = World(nodes=5)
+    world.faulty("n0", "n1")
+    assert await world.reconcile() is not None  # looks again
+    assert world.client.admitted() == []
+    stopped = get(world.client.policy_status()["conditions"], "StormStopped")
+    assert stopped is not None
+    assert stopped["status"] == "True"
+    assert stopped["message"] == (
+        "no remediation starts in Cluster ns/biz: 3 of 5 nodes healthy (60%, below 70%)"
+    )
+    assert ("p", "StormStopped", stopped["message"]) in world.recorder.events
+    waiting = [name for name, reason, _ in world.recorder.events if reason == "StormStopped"]
+    assert {"n0.kerneldeadlock", "n1.kerneldeadlock"} <= set(waiting)
+
+
+async def test_one_fault_in_five_is_admitted_and_the_stop_is_off() -> None:
+    world = World(nodes=5)
+    world.faulty("n0")
+    assert await world.reconcile() is None
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    [(_, _, patch)] = [p for p in world.client.patches if p[0] == "Remediation"]
+    assert patch == {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Cordoning"}}
+    status = world.client.policy_status()
+    assert status["inProgress"] == 1
+    assert get(status["conditions"], "StormStopped")["status"] == "False"  # type: ignore[index]
+
+
+async def test_max_concurrent_holds_even_while_the_cache_lags_its_own_admissions() -> None:
+    world = World(nodes=10, max_concurrent=1)
+    world.faulty("n0", age=90)
+    world.faulty("n1", age=60)
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == ["n0.kerneldeadlock"]  # the oldest first
+    assert await world.reconcile() is not None  # the cache still says n0 is Pending
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.remediations.upsert(remediation("n0", "Draining"))
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.remediations.upsert(remediation("n0", "Succeeded"))
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock", "n1.kerneldeadlock"]
+
+
+async def test_a_new_remediation_waits_the_admission_delay() -> None:
+    world = World(nodes=5, delay=30)
+    world.faulty("n0", age=1)
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == []
+    world.remediations.upsert(remediation("n0", age=31))
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
