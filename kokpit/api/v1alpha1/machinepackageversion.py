@@ -8,7 +8,7 @@ change it, ``verify`` says the change worked. Script steps are the base; the ``a
 Every value here may reach a host's shell. The operator passes values to scripts only as quoted
 environment variables, never as script text; the shapes below are refused by the API server first,
 with a message, so a bad value is a clear error at ``kubectl apply`` rather than a strange host.
-The Machine-Operator checks the same shapes again (``kokpit.controllers.machine.packages``), for
+The Machine-Operator checks the same shapes again (``kokpit.providers.machine.packages``), for
 objects stored before a rule existed and for the config keys, which no CEL rule can afford: the
 patterns are written once, here, for both RE2 (CEL) and Python's :func:`re.fullmatch` (plain
 classes, no ``\\s``, no anchors).

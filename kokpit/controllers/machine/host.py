@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from kokpit.api.conditions import now
-from kokpit.controllers.machine import packages
 from kokpit.controllers.machine.options import MachineOptions
-from kokpit.controllers.machine.packages import Change
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine import (
     Action,
@@ -27,7 +25,9 @@ from kokpit.providers.machine import (
     HostUnreachable,
     InvalidCredentials,
     StepResult,
+    packages,
 )
+from kokpit.providers.machine.packages import Change
 from kokpit.runtime import Backoff, Client, Forbidden, NotFound, Recently
 from kokpit.runtime.resources import SECRETS
 from kokpit.runtime.store import Store

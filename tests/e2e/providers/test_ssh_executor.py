@@ -23,8 +23,14 @@ from typing import Any
 import asyncssh
 import pytest
 
-from kokpit.controllers.machine import packages
-from kokpit.providers.machine import OUTPUT_TAIL, Host, HostKeyMismatch, HostUnreachable, Step
+from kokpit.providers.machine import (
+    OUTPUT_TAIL,
+    Host,
+    HostKeyMismatch,
+    HostUnreachable,
+    Step,
+    packages,
+)
 from kokpit.providers.machine.ssh import KILL_GRACE, SSHExecutor, prelude
 from kokpit.providers.machine.sshd import SimulatedHost
 

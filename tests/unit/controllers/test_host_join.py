@@ -9,8 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from kokpit.controllers.machine import packages
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG, WRITE_SCRIPT, kubelet_env
+from kokpit.providers.machine import packages
 from kokpit.providers.machine.ssh import prelude
 
 TEXT = '{"users": [{"user": {"token": "abcdef.0123456789abcdef"}}]}\n$(touch pwned) `id` \'"\n'

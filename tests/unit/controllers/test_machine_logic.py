@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 
-from kokpit.controllers.machine import packages
 from kokpit.controllers.machine.node import _mirror_gates
 from kokpit.controllers.machine.scope import MachineScope
-from kokpit.providers.machine import Host, Step
+from kokpit.providers.machine import Host, Step, packages
 from kokpit.providers.machine.sim import SimExecutor
 
 
