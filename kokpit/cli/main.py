@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import demo, local, operator
+from kokpit.cli import agent, demo, local, operator
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     local.register(sub)
     demo.register(sub)
     operator.register(sub)
+    agent.register(sub)
     return p
 
 
