@@ -9,7 +9,8 @@ that many hosts are being probed at a time.
 
 Results live in memory only (:attr:`Prober.results`): a restarted operator knows nothing until
 each Machine's next probe, and the hub treats "not probed yet" as unknown, never as healthy.
-After each probe the fault controller is told to reconcile the Machine.
+After a probe whose verdicts differ from the last one, the fault controller is told to
+reconcile the Machine (the same verdicts again would change no record).
 
 Which Machines: those in service (joined as a Node, not being deleted). Their components are
 probed only while the Machine is Running: during an install or upgrade the Machine-Operator
@@ -59,6 +60,10 @@ class ProbeReport:
 
     observations: tuple[Observation, ...]
     at: float = field(default_factory=time.time)
+
+
+def _verdicts(report: ProbeReport) -> set[tuple[str, bool]]:
+    return {(o.type, o.active) for o in report.observations}
 
 
 def in_service(machine: Mapping[str, Any]) -> bool:
@@ -160,8 +165,10 @@ class Prober:
             return
         unreachable = any(o.type == "HostUnreachable" and o.active for o in report.observations)
         metrics.PROBES.labels("unreachable" if unreachable else "reachable").inc()
+        previous = self.results.get(request.key)
         self.results[request.key] = report
-        self._probed(request)
+        if previous is None or _verdicts(previous) != _verdicts(report):
+            self._probed(request)  # the same verdicts again change no record: no reconcile
 
     async def probe(self, machine: Object) -> ProbeReport | None:
         """Probe one Machine's host; None when nothing could be tried (no such executor, no

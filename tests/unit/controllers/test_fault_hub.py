@@ -25,6 +25,7 @@ from kokpit.controllers.fault.record import (
     stamp,
 )
 from kokpit.providers.machine.sim import SimExecutor
+from kokpit.runtime import Request
 from kokpit.runtime.store import Store
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -401,3 +402,32 @@ def test_only_joined_machines_not_being_deleted_are_in_service() -> None:
     deleting = machine()
     deleting["metadata"]["deletionTimestamp"] = stamp(T0)
     assert not in_service(deleting)
+
+
+async def test_a_probe_asks_for_a_reconcile_only_when_its_verdicts_change() -> None:
+    sim = SimExecutor(provisioned=True)
+    asked: list[Request] = []
+    probe = prober(sim)
+    probe._probed = asked.append
+    probe._machines.upsert(machine())
+    request = Request("ns", "m-1")
+    await probe._probe_one(request)
+    await probe._probe_one(request)
+    assert asked == [request]
+    sim.host("ns/m-1").unhealthy.add("containerd")
+    await probe._probe_one(request)
+    assert asked == [request, request]
+    assert ("ContainerRuntimeUnhealthy", True) in {
+        (o.type, o.active) for o in probe.results["ns/m-1"].observations
+    }
+
+
+async def test_a_machine_out_of_service_is_forgotten_by_the_prober() -> None:
+    probe = prober(SimExecutor(provisioned=True))
+    probe._machines.upsert(machine())
+    request = Request("ns", "m-1")
+    await probe._probe_one(request)
+    assert "ns/m-1" in probe.results
+    probe._machines.upsert(machine(node_name=None))
+    await probe._probe_one(request)
+    assert "ns/m-1" not in probe.results
