@@ -109,7 +109,7 @@ class FaultHub:
     async def reconcile(self, request: Request) -> Result:
         machine = self.machines.store.get(request.key)
         if machine is None or not in_service(machine):
-            self.prober.forget(request)  # a deleted Machine's records go with it (owner)
+            await self.prober.forget(request)  # a deleted Machine's records go with it
             return Result()
         self.prober.track(request)
         now = datetime.now(UTC)

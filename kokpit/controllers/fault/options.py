@@ -20,6 +20,10 @@ class FaultOptions:
     probe_concurrency: int = 16
     #: A probe step longer than this is a failed probe (the package's own timeout if shorter).
     probe_timeout: float = 30.0
+    #: A Machine's SSH credentials are read again after this long (a Secret read per probe
+    #: would be a hundred and more reads a second at ten thousand hosts); a rotated key is
+    #: used from the next read on.
+    credentials_ttl: float = 600.0
     #: A fault that stays Active has its lastSeen written at most this often: at ten thousand
     #: nodes, writes must follow transitions, not observations.
     last_seen_interval: float = 300.0

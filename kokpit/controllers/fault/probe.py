@@ -109,6 +109,8 @@ class Prober:
         self._tracked: set[Request] = set()
         #: The last probe of each tracked Machine (by namespace/name).
         self.results: dict[str, ProbeReport] = {}
+        #: SSH credentials by Machine: (Secret name, credentials, when to read them again).
+        self._credentials: dict[str, tuple[str, Credentials, float]] = {}
         self._log = get_logger("kokpit.fault.probe")
 
     def track(self, request: Request) -> None:
@@ -118,10 +120,15 @@ class Prober:
             delay = next_probe_in(request.key, self._options.probe_period, time.time())
             self.queue.add_after(request, delay)
 
-    def forget(self, request: Request) -> None:
-        """Stop probing this Machine and forget what was found."""
+    async def forget(self, request: Request) -> None:
+        """Stop probing this Machine, forget what was found, and close its connections."""
+        if request not in self._tracked and request.key not in self.results:
+            return
         self._tracked.discard(request)
         self.results.pop(request.key, None)
+        self._credentials.pop(request.key, None)
+        for executor in self._executors.values():
+            await executor.forget(request.key)
 
     async def start(self) -> None:
         workers = [
@@ -157,7 +164,7 @@ class Prober:
     async def _probe_one(self, request: Request) -> None:
         machine = self._machines.get(request.key)
         if machine is None or not in_service(machine):
-            self.forget(request)
+            await self.forget(request)
             return
         report = await self.probe(machine)
         if report is None:
@@ -228,17 +235,33 @@ class Prober:
         key = f"{meta['namespace']}/{meta['name']}"
         credentials: Credentials | None = None
         if spec.get("executor", "ssh") == "ssh":
-            ref = spec.get("sshSecretRef") or {}
-            try:
-                secret = await self._client.get(
-                    SECRETS, str(ref.get("name")), namespace=meta["namespace"]
-                )
-                credentials = Credentials.from_secret_data(
-                    secret.get("data") or {}, secret=str(ref.get("name"))
-                )
-            except (ApiError, InvalidCredentials, OSError, TimeoutError) as e:
-                self._log.info(
-                    "no usable SSH credentials; not probed", extra={"machine": key, "error": str(e)}
-                )
+            name = str((spec.get("sshSecretRef") or {}).get("name"))
+            credentials = await self._ssh_credentials(key, meta["namespace"], name)
+            if credentials is None:
                 return None
         return Host(key, str(spec.get("address")), int(spec.get("port", 22)), credentials)
+
+    async def _ssh_credentials(self, key: str, namespace: str, name: str) -> Credentials | None:
+        """The Machine's SSH credentials, read again after ``credentials_ttl``; None when they
+        cannot be read or used (the Machine-Operator reports that on the Machine)."""
+        cached = self._credentials.get(key)
+        if cached is not None and cached[0] == name and time.monotonic() < cached[2]:
+            return cached[1]
+        try:
+            secret = await self._client.get(SECRETS, name, namespace=namespace)
+            credentials = Credentials.from_secret_data(secret.get("data") or {}, secret=name)
+        except (ApiError, InvalidCredentials, OSError, TimeoutError) as e:
+            self._credentials.pop(key, None)
+            self._log.info(
+                "no usable SSH credentials; not probed", extra={"machine": key, "error": str(e)}
+            )
+            return None
+        if cached is not None and cached[1] != credentials:
+            for executor in self._executors.values():
+                await executor.forget(key)  # a re-keyed host: no connection with the old key
+        self._credentials[key] = (
+            name,
+            credentials,
+            time.monotonic() + self._options.credentials_ttl,
+        )
+        return credentials
