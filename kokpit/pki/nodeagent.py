@@ -41,14 +41,14 @@ USER_PREFIX = "kokpit:node-agent:"
 ROLE_NAME = "kokpit:node-agent"
 POLICY_NAME = "kokpit-node-fault-reports"
 #: What else of a Node a status update could change, none of which an agent may: the status
-#: fields besides the conditions, and the metadata a status write does not reset.
+#: fields besides the conditions, and the metadata a status write does not reset. Not
+#: ``capacity`` and ``allocatable``: CEL does not see maps of quantities (the policy would
+#: fail to type-check), so an agent could change those of its own node, as its kubelet can.
 UNCHANGED = (
     *(
         f"status.{f}"
         for f in (
             "addresses",
-            "allocatable",
-            "capacity",
             "config",
             "daemonEndpoints",
             "images",

@@ -373,7 +373,7 @@ async def test_a_node_agent_reports_for_its_own_node_and_fault_types_only(
             await agent.patch(
                 NODES,
                 "agent-a",
-                {"status": {"capacity": {"cpu": "1000"}}},
+                {"status": {"addresses": [{"type": "Hostname", "address": "elsewhere"}]}},
                 patch_type=PatchType.STRATEGIC,
                 subresource="status",
             )
