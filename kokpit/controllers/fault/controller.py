@@ -42,7 +42,6 @@ from kokpit.runtime import (
     Controller,
     ControllerOptions,
     EventRecorder,
-    Informer,
     Invalid,
     Manager,
     Request,
@@ -52,6 +51,7 @@ from kokpit.runtime.clustercache import ClusterMapper
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.resources import LEASES, NODES
 from kokpit.runtime.services import ServiceAddresses
+from kokpit.runtime.store import Store
 
 Object = dict[str, Any]
 
@@ -186,7 +186,7 @@ def setup(
     controller = hub.controller
     controller.watch(hub.machines, predicate=_service_changed)
     controller.watch(hub.faults, _machine_of_fault, _created)
-    mapper = _machine_for(hub.machines)
+    mapper = _machine_for(hub.machines.store)
     controller.watch(
         hub.cluster_cache.watch(
             NODES, mapper, predicate=detect.conditions_changed, transform=detect.node_view
@@ -239,14 +239,14 @@ def _machine_of_fault(fault: Object) -> list[Request]:
     return [Request(meta["namespace"], machine)] if isinstance(machine, str) else []
 
 
-def _machine_for(machines: Informer) -> ClusterMapper:
+def _machine_for(machines: Store) -> ClusterMapper:
     """A Node (or its Lease, of the same name) reconciles the Machine of that name in its
     Cluster's namespace, if that Machine joins this Cluster (not every node is a Machine's)."""
 
     def mapper(cluster_key: str, obj: Object) -> list[Request]:
         namespace, cluster = cluster_key.split("/", 1)
         name = obj["metadata"]["name"]
-        machine = machines.store.get(f"{namespace}/{name}")
+        machine = machines.get(f"{namespace}/{name}")
         if machine is None or machine["spec"].get("clusterRef", {}).get("name") != cluster:
             return []
         return [Request(namespace, name)]

@@ -431,3 +431,29 @@ async def test_a_machine_out_of_service_is_forgotten_by_the_prober() -> None:
     probe._machines.upsert(machine(node_name=None))
     await probe._probe_one(request)
     assert "ns/m-1" not in probe.results
+
+
+# -- watches ----------------------------------------------------------------------------------
+
+
+def test_a_node_or_its_lease_reconciles_the_machine_of_its_name_in_its_cluster_only() -> None:
+    from kokpit.controllers.fault.controller import _machine_for
+
+    machines = Store()
+    machines.upsert(machine())
+    mapper = _machine_for(machines)
+    assert mapper("ns/biz", {"metadata": {"name": "m-1"}}) == [Request("ns", "m-1")]
+    assert mapper("ns/other", {"metadata": {"name": "m-1"}}) == []  # another cluster's node
+    assert mapper("ns/biz", {"metadata": {"name": "kwok-node-0"}}) == []  # no Machine's
+
+
+def test_machine_changes_that_concern_the_hub() -> None:
+    from kokpit.controllers.fault.controller import _service_changed
+
+    before = machine()
+    before["metadata"]["generation"] = 1
+    assert _service_changed(None, before)
+    same = {**before, "status": {**before["status"], "conditions": [{"type": "Ready"}]}}
+    assert not _service_changed(before, same)
+    for status in ({"phase": "Updating"}, {"nodeName": None}):
+        assert _service_changed(before, {**before, "status": {**before["status"], **status}})
