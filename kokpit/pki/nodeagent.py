@@ -165,9 +165,10 @@ def policy() -> list[dict[str, Any]]:
                     {"name": "faultTypes", "expression": f"[{types}]"},
                     {
                         "name": "statusUpdate",
+                        # A request for the Node itself has no subResource at all.
                         "expression": "request.operation == 'UPDATE' && "
-                        "request.subResource == 'status' && has(object.status) && "
-                        "has(oldObject.status)",
+                        "has(request.subResource) && request.subResource == 'status' && "
+                        "has(object.status) && has(oldObject.status)",
                     },
                     {
                         "name": "oldConditions",
