@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from kokpit.runtime import (
     NotFound,
     PatchType,
 )
-from kokpit.runtime.resources import EVENTS, NODES
+from kokpit.runtime.resources import EVENTS, LEASES, NODES
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
 
@@ -285,11 +286,12 @@ async def test_a_node_whose_kubelet_stops_goes_lease_stale_then_not_ready(
     client: Client, business: Client, hub: OperatorProcess
 ) -> None:
     await joined_machine(client, "quiet-1", hub)
-    # KWOK stops playing this node's kubelet: its Lease is no longer renewed, and the
-    # controller-manager marks the node's Ready Unknown after its grace period.
-    await business.patch(
-        NODES, "quiet-1", {"metadata": {"annotations": {"kwok.x-k8s.io/node": "stopped"}}}
-    )
+    # The node's kubelet (KWOK) stops renewing its Lease: the Lease is taken over by another
+    # holder for an hour, which KWOK respects. The controller-manager then marks the node's
+    # Ready Unknown after its grace period.
+    renewed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    taken = {"spec": {"holderIdentity": "e2e", "renewTime": renewed, "leaseDurationSeconds": 3600}}
+    await business.patch(LEASES, "quiet-1", taken, namespace="kube-node-lease")
     stale = await hub.wait(
         fault_is(client, "quiet-1", "NodeLeaseStale", state("Active")), "a stale Lease", 60
     )
