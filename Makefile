@@ -74,6 +74,7 @@ lint: $(STAMP)
 # Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale).
 generate: $(STAMP)
 	$(PY) -m kokpit.api.generate
+	$(PY) -m kokpit.pki.nodeagent
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

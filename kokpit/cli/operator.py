@@ -1,4 +1,4 @@
-"""``kokpit operator cluster|machine``: run the Cluster-Operator or the Machine-Operator.
+"""``kokpit operator cluster|machine|remediation``: run one of kokpit's operators.
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--restart-budget N]
@@ -7,7 +7,10 @@
                             [--image-repository REPO] [--etcd-storage-class NAME]
     kokpit operator machine [--kubeconfig PATH] [--executors ssh[,sim]] [--kwok-nodes ...]
                             [--sim-latency S] [--sim-failure-rate P] [--leader-elect] ...
-    kokpit operator remediation [--kubeconfig PATH] [--executors ssh[,sim]] [--leader-elect] ...
+    kokpit operator remediation [--kubeconfig PATH] [--executors ssh[,sim]]
+                            [--not-ready-grace S] [--lease-grace S] [--probe-period S]
+                            [--probe-concurrency N] [--retention S] [--admission-delay S]
+                            [--leader-elect] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
 
@@ -30,8 +33,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from kokpit.controllers import cluster, machine, remediation
+from kokpit.controllers import cluster, fault, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
+from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.kubernetes import (
@@ -45,6 +49,9 @@ from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.providers.repair import Repairer
 from kokpit.providers.repair.executor import ExecutorRepairer
+from kokpit.providers.repair.redfish import RedfishRepairer
+from kokpit.providers.repair.secrets import secret_reader
+from kokpit.providers.repair.webhook import EscalationNotifier, TicketRepairer, WebhookClient
 from kokpit.runtime import (
     Client,
     ClientConfig,
@@ -151,13 +158,47 @@ def register(sub: Any) -> None:
         help="API requests per second per business cluster",
     )
     m.set_defaults(run=run_machine)
-    r = which.add_parser("remediation", help="the Remediation operator (node fault repairs)")
-    _common(r, workers=16)
+    _remediation(which.add_parser("remediation", help="the fault hub and remediations"))
+
+
+def _remediation(r: argparse.ArgumentParser) -> None:
+    _common(r, workers=8)
+    d = FaultOptions()
     r.add_argument(
         "--executors",
         type=_names("ssh", "sim"),
         default=("ssh",),
-        help="executors the soft repairs (restarts, reboot) run over, of ssh,sim (default: ssh)",
+        help="executors of the hosts probed and soft-repaired (restarts, reboot), of ssh,sim "
+        "(default: ssh; sim takes hosts as provisioned by the Machine-Operator's simulator and "
+        "must be asked for)",
+    )
+
+    def seconds(flag: str, default: float, what: str) -> None:
+        r.add_argument(
+            flag,
+            type=_positive(float),
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default: {default:g})",
+        )
+
+    seconds("--not-ready-grace", d.not_ready_grace, "Ready not True this long is NodeNotReady")
+    seconds("--lease-grace", d.lease_grace, "a node Lease not renewed this long is NodeLeaseStale")
+    seconds("--probe-period", d.probe_period, "each host is probed once per period, spread")
+    seconds("--probe-timeout", d.probe_timeout, "a probe step longer than this fails")
+    seconds("--last-seen-interval", d.last_seen_interval, "an Active fault's lastSeen refresh")
+    seconds("--retention", d.retention, "Cleared NodeFaults are deleted this long after")
+    r.add_argument(
+        "--probe-concurrency",
+        type=_positive(int),
+        default=d.probe_concurrency,
+        help=f"hosts probed at once (default: {d.probe_concurrency})",
+    )
+    r.add_argument(
+        "--cluster-qps",
+        type=float,
+        default=d.cluster_qps,
+        help="API requests per second per business cluster",
     )
     r.add_argument(
         "--admission-delay",
@@ -277,26 +318,63 @@ async def _machine(args: argparse.Namespace) -> None:
 
 def run_remediation(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_remediation(args))
+    asyncio.run(_remediation_operator(args))
     return 0
 
 
-async def _remediation(args: argparse.Namespace) -> None:
-    """The Remediation operator with the executor repairs; the BMC and ticket repairs and the
-    escalation notifier join this list as they are built."""
+async def _remediation_operator(args: argparse.Namespace) -> None:
+    """The fault hub and the Remediation workflow in one process: the hub records faults, the
+    workflow repairs them through the repairers (executor, BMC, ticket)."""
     async with _manager(args, "remediation") as (manager, recorder):
-        available: dict[str, Executor] = {"ssh": SSHExecutor(), "sim": SimExecutor()}
+        available: dict[str, Executor] = {
+            "ssh": SSHExecutor(),
+            # The hosts were provisioned by the Machine-Operator, in its own simulator.
+            "sim": SimExecutor(provisioned=True),
+        }
         executors = {n: available[n] for n in args.executors}
-        soft = ExecutorRepairer(manager.client, executors)
-        repairers: dict[str, Repairer] = dict.fromkeys(soft.actions, soft)
-        options = remediation.RemediationOptions(
-            max_concurrent_reconciles=args.workers, admission_delay=args.admission_delay
+        hub = fault.setup(
+            manager,
+            executors,
+            recorder,
+            FaultOptions(
+                max_concurrent_reconciles=args.workers,
+                not_ready_grace=args.not_ready_grace,
+                lease_grace=args.lease_grace,
+                probe_period=args.probe_period,
+                probe_timeout=args.probe_timeout,
+                probe_concurrency=args.probe_concurrency,
+                last_seen_interval=args.last_seen_interval,
+                retention=args.retention,
+                cluster_qps=args.cluster_qps,
+                cluster_burst=int(args.cluster_qps * 2),
+            ),
         )
-        operator = remediation.setup(manager, repairers, recorder, options)
+        secrets = secret_reader(manager.client)
+        webhooks = WebhookClient(secrets=secrets)
+        bmc = RedfishRepairer(secrets=secrets)
+        repairers: dict[str, Repairer] = {}
+        for repairer in (
+            ExecutorRepairer(manager.client, executors),
+            bmc,
+            TicketRepairer(webhooks),
+        ):
+            repairers.update(dict.fromkeys(repairer.actions, repairer))
+        workflow = remediation.setup(
+            manager,
+            repairers,
+            recorder,
+            remediation.RemediationOptions(
+                max_concurrent_reconciles=args.workers, admission_delay=args.admission_delay
+            ),
+            EscalationNotifier(webhooks),
+        )
         try:
             await manager.start()
         finally:
-            await operator.close()
+            await workflow.close()
+            await hub.close()
+            await bmc.close()
+            await webhooks.close()
             for executor in available.values():
                 await executor.close()
 

@@ -360,6 +360,34 @@ class PKI:
 ETCD_LEAVES = ("etcd-server", "etcd-peer", ETCD_CLIENT)
 
 
+def issue_client(
+    ca_cert: bytes, ca_key: bytes, who: Identity, validity: dt.timedelta = LEAF_VALIDITY
+) -> tuple[bytes, bytes]:
+    """A client certificate for ``who`` signed by a cluster's CA (PEM ``ca_cert`` and
+    ``ca_key``), in memory: (certificate, key) as PEM. For identities that are not one of a
+    PKI's files (a node agent's: one per node, issued on demand, never stored by kokpit)."""
+    ca = x509.load_pem_x509_certificate(ca_cert)
+    signer = serialization.load_pem_private_key(ca_key, password=None)
+    if not isinstance(signer, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an EC key (kokpit's CAs are P-256)")
+    key = _new_key()
+    cert = (
+        _builder(_name(who.user, who.groups), ca.subject, key.public_key(), validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(_authority_key_id(ca), critical=False)
+        .sign(signer, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), pem
+
+
 def _ca_certificate(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     return (
         _builder(name, name, key.public_key(), CA_VALIDITY)

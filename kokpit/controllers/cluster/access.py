@@ -18,6 +18,11 @@ server ships let them, and no more:
 * ``system:nodes`` may have the renewal of their own certificate approved (``...:selfnodeclient``).
 
 What a node may do once it is one is the API server's Node authorizer's business, not RBAC's.
+
+The fault hub reads the nodes' Leases in ``kube-node-lease`` with the same identity (a Role
+there, :data:`LEASE_RULES`). Node agents report faults of their own node with an identity of
+their own (:mod:`kokpit.pki.nodeagent`): its RBAC and the admission policy that holds each agent
+to its own node are installed here too.
 """
 
 from __future__ import annotations
@@ -25,10 +30,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kokpit.pki import MACHINE_OPERATOR
+from kokpit.pki import MACHINE_OPERATOR, nodeagent
 from kokpit.pki.bootstrap import GROUP as BOOTSTRAPPERS
-from kokpit.runtime import ClientConfig
+from kokpit.runtime import ClientConfig, Resource
 from kokpit.runtime.config import Resolve
+from kokpit.runtime.resources import (
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
+    ROLEBINDINGS,
+    ROLES,
+    VALIDATING_ADMISSION_POLICIES,
+    VALIDATING_ADMISSION_POLICY_BINDINGS,
+)
 
 ROLE_NAME = "kokpit:machine-operator"
 
@@ -65,6 +78,25 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
+#: In ``kube-node-lease``: the fault hub finds nodes whose kubelet stopped renewing their Lease.
+LEASE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
+]
+NODE_LEASES = "kube-node-lease"
+
+#: Where each kind of object :func:`rbac` returns is applied.
+RESOURCES: dict[str, Resource] = {
+    r.kind: r
+    for r in (
+        CLUSTERROLES,
+        CLUSTERROLEBINDINGS,
+        ROLES,
+        ROLEBINDINGS,
+        VALIDATING_ADMISSION_POLICIES,
+        VALIDATING_ADMISSION_POLICY_BINDINGS,
+    )
+}
+
 _CSR_ROLES = "system:certificates.k8s.io:certificatesigningrequests"
 #: (binding name, ClusterRole shipped by the API server, group bound to it).
 NODE_BOOTSTRAP: list[tuple[str, str, str]] = [
@@ -75,8 +107,9 @@ NODE_BOOTSTRAP: list[tuple[str, str, str]] = [
 
 
 def rbac() -> list[dict[str, Any]]:
-    """The ClusterRole and its binding to the Machine-Operator's user, and the bindings that
-    let hosts' kubelets join by TLS bootstrap."""
+    """The ClusterRole and its binding to the Machine-Operator's user (and its Role on the
+    node Leases), the bindings that let hosts' kubelets join by TLS bootstrap, and the node
+    agents' RBAC and admission policy."""
     labels = {"app.kubernetes.io/managed-by": "kokpit"}
     bootstrap = [
         {
@@ -116,5 +149,26 @@ def rbac() -> list[dict[str, Any]]:
                 }
             ],
         },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": ROLE_NAME, "namespace": NODE_LEASES, "labels": labels},
+            "rules": LEASE_RULES,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": ROLE_NAME, "namespace": NODE_LEASES, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": MACHINE_OPERATOR.user,
+                }
+            ],
+        },
         *bootstrap,
+        *nodeagent.rbac(),
+        *nodeagent.policy(),
     ]

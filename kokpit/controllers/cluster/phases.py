@@ -55,7 +55,7 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.client import NO_RETRY
 from kokpit.runtime.config import Resolve
-from kokpit.runtime.resources import CLUSTERROLEBINDINGS, CLUSTERROLES, SECRETS
+from kokpit.runtime.resources import SECRETS
 from kokpit.runtime.store import Store
 
 #: On the PKI Secret: how many times its certificates were renewed (each renewal is rolled
@@ -300,7 +300,7 @@ class ClusterPhases:
             async with Client(admin, retry=NO_RETRY) as business:
                 await business.probe(seconds=5)
                 for obj in access.rbac():
-                    resource = CLUSTERROLES if obj["kind"] == "ClusterRole" else CLUSTERROLEBINDINGS
+                    resource = access.RESOURCES[obj["kind"]]
                     await business.apply(resource, obj, field_manager=self._options.field_manager)
         except (ApiError, aiohttp.ClientError, TimeoutError) as e:
             message = f"cannot grant kokpit's access in the business cluster: {e}"

@@ -316,6 +316,7 @@ class Workflow:
             cluster_name=str(scope.status.get("clusterName") or ""),
             fault_type=str(scope.status.get("faultType") or ""),
             policy=policy,
+            message=message,
             attempts=tuple(scope.attempts),
             webhook=webhook,
         )

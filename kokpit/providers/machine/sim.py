@@ -5,7 +5,12 @@ to it: ``check`` prints the installed version, ``install``/``upgrade`` set it, `
 clears it, ``verify`` succeeds when the version is the one asked for; ``restart`` and
 ``reboot`` (remediation actions) succeed and are only recorded, so tests can count them.
 Latency and failures are settable, globally or per host, so a test can make one host slow or
-broken.
+broken; a host can be made unreachable, or one of its packages unhealthy (installed, but its
+``verify`` fails), as a probe of the fault hub would find a broken kubelet.
+
+Simulated hosts live in one process. An operator that only probes hosts another process
+provisioned (the fault hub beside the Machine-Operator) starts its simulator with
+``provisioned=True``: a package a host has not seen is taken as installed at the version asked.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class SimHost:
     #: Overrides of the executor's defaults for this host.
     latency: float | None = None
     failure_rate: float | None = None
+    #: Packages whose ``verify`` fails although they are installed (a broken component).
+    unhealthy: set[str] = field(default_factory=set)
     #: Every step run here, in order: (package, action).
     history: list[tuple[str, str]] = field(default_factory=list)
 
@@ -38,9 +45,18 @@ class SimHost:
 class SimExecutor:
     """Runs steps on :class:`SimHost` objects, created on first use, keyed by machine."""
 
-    def __init__(self, *, latency: float = 0.0, failure_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        seed: int = 0,
+        provisioned: bool = False,
+    ) -> None:
         self.latency = latency
         self.failure_rate = failure_rate
+        #: Hosts were provisioned elsewhere: a package not seen here is at the version asked.
+        self.provisioned = provisioned
         self.hosts: dict[str, SimHost] = {}
         self._random = random.Random(seed)
 
@@ -55,6 +71,8 @@ class SimExecutor:
         if latency:
             await asyncio.sleep(latency)
         sim.history.append((step.package, step.action))
+        if self.provisioned and step.version:
+            sim.packages.setdefault(step.package, step.version)
         if step.action == "check":
             return StepResult(0, stdout=sim.packages.get(step.package, ""))
         failure_rate = self.failure_rate if sim.failure_rate is None else sim.failure_rate
@@ -68,6 +86,8 @@ class SimExecutor:
             sim.packages.pop(step.package, None)
         elif sim.packages.get(step.package) != step.version:  # verify
             return StepResult(1, stderr=f"{step.package} is not at {step.version}")
+        elif step.package in sim.unhealthy:
+            return StepResult(1, stderr=f"{step.package}: simulated unhealthy")
         return StepResult(0)
 
     async def forget(self, machine: str) -> None:

@@ -26,6 +26,8 @@ class Escalation:
     cluster_name: str
     fault_type: str
     policy: str
+    #: Why the ladder ended and what a person can do, for the notice.
+    message: str = ""
     #: The remediation's attempts as stored (step, action, state, message, times).
     attempts: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     #: The policy's ``escalationWebhook`` as stored (url, caBundle, secretRef): hostile input,

@@ -49,6 +49,7 @@ from typing import Any
 import aiohttp
 
 from kokpit.providers.repair import RepairError, RepairTarget
+from kokpit.providers.repair.notify import Escalation, NotifyError
 from kokpit.providers.repair.secrets import SecretReader, SecretValueError, text_values
 
 #: Statuses by which an endpoint says it did not process the request: retried.
@@ -403,25 +404,38 @@ class TicketRepairer:
 
 
 class EscalationNotifier:
-    """Tells a policy's ``spec.escalationWebhook`` that a remediation is Escalated."""
+    """Tells a policy's ``spec.escalationWebhook`` that a remediation is Escalated: the
+    :class:`~kokpit.providers.repair.notify.EscalationNotifier` of the Remediation workflow."""
 
     def __init__(self, client: WebhookClient) -> None:
         self._client = client
 
-    async def escalated(
-        self, target: RepairTarget, webhook: Mapping[str, Any], *, message: str
-    ) -> None:
-        """POST an ``Escalated`` document about ``target`` to ``webhook`` (the policy's
-        ``spec.escalationWebhook`` as stored), ``message`` saying why the ladder ended.
-        Raises :class:`WebhookError` (its ``reason`` and message fit an Event) when it could
-        not be delivered; the remediation stays Escalated either way."""
-        await self._client.post(
-            webhook,
-            payload("Escalated", target, message=message),
-            namespace=target.namespace,
-            name=f"spec.escalationWebhook of RemediationPolicy {_policy_name(target)}",
-            idempotency_key=idempotency_key("Escalated", target),
+    async def escalated(self, escalation: Escalation) -> None:
+        """POST an ``Escalated`` document to the escalation's webhook (the policy's
+        ``spec.escalationWebhook`` as stored). Raises :class:`NotifyError` (its message fits an
+        Event) when it could not be delivered; the remediation stays Escalated either way."""
+        if escalation.webhook is None:
+            return
+        target = RepairTarget(
+            namespace=escalation.namespace,
+            machine={"metadata": {"name": escalation.machine}},
+            node_name=escalation.node_name,
+            cluster_name=escalation.cluster_name,
+            fault_type=escalation.fault_type,
+            remediation=escalation.remediation,
+            policy={"metadata": {"name": escalation.policy}},
+            attempts=escalation.attempts,
         )
+        try:
+            await self._client.post(
+                escalation.webhook,
+                payload("Escalated", target, message=escalation.message),
+                namespace=target.namespace,
+                name=f"spec.escalationWebhook of RemediationPolicy {_policy_name(target)}",
+                idempotency_key=idempotency_key("Escalated", target),
+            )
+        except WebhookError as e:
+            raise NotifyError(f"{e.reason}: {e}") from e
 
 
 def _policy_name(target: RepairTarget) -> str:

@@ -14,6 +14,7 @@ import pytest
 from kokpit.providers.repair import RepairTarget
 from kokpit.providers.repair.emulator import LocalCA
 from kokpit.providers.repair.receiver import WebhookReceiver
+from kokpit.providers.repair.notify import Escalation
 from kokpit.providers.repair.webhook import (
     EscalationNotifier,
     TicketRepairer,
@@ -109,8 +110,20 @@ async def test_ticket_posts_the_fault_with_the_bearer_token_and_reports_the_tick
 async def test_escalation_notice_carries_why(
     webhooks: WebhookClient, webhook_receiver: WebhookReceiver
 ) -> None:
+    t = target()
     await EscalationNotifier(webhooks).escalated(
-        target(), hook(webhook_receiver), message="the ladder is exhausted"
+        Escalation(
+            namespace=t.namespace,
+            remediation=t.remediation,
+            machine=t.machine_name,
+            node_name=t.node_name,
+            cluster_name=t.cluster_name,
+            fault_type=t.fault_type,
+            policy="p",
+            message="the ladder is exhausted",
+            attempts=t.attempts,
+            webhook=hook(webhook_receiver),
+        )
     )
     [got] = webhook_receiver.requests_to(PATH)
     document = got.json()

@@ -102,6 +102,7 @@ def test_hosts_kubelets_may_bootstrap_and_only_kokpits_token_group_may() -> None
     node client certificates approved, nodes may renew their own; nothing is granted to every
     bootstrapper, and no new ClusterRole is made for it."""
     from kokpit.controllers.cluster import access
+    from kokpit.pki import nodeagent
     from kokpit.pki.bootstrap import GROUP
 
     bindings = {
@@ -115,7 +116,7 @@ def test_hosts_kubelets_may_bootstrap_and_only_kokpits_token_group_may() -> None
     assert bindings[f"{csr}:selfnodeclient"] == ["system:nodes"]
     assert all("system:bootstrappers" not in subjects for subjects in bindings.values())
     roles = [o["metadata"]["name"] for o in access.rbac() if o["kind"] == "ClusterRole"]
-    assert roles == [access.ROLE_NAME]
+    assert roles == [access.ROLE_NAME, nodeagent.ROLE_NAME]  # kokpit's, and the node agents'
 
 
 def test_both_runtimes_enable_tls_bootstrap() -> None:
