@@ -86,6 +86,8 @@ class RemediationOperator:
             self.clusters,
             ClusterCacheOptions(
                 secret_name=lambda c: operator_kubeconfig_secret(c["metadata"]["name"]),
+                # Like the fault hub beside it, it may only get Secrets where it is bound.
+                watch_secrets=False,
                 qps=options.cluster_qps,
                 burst=options.cluster_burst,
                 health_interval=options.cluster_health_interval,

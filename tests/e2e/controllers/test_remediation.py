@@ -4,18 +4,17 @@ real sshd hosts whose restart and reboot steps append to files on the host, so a
 survives the operator's death.
 
 The operator runs as a process of its own (``kokpit operator remediation``), SIGKILLed in two
-tests: mid-drain and during a reboot. The fault hub is played by the tests: they create
-NodeFaults as it does (``<machine>.<type>``, status Active) and clear them. Machines' Nodes are
-registered as the Machine-Operator registers KWOK nodes; no Machine-Operator runs.
+tests: mid-drain and during a reboot. Faults come as node-problem-detector reports them (a
+KernelDeadlock condition on the Node), and the fault hub in the same process records them.
+Machines' Nodes are registered as the Machine-Operator registers KWOK nodes; no
+Machine-Operator runs.
 
-RBAC: until ``config/rbac/remediation-operator.yaml`` exists (the fault hub's part), the operator
-runs with the minimal role below (:data:`OPERATOR_RULES`), which says what it needs and why.
+The operator runs with exactly the permissions of ``config/rbac/remediation-operator.yaml``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -38,10 +37,10 @@ from kokpit.api.v1alpha1 import (
 from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
 from kokpit.providers.machine.sshd import SimulatedHost
-from kokpit.runtime import AlreadyExists, Client, ClientConfig, NotFound
+from kokpit.runtime import Client, ClientConfig, NotFound, PatchType
 from kokpit.runtime.resources import EVENTS, NODES, PODS, SECRETS
 from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
-from tests.e2e.rbac import service_account
+from tests.e2e.rbac import operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "remediation-e2e"
@@ -53,40 +52,6 @@ TEST = "kokpit.io/e2e-test"
 Object = dict[str, Any]
 
 #: What the Remediation operator may do in the meta-cluster, each with why.
-OPERATOR_RULES: list[Object] = [
-    # Its own workflow objects: create one per fault, delete a finished one a fault outlived,
-    # the finalizer (update/patch), the workflow's state.
-    {
-        "apiGroups": ["kokpit.io"],
-        "resources": ["remediations"],
-        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-    },
-    {"apiGroups": ["kokpit.io"], "resources": ["remediations/status"], "verbs": ["patch"]},
-    # The faults it repairs (the Remediated condition is its to write).
-    {"apiGroups": ["kokpit.io"], "resources": ["nodefaults"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["kokpit.io"], "resources": ["nodefaults/status"], "verbs": ["patch"]},
-    # Policies: read; their status (inProgress, StormStopped) is its to write.
-    {
-        "apiGroups": ["kokpit.io"],
-        "resources": ["remediationpolicies"],
-        "verbs": ["get", "list", "watch"],
-    },
-    {"apiGroups": ["kokpit.io"], "resources": ["remediationpolicies/status"], "verbs": ["patch"]},
-    # Where the nodes are and how to restart their components.
-    {
-        "apiGroups": ["kokpit.io"],
-        "resources": ["machines", "clusters", "machinepackageversions"],
-        "verbs": ["get", "list", "watch"],
-    },
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-]
-#: In the Machines' namespace only: the Clusters' kubeconfig Secrets (watched for rotation)
-#: and the Machines' SSH Secrets.
-NAMESPACED_RULES: list[Object] = [
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-]
-
-
 # -- fixtures -------------------------------------------------------------------------------
 
 
@@ -110,45 +75,9 @@ def biz(
 
 @pytest.fixture(scope="module")
 def identity(kubectl: Kubectl, local_cluster: LocalCluster, biz: BusinessCluster) -> ClientConfig:
-    """The operator's service account with the minimal role of this module."""
-    name = "kokpit-remediation-e2e"
-    kubectl.apply(
-        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kokpit-system"}}]
-    )
-    subject = [{"kind": "ServiceAccount", "name": name, "namespace": "kokpit-system"}]
-    rbac = "rbac.authorization.k8s.io"
-    kubectl.apply(
-        [
-            {
-                "apiVersion": f"{rbac}/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": name},
-                "rules": OPERATOR_RULES,
-            },
-            {
-                "apiVersion": f"{rbac}/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": name},
-                "subjects": subject,
-            },
-            {
-                "apiVersion": f"{rbac}/v1",
-                "kind": "Role",
-                "metadata": {"name": name, "namespace": NS},
-                "rules": NAMESPACED_RULES,
-            },
-            {
-                "apiVersion": f"{rbac}/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": name, "namespace": NS},
-                "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
-                "subjects": subject,
-            },
-        ]
-    )
+    """The operator's service account with exactly config/rbac/remediation-operator.yaml."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    return service_account(kubectl, admin, "kokpit-system", name)
+    return operator_identity(kubectl, admin, "remediation-operator", [NS])
 
 
 @pytest.fixture
@@ -274,50 +203,49 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def report_fault(client: Client, machine: str, count: int = 1) -> Object:
-    """What the fault hub does: create the NodeFault (or find it) and set it Active."""
-    name = f"{machine}.kerneldeadlock"
-    with contextlib.suppress(AlreadyExists):  # a duplicate report
-        await client.create(
-            NODE_FAULTS,
-            {
-                "apiVersion": "kokpit.io/v1alpha1",
-                "kind": "NodeFault",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": {"machineRef": {"name": machine}, "type": "KernelDeadlock"},
-            },
-        )
+async def kernel_deadlock(business: Client, machine: str, status: str, message: str) -> None:
+    """Write the Node's KernelDeadlock condition as node-problem-detector does."""
     at = now()
-    status = {
-        "state": "Active",
-        "source": "NodeCondition",
-        "message": "kernel: task blocked for more than 120 seconds",
-        "nodeName": machine,
-        "clusterName": "biz",
-        "firstSeen": at,
-        "lastSeen": at,
-        "count": count,
-        "history": [{"state": "Active", "source": "NodeCondition", "time": at}],
+    condition = {
+        "type": "KernelDeadlock",
+        "status": status,
+        "reason": "KernelHasDeadlock" if status == "True" else "KernelHasNoDeadlock",
+        "message": message,
+        "lastHeartbeatTime": at,
+        "lastTransitionTime": at,
     }
-    return await client.patch(
-        NODE_FAULTS, name, {"status": status}, namespace=NS, subresource="status"
-    )
-
-
-async def clear_fault(client: Client, machine: str) -> None:
-    name = f"{machine}.kerneldeadlock"
-    fault = await client.get(NODE_FAULTS, name, namespace=NS)
-    history = [
-        *fault["status"]["history"],
-        {"state": "Cleared", "source": "NodeCondition", "time": now()},
-    ]
-    await client.patch(
-        NODE_FAULTS,
-        name,
-        {"status": {"state": "Cleared", "history": history, "lastSeen": now()}},
-        namespace=NS,
+    await business.patch(
+        NODES,
+        machine,
+        {"status": {"conditions": [condition]}},
+        patch_type=PatchType.STRATEGIC,
         subresource="status",
     )
+
+
+async def fault_state(client: Client, machine: str, state: str) -> Object | None:
+    try:
+        fault = await client.get(NODE_FAULTS, f"{machine}.kerneldeadlock", namespace=NS)
+    except NotFound:
+        return None
+    return fault if (fault.get("status") or {}).get("state") == state else None
+
+
+async def report_fault(client: Client, business: Client, machine: str, count: int = 1) -> Object:
+    """The node reports a kernel deadlock (report number ``count``); the fault hub in the
+    operator records it: returns the Active NodeFault."""
+    message = f"kernel: task blocked for more than 120 seconds (report {count})"
+    await kernel_deadlock(business, machine, "True", message)
+    fault: Object = await until(
+        lambda: fault_state(client, machine, "Active"), f"{machine}'s fault recorded", 30
+    )
+    return fault
+
+
+async def clear_fault(client: Client, business: Client, machine: str) -> None:
+    """The node's kernel recovered; the fault hub clears the record."""
+    await kernel_deadlock(business, machine, "False", "kernel is fine")
+    await until(lambda: fault_state(client, machine, "Cleared"), f"{machine}'s fault cleared", 30)
 
 
 async def until(check: Callable[[], Any], what: str, within: float) -> Any:
@@ -489,7 +417,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
         await business.patch(NODES, name, {"spec": {"unschedulable": None}})
     biz.kubectl.apply([budget(test, minAvailable=3)])
 
-    await report_fault(client, faulty)
+    await report_fault(client, business, faulty)
     name = f"{faulty}.kerneldeadlock"
     held = remediation_where(
         client,
@@ -561,7 +489,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     )
     assert [a["action"] for a in verifying["status"]["attempts"]] == ["RestartKubelet"]
     assert len(records(host, "restarts")) == 1
-    await clear_fault(client, faulty)
+    await clear_fault(client, business, faulty)
     done = await op.wait(
         remediation_where(client, name, phase_is("Succeeded")), "the remediation to succeed", 60
     )
@@ -603,10 +531,10 @@ async def test_a_repair_that_keeps_failing_climbs_to_escalated_then_resume_and_c
 
     # The same fault reported again and again (duplicates, flapping): one remediation.
     for count in range(1, 5):
-        await report_fault(client, faulty, count)
+        await report_fault(client, business, faulty, count)
     first = await op.wait(remediation_where(client, name, bool), "a remediation", 30)
     for count in range(5, 8):
-        await report_fault(client, faulty, count)
+        await report_fault(client, business, faulty, count)
 
     escalated = await op.wait(
         remediation_where(client, name, phase_is("Escalated")), "the ladder to be exhausted", 60
@@ -685,7 +613,7 @@ async def test_the_operator_sigkilled_during_a_reboot_never_reboots_again(
     for name in ("reboot-b", "reboot-c"):
         await add_machine(client, business, name, test)
     name = f"{faulty}.kerneldeadlock"
-    await report_fault(client, faulty)
+    await report_fault(client, business, faulty)
 
     async def rebooted() -> list[str]:
         return records(host, "reboots")
@@ -704,7 +632,7 @@ async def test_the_operator_sigkilled_during_a_reboot_never_reboots_again(
         remediation_where(client, name, phase_is("Verifying")), "verifying after the restart", 30
     )
     assert verifying["status"]["attempts"] == [attempt]
-    await clear_fault(client, faulty)
+    await clear_fault(client, business, faulty)
     done = await op.wait(
         remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
     )
@@ -736,7 +664,7 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
     for i in range(2, 5):
         await add_machine(client, business, f"storm-{i}", test)
 
-    await asyncio.gather(*(report_fault(client, name) for name in faulty))
+    await asyncio.gather(*(report_fault(client, business, name) for name in faulty))
 
     async def stopped() -> Object | None:
         obj = await client.get(REMEDIATION_POLICIES, test, namespace=NS)
@@ -758,7 +686,7 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
         await asyncio.sleep(0.5)
 
     # One fault clears by itself: 4 of 5 healthy, the storm is over, the other starts.
-    await clear_fault(client, "storm-1")
+    await clear_fault(client, business, "storm-1")
     await op.wait(
         remediation_where(client, "storm-1.kerneldeadlock", phase_is("Succeeded")),
         "the cleared fault's remediation to end",

@@ -13,8 +13,8 @@ import pytest
 
 from kokpit.providers.repair import RepairTarget
 from kokpit.providers.repair.emulator import LocalCA
-from kokpit.providers.repair.receiver import WebhookReceiver
 from kokpit.providers.repair.notify import Escalation
+from kokpit.providers.repair.receiver import WebhookReceiver
 from kokpit.providers.repair.webhook import (
     EscalationNotifier,
     TicketRepairer,
