@@ -63,19 +63,15 @@ def biz(
     tmp_path_factory: pytest.TempPathFactory,
     kokpit_crds: None,
 ) -> Iterator[BusinessCluster]:
-    kubectl.run("create", "namespace", NS)
-    try:
-        with business_cluster(
-            kubectl,
-            assets,
-            local_cluster.kubeconfig,
-            tmp_path_factory.mktemp("biz"),
-            NS,
-            operator_args=("--bootstrap-token-ttl", str(TTL)),
-        ) as cluster:
-            yield cluster
-    finally:
-        kubectl.run("delete", "namespace", NS, "--wait=false")
+    with business_cluster(
+        kubectl,
+        assets,
+        local_cluster.kubeconfig,
+        tmp_path_factory.mktemp("biz"),
+        NS,
+        operator_args=("--bootstrap-token-ttl", str(TTL)),
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture

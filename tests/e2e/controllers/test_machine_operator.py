@@ -67,14 +67,10 @@ def biz(
     tmp_path_factory: pytest.TempPathFactory,
     kokpit_crds: None,
 ) -> Iterator[BusinessCluster]:
-    kubectl.run("create", "namespace", NS)
-    try:
-        with business_cluster(
-            kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
-        ) as cluster:
-            yield cluster
-    finally:
-        kubectl.run("delete", "namespace", NS, "--wait=false")
+    with business_cluster(
+        kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture
