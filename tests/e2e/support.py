@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kokpit.local import Kubectl
+from kokpit.runtime import NotFound
 
 T = TypeVar("T")
 #: kokpit's CRDs, as `make generate` writes them.
@@ -33,6 +36,20 @@ def eventually(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+async def until(
+    what: str, check: Callable[[], Awaitable[T | None]], within: float, every: float = 0.2
+) -> T:
+    """Await ``check`` until it returns something truthy (an object not found yet counts as
+    not yet); fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(NotFound):
+            if found := await check():
+                return found
+        await asyncio.sleep(every)
+    raise AssertionError(f"{what} did not happen within {within} s")
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

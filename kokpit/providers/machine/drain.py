@@ -21,13 +21,21 @@ _BUDGET = re.compile(r"disruption budget (\S+?)(?: needs|\s|$)")
 
 
 def stays(pod: Object) -> bool:
-    """Pods a drain leaves: DaemonSet pods, static (mirror) pods, and finished pods."""
+    """Pods a drain leaves: DaemonSet pods, static (mirror) pods, and finished pods that are
+    not being deleted.
+
+    A finished pod that is being deleted (an evicted pod whose process exited on SIGTERM) is
+    waited for like a running one: its kubelet is still tearing it down (sandbox, network,
+    volumes) and deletes the object when done. A drain that went on at once would let the
+    Machine's delete remove the kubelet mid-teardown and leave the pod behind.
+    """
     meta = pod["metadata"]
     if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
         return True
     if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
         return True
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    return finished and not meta.get("deletionTimestamp")
 
 
 async def set_unschedulable(client: Client, node: Object, unschedulable: bool) -> bool:

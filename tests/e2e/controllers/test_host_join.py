@@ -8,12 +8,10 @@ is exactly what a kubelet does with it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import stat
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -40,6 +38,7 @@ from tests.e2e.controllers.test_machine_operator import (
     package_version,
 )
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
 NS = "join-e2e"
@@ -100,15 +99,6 @@ def mirror_token(secret: Object) -> tuple[str, str]:
 
 async def current_token(client: Client) -> tuple[str, str]:
     return mirror_token(await client.get(SECRETS, "biz-bootstrap-token", namespace=NS))
-
-
-async def until(what: str, check: Any, within: float) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if found := await check():
-            return found
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what} did not happen within {within} s")
 
 
 def token_client(biz_server: str, ca: bytes, token: str) -> Client:

@@ -51,6 +51,7 @@ from tests.e2e.operators import (
     write_kubeconfig,
 )
 from tests.e2e.rbac import apply_rbac, bind_namespaced, operator_identity, service_account
+from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
 NS = "machines-e2e"
@@ -326,6 +327,15 @@ def concurrent_runs(host_runs: list[Run]) -> dict[str, list[tuple[Run, Run]]]:
     return clashes
 
 
+async def events_of(client: Client, name: str) -> list[str]:
+    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
+    return [e.get("reason", "") for e in found.items]
+
+
+async def has_event(client: Client, name: str, reason: str) -> bool:
+    return reason in await events_of(client, name)
+
+
 async def delete_machine(client: Client, name: str, namespace: str = NS) -> None:
     """Delete a Machine and wait until its finalizer has run and it is gone."""
     with contextlib.suppress(NotFound):
@@ -454,8 +464,8 @@ async def test_a_failing_step_is_reported_with_its_stderr_retried_and_never_done
     assert "no space left on device" in operation["message"]
     assert obj["status"].get("packageVersion") is None  # never reported as done
     assert not is_ready(obj)
-    events = await client.list(EVENTS, namespace=NS, field_selector="regarding.name=flaky")
-    assert any(e["reason"] == "StepFailed" for e in events.items)
+    # The Events are recorded after the status is written: wait for them, not just look.
+    await until("a StepFailed Event", lambda: has_event(client, "flaky", "StepFailed"), 10)
     # Retried with backoff: several attempts, the earlier package installed once only.
     await asyncio.sleep(3)
     attempts = [s for s in steps(host) if s.startswith("runtime install")]
@@ -1023,11 +1033,6 @@ async def test_only_its_own_reporter_passes_a_gate(
 
 
 # -- what kokpit did not create, and deletes that cannot finish ------------------------------
-
-
-async def events_of(client: Client, name: str) -> list[str]:
-    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
-    return [e.get("reason", "") for e in found.items]
 
 
 async def test_a_configmap_or_node_of_the_machines_name_that_is_not_its_own_is_left_alone(

@@ -41,6 +41,7 @@ from kokpit.runtime import ApiError, Client, ClientConfig, NotFound, Resource
 from kokpit.runtime.resources import CONFIGMAPS, NODES, PODS, SECRETS
 from tests.e2e.controllers.test_machine_operator import Operator, condition, package_version
 from tests.e2e.rbac import apply_rbac, operator_identity, service_account
+from tests.e2e.support import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -169,16 +170,6 @@ async def reporter(kubectl: Kubectl, local_cluster: LocalCluster) -> AsyncIterat
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
     async with Client(service_account(kubectl, admin, NS, REPORTER)) as c:
         yield c
-
-
-async def until(what: str, check: Any, within: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with contextlib.suppress(NotFound):
-            if found := await check():
-                return found
-        await asyncio.sleep(every)
-    raise AssertionError(f"{what} did not happen within {within} s")
 
 
 def ready(node: Object) -> bool:
@@ -378,7 +369,8 @@ async def test_a_real_kubelet_joins_by_tls_bootstrap_runs_a_pod_and_leaves_nothi
             every=0.5,
         )
     if pod_created:
-        with pytest.raises(NotFound):  # evicted by the drain
+        # Evicted by the drain, and removed by its kubelet before the kubelet was removed.
+        with pytest.raises(NotFound):
             await business.get(PODS, "on-real-node", namespace="default")
     with pytest.raises(NotFound):
         await business.get(NODES, NAME)

@@ -41,6 +41,7 @@ from kokpit.runtime import Client, ClientConfig, NotFound, PatchType
 from kokpit.runtime.resources import EVENTS, NODES, PODS, SECRETS
 from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "remediation-e2e"
@@ -192,7 +193,7 @@ async def add_machine(
             for c in node.get("status", {}).get("conditions") or []
         )
 
-    await until(ready, f"node {name} Ready", 60)
+    await until(f"node {name} Ready", ready, 60)
 
 
 def now() -> str:
@@ -233,7 +234,7 @@ async def report_fault(client: Client, business: Client, machine: str, count: in
     message = f"kernel: task blocked for more than 120 seconds (report {count})"
     await kernel_deadlock(business, machine, "True", message)
     fault: Object = await until(
-        lambda: fault_state(client, machine, "Active"), f"{machine}'s fault recorded", 30
+        f"{machine}'s fault recorded", lambda: fault_state(client, machine, "Active"), 30
     )
     return fault
 
@@ -241,18 +242,7 @@ async def report_fault(client: Client, business: Client, machine: str, count: in
 async def clear_fault(client: Client, business: Client, machine: str) -> None:
     """The node's kernel recovered; the fault hub clears the record."""
     await kernel_deadlock(business, machine, "False", "kernel is fine")
-    await until(lambda: fault_state(client, machine, "Cleared"), f"{machine}'s fault cleared", 30)
-
-
-async def until(check: Callable[[], Any], what: str, within: float) -> Any:
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {within:.0f} s waiting for {what}; last: {last!r}")
+    await until(f"{machine}'s fault cleared", lambda: fault_state(client, machine, "Cleared"), 30)
 
 
 def remediation_where(
