@@ -38,6 +38,7 @@ from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
+from kokpit.providers.controlplane.clients import business_clusters
 from kokpit.providers.controlplane.kubernetes import (
     IMAGE_REPOSITORY,
     KubernetesRuntime,
@@ -197,8 +198,8 @@ def _remediation(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--cluster-qps",
         type=float,
-        default=d.cluster_qps,
-        help="API requests per second per business cluster",
+        default=50.0,
+        help="API requests per second per business cluster (the hub and the workflow share it)",
     )
     r.add_argument(
         "--admission-delay",
@@ -332,8 +333,14 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
             "sim": SimExecutor(provisioned=True),
         }
         executors = {n: available[n] for n in args.executors}
-        hub = fault.setup(
+        # One connection per business cluster for the hub and the workflow; like every
+        # controller here they may only get Secrets where they are bound.
+        clusters = business_clusters(
+            manager, qps=args.cluster_qps, burst=int(args.cluster_qps * 2), watch_secrets=False
+        )
+        fault.setup(
             manager,
+            clusters,
             executors,
             recorder,
             FaultOptions(
@@ -345,8 +352,6 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
                 probe_concurrency=args.probe_concurrency,
                 last_seen_interval=args.last_seen_interval,
                 retention=args.retention,
-                cluster_qps=args.cluster_qps,
-                cluster_burst=int(args.cluster_qps * 2),
             ),
         )
         secrets = secret_reader(manager.client)
@@ -359,8 +364,9 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
             TicketRepairer(webhooks),
         ):
             repairers.update(dict.fromkeys(repairer.actions, repairer))
-        workflow = remediation.setup(
+        remediation.setup(
             manager,
+            clusters,
             repairers,
             recorder,
             remediation.RemediationOptions(
@@ -371,8 +377,6 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
         try:
             await manager.start()
         finally:
-            await workflow.close()
-            await hub.close()
             await bmc.close()
             await webhooks.close()
             for executor in available.values():

@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES, NODE_FAULTS
-from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
+from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, NODE_FAULTS
 from kokpit.api.v1alpha1.nodefault import FAULT_TYPES, fault_name
 from kokpit.controllers.fault import detect
 from kokpit.controllers.fault.hub import Hub
@@ -37,7 +36,6 @@ from kokpit.controllers.fault.record import Where, expires_in, refresh_in
 from kokpit.providers.machine import Executor
 from kokpit.runtime import (
     ClusterCache,
-    ClusterCacheOptions,
     ClusterNotReady,
     Controller,
     ControllerOptions,
@@ -50,18 +48,18 @@ from kokpit.runtime import (
 from kokpit.runtime.clustercache import ClusterMapper
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.resources import LEASES, NODES
-from kokpit.runtime.services import ServiceAddresses
 from kokpit.runtime.store import Store
 
 Object = dict[str, Any]
 
 
 class FaultHub:
-    """The reconciler of the fault controller, and what must be closed when it stops."""
+    """The reconciler of the fault controller, with its prober."""
 
     def __init__(
         self,
         manager: Manager,
+        cluster_cache: ClusterCache,
         executors: Mapping[str, Executor],
         recorder: EventRecorder,
         options: FaultOptions,
@@ -69,22 +67,8 @@ class FaultHub:
         cache = manager.cache
         self.machines = cache.informer(MACHINES)
         self.package_versions = cache.informer(MACHINE_PACKAGE_VERSIONS)
-        self.clusters = cache.informer(CLUSTERS)
         self.faults = cache.informer(NODE_FAULTS)
-        self.cluster_cache = ClusterCache(
-            manager.client,
-            self.clusters,
-            ClusterCacheOptions(
-                secret_name=_kokpit_kubeconfig,
-                # The hub may only get Secrets where it is bound: it checks for a rotated
-                # kubeconfig at each health check instead of watching Secrets.
-                watch_secrets=False,
-                qps=options.cluster_qps,
-                burst=options.cluster_burst,
-                health_interval=options.cluster_health_interval,
-                resolve=ServiceAddresses(manager.client),
-            ),
-        )
+        self.cluster_cache = cluster_cache
         self.options = options
         self.controller = Controller(
             "fault",
@@ -102,9 +86,6 @@ class FaultHub:
         self._hub = Hub(manager.client, options.last_seen_interval)
         self._recorder = recorder
         self._log = get_logger("kokpit.fault")
-
-    async def close(self) -> None:
-        await self.cluster_cache.close()
 
     async def reconcile(self, request: Request) -> Result:
         machine = self.machines.store.get(request.key)
@@ -177,12 +158,15 @@ class FaultHub:
 
 def setup(
     manager: Manager,
+    cluster_cache: ClusterCache,
     executors: Mapping[str, Executor],
     recorder: EventRecorder,
     options: FaultOptions | None = None,
 ) -> FaultHub:
-    """Create the fault controller, its prober and their watches on ``manager``."""
-    hub = FaultHub(manager, executors, recorder, options or FaultOptions())
+    """Create the fault controller, its prober and their watches on ``manager``; the
+    business clusters are read through ``cluster_cache`` (the process's one cache, see
+    :func:`kokpit.providers.controlplane.clients.business_clusters`)."""
+    hub = FaultHub(manager, cluster_cache, executors, recorder, options or FaultOptions())
     controller = hub.controller
     controller.watch(hub.machines, predicate=_service_changed)
     controller.watch(hub.faults, _machine_of_fault, _created)
@@ -202,7 +186,6 @@ def setup(
         )
     )
     hub.faults.add_handler(ActiveFaults())
-    manager.add(hub.cluster_cache)
     manager.add(hub.prober)
     manager.add(controller)
     return hub
@@ -252,9 +235,3 @@ def _machine_for(machines: Store) -> ClusterMapper:
         return [Request(namespace, name)]
 
     return mapper
-
-
-def _kokpit_kubeconfig(cluster: Object) -> str:
-    """kokpit's own identity in the business cluster (the Secret the Cluster-Operator issues
-    and controls): never one a Machine or a user names."""
-    return operator_kubeconfig_secret(cluster["metadata"]["name"])

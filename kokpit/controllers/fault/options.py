@@ -31,8 +31,3 @@ class FaultOptions:
     retention: float = 24 * 3600.0
     field_manager: str = "kokpit-fault-hub"
     max_concurrent_reconciles: int = 8
-    #: Rate limit of the clients of business clusters (the hub only reads there).
-    cluster_qps: float = 20.0
-    cluster_burst: int = 40
-    #: How often each connected business cluster's API server is health-checked.
-    cluster_health_interval: float = 10.0

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINES, NODE_FAULTS, REMEDIATION_POLICIES, REMEDIATIONS
-from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
 from kokpit.controllers.remediation import status
 from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_policy
 from kokpit.controllers.remediation.commands import Commands
@@ -35,7 +34,6 @@ from kokpit.providers.repair import Repairer
 from kokpit.providers.repair.notify import EscalationNotifier
 from kokpit.runtime import (
     ClusterCache,
-    ClusterCacheOptions,
     Controller,
     ControllerOptions,
     EventRecorder,
@@ -46,7 +44,6 @@ from kokpit.runtime import (
 )
 from kokpit.runtime.clustercache import ClusterMapper
 from kokpit.runtime.resources import NODES
-from kokpit.runtime.services import ServiceAddresses
 
 FINALIZER = "kokpit.io/remediation"
 #: Remediations by the node they repair: namespace/cluster/node.
@@ -64,11 +61,12 @@ def by_node(remediation: Object) -> list[str]:
 
 
 class RemediationOperator:
-    """The operator's parts, wired; :meth:`close` releases the business-cluster clients."""
+    """The operator's parts, wired."""
 
     def __init__(
         self,
         manager: Manager,
+        cluster_cache: ClusterCache,
         repairers: Mapping[str, Repairer],
         recorder: EventRecorder,
         options: RemediationOptions,
@@ -81,20 +79,7 @@ class RemediationOperator:
         self.machines = cache.informer(MACHINES)
         self.clusters = cache.informer(CLUSTERS)
         self.remediations.add_indexers({BY_POLICY: by_policy, BY_NODE: by_node})
-        self.cluster_cache = ClusterCache(
-            manager.client,
-            self.clusters,
-            ClusterCacheOptions(
-                secret_name=lambda c: operator_kubeconfig_secret(c["metadata"]["name"]),
-                # Like the fault hub beside it, it may only get Secrets where it is bound.
-                watch_secrets=False,
-                qps=options.cluster_qps,
-                burst=options.cluster_burst,
-                health_interval=options.cluster_health_interval,
-                # Business API servers of the kubernetes runtime are meta-cluster Services.
-                resolve=ServiceAddresses(manager.client),
-            ),
-        )
+        self.cluster_cache = cluster_cache
         self.workflow = Workflow(
             manager.client,
             self.cluster_cache,
@@ -136,12 +121,10 @@ class RemediationOperator:
             options=options,
         )
 
-    async def close(self) -> None:
-        await self.cluster_cache.close()
-
 
 def setup(
     manager: Manager,
+    cluster_cache: ClusterCache,
     repairers: Mapping[str, Repairer],
     recorder: EventRecorder,
     options: RemediationOptions | None = None,
@@ -151,7 +134,7 @@ def setup(
     RepairAction to the repairer that does it (an action without one fails its rung, saying
     so); ``notifier`` is told of escalations whose policy names an escalation webhook."""
     options = options or RemediationOptions()
-    op = RemediationOperator(manager, repairers, recorder, options, notifier)
+    op = RemediationOperator(manager, cluster_cache, repairers, recorder, options, notifier)
     workers = ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles)
 
     remediation = Controller("remediation", op.reconciler, workers)
@@ -172,7 +155,6 @@ def setup(
     admission.watch(op.policies)
     admission.watch(op.remediations, _policy_of)
 
-    manager.add(op.cluster_cache)
     for controller in (remediation, start, admission):
         manager.add(controller)
     return op

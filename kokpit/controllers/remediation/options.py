@@ -20,7 +20,3 @@ class RemediationOptions:
     #: Remediations worked on at once (each key by one worker at a time).
     max_concurrent_reconciles: int = 16
     field_manager: str = "kokpit-remediation-operator"
-    #: Rate limit of the clients of business clusters.
-    cluster_qps: float = 50.0
-    cluster_burst: int = 100
-    cluster_health_interval: float = 10.0

@@ -28,6 +28,7 @@ from kokpit.api.v1alpha1.nodefault import HISTORY_MAX, fault_name
 from kokpit.controllers import fault
 from kokpit.controllers.fault import FaultOptions
 from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.providers.controlplane.clients import business_clusters
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.runtime import (
     AlreadyExists,
@@ -394,7 +395,8 @@ async def test_a_probe_finds_a_broken_kubelet_and_an_unreachable_host(
         manager = Manager(identity, ManagerOptions(health_port=None))
         recorder = EventRecorder(identity, "kokpit.io/remediation-operator", "e2e")
         options = FaultOptions(probe_period=2, not_ready_grace=3, lease_grace=8)
-        hub = fault.setup(manager, {"sim": sim}, recorder, options)
+        clusters = business_clusters(manager, watch_secrets=False)
+        fault.setup(manager, clusters, {"sim": sim}, recorder, options)
         task = asyncio.create_task(manager.start())
         try:
             await joined_machine(client, "probed-1", machine_operator)
@@ -428,4 +430,3 @@ async def test_a_probe_finds_a_broken_kubelet_and_an_unreachable_host(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await hub.close()
