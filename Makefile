@@ -53,9 +53,12 @@ demo: assets host-deps
 	$(PY) -m kokpit demo
 
 # `make test` runs everything, the `slow` scenarios too (under 20 minutes on 2 cores once the
-# binaries are built); test-e2e leaves the slow ones out, test-slow runs only them.
+# binaries are built), on TEST_WORKERS pytest workers, each with a meta-cluster of its own (the
+# real-node tests all in one worker, a module whole in one; see tests/e2e/conftest.py);
+# test-e2e leaves the slow ones out, test-slow runs only them.
+TEST_WORKERS ?= 2
 test: lint assets host-deps
-	$(PYTEST)
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
