@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import agent, demo, local, operator, remediation
+from kokpit.cli import agent, demo, local, operator, remediation, risk
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     demo.register(sub)
     operator.register(sub)
     remediation.register(sub)
+    risk.register(sub)
     agent.register(sub)
     return p
 

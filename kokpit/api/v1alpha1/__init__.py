@@ -17,6 +17,8 @@ from kokpit.api.v1alpha1.remediationpolicy import (
     RemediationPolicySpec,
     RemediationPolicyStatus,
 )
+from kokpit.api.v1alpha1.riskledger import RISK_LEDGER, RiskLedgerSpec, RiskLedgerStatus
+from kokpit.api.v1alpha1.riskpolicy import RISK_POLICY, RiskPolicySpec, RiskPolicyStatus
 
 GROUP = "kokpit.io"
 VERSION = "v1alpha1"
@@ -28,6 +30,8 @@ KINDS = (
     NODE_FAULT,
     REMEDIATION_POLICY,
     REMEDIATION,
+    RISK_POLICY,
+    RISK_LEDGER,
 )
 
 # The descriptors the client addresses these kinds with, derived from the types.
@@ -38,6 +42,8 @@ MACHINES = MACHINE.resource
 NODE_FAULTS = NODE_FAULT.resource
 REMEDIATION_POLICIES = REMEDIATION_POLICY.resource
 REMEDIATIONS = REMEDIATION.resource
+RISK_POLICIES = RISK_POLICY.resource
+RISK_LEDGERS = RISK_LEDGER.resource
 
 __all__ = [
     "CLUSTER",
@@ -56,6 +62,10 @@ __all__ = [
     "REMEDIATIONS",
     "REMEDIATION_POLICIES",
     "REMEDIATION_POLICY",
+    "RISK_LEDGER",
+    "RISK_LEDGERS",
+    "RISK_POLICIES",
+    "RISK_POLICY",
     "VERSION",
     "ClusterPackageVersionSpec",
     "ClusterSpec",
@@ -69,4 +79,8 @@ __all__ = [
     "RemediationPolicyStatus",
     "RemediationSpec",
     "RemediationStatus",
+    "RiskLedgerSpec",
+    "RiskLedgerStatus",
+    "RiskPolicySpec",
+    "RiskPolicyStatus",
 ]

@@ -1,0 +1,311 @@
+"""The guard in the caller's process, deciding against the RiskLedgers in the API server.
+
+Every policy that names a request's action must allow it; they are asked in name order, and a
+later refusal cancels the holds the earlier ones granted. One policy's ledger is written by one
+task per process at a time, and the asks that arrive while it writes are decided together in
+the next write (group commit): two hundred callers at once cost a few writes, not two hundred
+conflicting ones. Across processes the ledger's resourceVersion decides: a write that lost the
+race reads the ledger again and decides again, so no budget is ever spent twice.
+
+It fails closed: a policy whose ledger is gone or is not its own allows nothing, and says so,
+until a person resets the policy (``kokpit risk reset``, the annotation
+:data:`~kokpit.api.v1alpha1.riskpolicy.RESET_ANNOTATION`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kokpit.api.v1alpha1 import RISK_LEDGERS, RISK_POLICIES
+from kokpit.api.v1alpha1.riskledger import DECISIONS_MAX
+from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
+from kokpit.providers.guard import RiskRequest, Verdict, budget
+from kokpit.providers.guard.budget import Answer, Ask, Outcome
+from kokpit.runtime import AlreadyExists, Client, Conflict, EventRecorder, NotFound, PatchType
+from kokpit.runtime.log import get_logger
+from kokpit.runtime.reconcile import owner_reference
+from kokpit.runtime.store import Store
+
+Object = dict[str, Any]
+
+#: Writes of one batch before the guard gives up (each lost to another process's write).
+MAX_CONFLICTS = 20
+
+
+class ScopeHealth(Protocol):
+    """How many nodes a scope has and how many are unavailable now (for maxUnavailablePercent);
+    None when the caller cannot tell (the policy then denies)."""
+
+    def count(self, scope: str, key: str, label: str | None) -> tuple[int, int] | None: ...
+
+
+@dataclass
+class _Op:
+    request: RiskRequest
+    #: None: acquire; else the outcome of a release.
+    outcome: Outcome | None
+    future: asyncio.Future[Answer]
+
+
+class LocalGuard:
+    """See the module docstring. ``policies`` is an informer's store of RiskPolicies (which
+    policies govern an action); ledgers and the policy itself are read fresh at each write."""
+
+    def __init__(
+        self,
+        client: Client,
+        policies: Store,
+        requester: str,
+        *,
+        recorder: EventRecorder | None = None,
+        health: ScopeHealth | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._policies = policies
+        self._requester = requester
+        self._recorder = recorder
+        self._health = health
+        self._clock = clock
+        self._pending: dict[str, list[_Op]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._log = get_logger("kokpit.guard")
+
+    async def acquire(self, request: RiskRequest) -> Verdict:
+        names = self._governing(request)
+        if not names:
+            return Verdict(True, f"no RiskPolicy governs {request.action}")
+        granted: list[str] = []
+        reasons: list[str] = []
+        for name in names:
+            answer = await self._submit(name, request, None)
+            if not answer.allowed:
+                for earlier in granted:
+                    await self._submit(earlier, request, "Cancelled")
+                return Verdict(False, f"RiskPolicy {name}: {answer.reason}", answer.retry_after)
+            granted.append(name)
+            reasons.append(f"RiskPolicy {name}: {answer.reason}")
+        return Verdict(True, "; ".join(reasons))
+
+    async def release(self, request: RiskRequest, outcome: Outcome) -> None:
+        for name in self._governing(request):
+            await self._submit(name, request, outcome)
+
+    async def close(self) -> None:
+        for task in list(self._writers.values()):
+            task.cancel()
+
+    # -- one writer per policy -------------------------------------------------------------
+
+    def _governing(self, request: RiskRequest) -> list[str]:
+        return sorted(
+            p["metadata"]["name"]
+            for p in self._policies.list()
+            if request.action in ((p.get("spec") or {}).get("actions") or [])
+        )
+
+    async def _submit(self, policy: str, request: RiskRequest, outcome: Outcome | None) -> Answer:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(policy, []).append(_Op(request, outcome, future))
+        writer = self._writers.get(policy)
+        if writer is None or writer.done():
+            self._writers[policy] = asyncio.create_task(self._write(policy), name=f"guard-{policy}")
+        return await future
+
+    async def _write(self, policy: str) -> None:
+        while batch := self._pending.pop(policy, []):
+            try:
+                answers = await self._commit(policy, batch)
+            except Exception as e:  # an answer for every caller, whatever happened
+                self._log.warning("guard write failed", extra={"policy": policy, "error": repr(e)})
+                answers = [Answer(False, f"the guard could not record the decision: {e}")] * len(
+                    batch
+                )
+            for op, answer in zip(batch, answers, strict=True):
+                if not op.future.done():
+                    op.future.set_result(answer)
+
+    async def _commit(self, name: str, batch: list[_Op]) -> list[Answer]:
+        for _ in range(MAX_CONFLICTS):
+            try:
+                policy = await self._client.get(RISK_POLICIES, name)
+            except NotFound:
+                return [Answer(False, "the policy was deleted while deciding; ask again")] * len(
+                    batch
+                )
+            ledger = await self._ledger(policy)
+            if isinstance(ledger, str):  # fail closed
+                for op in batch:
+                    await self._event(policy, op.request, Answer(False, ledger), op.outcome)
+                return [Answer(False, ledger)] * len(batch)
+            reset = _pending_reset(policy)
+            answers = self._decide(policy, ledger, batch, reset is not None)
+            try:
+                await self._client.replace(RISK_LEDGERS, ledger, subresource="status")
+            except Conflict:
+                continue
+            if reset is not None:
+                await self._patch_status(policy, {"reset": reset})
+            for op, answer in zip(batch, answers, strict=True):
+                await self._event(policy, op.request, answer, op.outcome)
+            return answers
+        return [Answer(False, "the ledger kept changing under this guard; ask again")] * len(batch)
+
+    def _decide(
+        self, policy: Object, ledger: Object, batch: list[_Op], reset: bool
+    ) -> list[Answer]:
+        spec = policy["spec"]
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        status = ledger.setdefault("status", {})
+        entries = {e["key"]: e for e in status.get("scopes") or []}
+        for entry in entries.values():
+            budget.prune(spec, entry, now)
+            if reset:
+                budget.reset(entry, now)
+        answers: list[Answer] = []
+        decisions: list[Object] = status.get("decisions") or []
+        for op in batch:
+            key = _scope_key(spec, op.request)
+            if key is None:
+                answers.append(Answer(False, f"{op.request.target} names no Cluster"))
+                continue
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = {"key": key}
+                budget.prune(spec, entry, now)
+            if op.outcome is not None:
+                budget.release(spec, entry, op.request.id, op.outcome, now)
+                answers.append(Answer(True, f"released: {op.outcome}"))
+                continue
+            total = unavailable = None
+            if spec.get("maxUnavailablePercent") is not None and self._health is not None:
+                counted = self._health.count(
+                    spec.get("scope", "Fleet"), key, spec.get("domainLabel")
+                )
+                if counted is not None:
+                    total, unavailable = counted
+            ask = Ask(
+                op.request.id,
+                op.request.action,
+                op.request.target,
+                self._requester,
+                total,
+                unavailable,
+            )
+            answer = budget.decide(spec, entry, ask, now)
+            answers.append(answer)
+            decisions.append(
+                {
+                    "at": budget.stamp(now),
+                    "id": ask.id,
+                    "action": ask.action,
+                    "target": ask.target,
+                    "requester": ask.requester,
+                    "allowed": answer.allowed,
+                    "reason": answer.reason[:1024],
+                }
+            )
+        status["scopes"] = [e for e in entries.values() if not _empty(e)]
+        status["decisions"] = decisions[-DECISIONS_MAX:]
+        return answers
+
+    async def _ledger(self, policy: Object) -> Object | str:
+        """The policy's ledger (created on first use), or why the guard must deny."""
+        meta, status = policy["metadata"], policy.get("status") or {}
+        name, uid = meta["name"], meta["uid"]
+        known = status.get("ledgerUID")
+        resetting = _pending_reset(policy) is not None
+        try:
+            ledger = await self._client.get(RISK_LEDGERS, name)
+        except NotFound:
+            if known and not resetting:
+                return (
+                    f"its RiskLedger {name} was deleted: what was spent is unknown, so nothing "
+                    f"is allowed until a person resets the policy (kokpit risk reset {name})"
+                )
+            body = {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "RiskLedger",
+                "metadata": {"name": name, "ownerReferences": [owner_reference(policy)]},
+                "spec": {"policyUID": uid},
+            }
+            try:
+                ledger = await self._client.create(RISK_LEDGERS, body)
+            except AlreadyExists:
+                ledger = await self._client.get(RISK_LEDGERS, name)
+        if ledger["spec"].get("policyUID") != uid:
+            return (
+                f"RiskLedger {name} belongs to another policy of this name; delete it and "
+                f"reset the policy (kokpit risk reset {name})"
+            )
+        lid = ledger["metadata"]["uid"]
+        if known and known != lid and not resetting:
+            return (
+                f"RiskLedger {name} was replaced (the policy's is {known}); nothing is allowed "
+                f"until a person resets the policy (kokpit risk reset {name})"
+            )
+        if known != lid:
+            await self._patch_status(policy, {"ledgerUID": lid})
+        return ledger
+
+    async def _patch_status(self, policy: Object, fields: Object) -> None:
+        await self._client.patch(
+            RISK_POLICIES,
+            policy["metadata"]["name"],
+            {"status": fields},
+            patch_type=PatchType.MERGE,
+            subresource="status",
+        )
+
+    async def _event(
+        self, policy: Object, request: RiskRequest, answer: Answer, outcome: Outcome | None
+    ) -> None:
+        if self._recorder is None:
+            return
+        if outcome is not None:
+            note = f"{request.action} of {request.target} ({request.id}): {outcome}"
+            await self._recorder.event(policy, "Normal", "Released", note)
+            return
+        verdict = "allowed" if answer.allowed else "denied"
+        note = (
+            f"{request.action} of {request.target} ({request.id}) for {self._requester} "
+            f"{verdict}: {answer.reason}"
+        )
+        await self._recorder.event(
+            policy,
+            "Normal" if answer.allowed else "Warning",
+            "Allowed" if answer.allowed else "Denied",
+            note,
+        )
+
+
+def _scope_key(spec: Object, request: RiskRequest) -> str | None:
+    scope = spec.get("scope", "Fleet")
+    if scope == "Cluster":
+        return request.cluster
+    if scope == "FailureDomain":
+        label = spec["domainLabel"]
+        return request.labels.get(label) or f"(no {label})"
+    return "*"
+
+
+def _pending_reset(policy: Object) -> str | None:
+    value = (policy["metadata"].get("annotations") or {}).get(RESET_ANNOTATION)
+    return value if value and value != (policy.get("status") or {}).get("reset") else None
+
+
+def _empty(entry: Object) -> bool:
+    breaker = (entry.get("breaker") or {}).get("state", "Closed")
+    return not (
+        entry.get("grants")
+        or entry.get("inFlight")
+        or entry.get("failures")
+        or entry.get("successes")
+        or (entry.get("limit") or 1) > 1
+        or breaker != "Closed"
+    )

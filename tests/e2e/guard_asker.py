@@ -1,0 +1,38 @@
+"""A process that asks the guard many times at once, as an operator's replica would:
+``python -m tests.e2e.guard_asker KUBECONFIG ACTION PREFIX COUNT`` prints, as JSON, the ids
+it was allowed. Two of these at once are two operators racing for one budget."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import cast
+
+from kokpit.api.v1alpha1 import RISK_POLICIES
+from kokpit.api.v1alpha1.riskpolicy import RiskyAction
+from kokpit.providers.guard import RiskRequest
+from kokpit.providers.guard.local import LocalGuard
+from kokpit.runtime import Client, ClientConfig, EventRecorder, Informer, Scope
+
+
+async def main(kubeconfig: Path, action: str, prefix: str, count: int) -> None:
+    async with Client(ClientConfig.from_kubeconfig(kubeconfig)) as client:
+        policies = Informer(client, Scope(RISK_POLICIES))
+        task = asyncio.create_task(policies.start())
+        await policies.synced.wait()
+        recorder = EventRecorder(client, "kokpit.io/guard-e2e", prefix)
+        guard = LocalGuard(client, policies.store, f"asker-{prefix}", recorder=recorder)
+        requests = [
+            RiskRequest(cast(RiskyAction, action), f"{prefix}-{n}", f"Machine e2e/{prefix}-{n}")
+            for n in range(count)
+        ]
+        verdicts = await asyncio.gather(*(guard.acquire(r) for r in requests))
+        task.cancel()
+        allowed = [r.id for r, v in zip(requests, verdicts, strict=True) if v.allowed]
+        print(json.dumps({"allowed": allowed, "reasons": sorted({v.reason for v in verdicts})}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])))
