@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from kokpit.api.v1alpha1 import RISK_POLICIES
 from kokpit.controllers import cluster, fault, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
@@ -45,6 +46,7 @@ from kokpit.providers.controlplane.kubernetes import (
     KubernetesRuntimeOptions,
 )
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.guard.local import LocalGuard
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
@@ -284,7 +286,7 @@ async def _cluster(args: argparse.Namespace) -> None:
             restart_window_seconds=args.restart_window,
             bootstrap_token_ttl_seconds=args.bootstrap_token_ttl,
         )
-        cluster.setup(manager, runtimes, recorder, options)
+        cluster.setup(manager, runtimes, recorder, options, _guard(manager, recorder))
         await manager.start()
 
 
@@ -381,6 +383,14 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
             await webhooks.close()
             for executor in available.values():
                 await executor.close()
+
+
+def _guard(manager: Manager, recorder: EventRecorder) -> LocalGuard:
+    """The guard this operator asks before its risky actions (RiskPolicies from the manager's
+    cache; permissions: config/rbac/guard-client.yaml)."""
+    policies = manager.cache.informer(RISK_POLICIES)
+    requester = f"{recorder.controller} ({recorder.instance})"
+    return LocalGuard(manager.client, policies.store, requester, recorder=recorder)
 
 
 @contextlib.asynccontextmanager

@@ -63,8 +63,10 @@ def operator_identity(
     kubectl: Kubectl, admin: ClientConfig, operator: str, namespaces: list[str]
 ) -> ClientConfig:
     """The credentials of ``kokpit-system/kokpit-<operator>`` with exactly the permissions of
-    ``config/rbac/<operator>.yaml``, its namespaced role bound in ``namespaces``."""
+    ``config/rbac/<operator>.yaml`` (and of guard-client.yaml, which binds the operators that
+    ask the guard), its namespaced role bound in ``namespaces``."""
     apply_rbac(kubectl, operator)
+    apply_rbac(kubectl, "guard-client")
     for namespace in namespaces:
         bind_namespaced(kubectl, operator, namespace)
     return service_account(kubectl, admin, "kokpit-system", f"kokpit-{operator}")

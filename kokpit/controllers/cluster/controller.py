@@ -26,6 +26,7 @@ from kokpit.controllers.cluster.phases import ClusterPhases, not_permitted
 from kokpit.controllers.cluster.scope import ClusterScope
 from kokpit.controllers.cluster.watches import ProbeMonitor, WorkloadWatch
 from kokpit.providers.controlplane import ControlPlaneRuntime
+from kokpit.providers.guard import Guard
 from kokpit.runtime import (
     Controller,
     ControllerOptions,
@@ -51,15 +52,17 @@ def setup(
     runtimes: Mapping[str, ControlPlaneRuntime],
     recorder: EventRecorder,
     options: ClusterOptions | None = None,
+    guard: Guard | None = None,
 ) -> Controller:
-    """Create the Cluster-Operator's controller and its watches on ``manager``."""
+    """Create the Cluster-Operator's controller and its watches on ``manager``; each step of
+    an upgrade asks ``guard`` first (None: no step waits)."""
     options = options or ClusterOptions()
     clusters = manager.cache.informer(CLUSTERS)
     clusters.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE)})
     packages = manager.cache.informer(CLUSTER_PACKAGE_VERSIONS)
     # Business API servers of the kubernetes runtime are Services of the meta-cluster.
     resolve = ServiceAddresses(manager.client)
-    phases = ClusterPhases(manager.client, packages.store, runtimes, options, resolve)
+    phases = ClusterPhases(manager.client, packages.store, runtimes, options, resolve, guard)
     tokens = BootstrapTokens(manager.client, options, resolve)
 
     def unless_forbidden(phase: Phase[ClusterScope]) -> Phase[ClusterScope]:

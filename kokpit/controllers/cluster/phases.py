@@ -45,6 +45,7 @@ from kokpit.providers.controlplane import (
 )
 from kokpit.providers.controlplane.kubernetes import apiserver_dns_names, etcd_dns_names
 from kokpit.providers.controlplane.process import business_pki
+from kokpit.providers.guard import Guard, Outcome, RiskRequest
 from kokpit.runtime import (
     ApiError,
     Client,
@@ -94,8 +95,12 @@ class ClusterPhases:
         runtimes: Mapping[str, ControlPlaneRuntime],
         options: ClusterOptions,
         resolve: Resolve | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self._client = client
+        #: Asked before each step of an upgrade (not of a creation, nor of a rollback: a
+        #: rollback repairs what a failed step broke and must not wait for a budget).
+        self._guard = guard
         self._packages = packages
         self._runtimes = runtimes
         self._options = options
@@ -219,6 +224,7 @@ class ClusterPhases:
             except PlanError as e:
                 self._block(scope, e.reason, str(e))
                 return False
+        await self._release_step(scope, "Succeeded")
         self._all_healthy(scope, target)
         return True
 
@@ -241,6 +247,11 @@ class ClusterPhases:
             plan.version,
             target,
         ):
+            # The step before is over: its component is healthy, or the target moved on.
+            moved_on = step.get("component") == plan.name
+            await self._release_step(scope, "Cancelled" if moved_on else "Succeeded")
+            if not await self._allowed(scope, plan, target):
+                return False
             status["step"] = {
                 "component": plan.name,
                 "version": plan.version,
@@ -260,6 +271,7 @@ class ClusterPhases:
             await runtime.apply(cp, plan)
         elapsed = (datetime.now(UTC) - _parse(step["startedAt"])).total_seconds()
         if elapsed > deadline(scope.package, plan.name):
+            await self._release_step(scope, "Failed")
             self._step_failed(scope, plan.name, plan.version, detail)
             return False
         scope.requeue(self._options.poll_interval)
@@ -367,6 +379,42 @@ class ClusterPhases:
         secret = _secret(scope.cluster, name, {"value": text.encode()}, KUBECONFIG_SECRET_TYPE)
         await self._client.apply(SECRETS, secret, field_manager=self._options.field_manager)
 
+    async def _allowed(self, scope: ClusterScope, plan: ComponentPlan, target: str) -> bool:
+        """Whether the guard lets an upgrade step start (creations and rollbacks need not ask);
+        if not, a condition and an Event say why, and the step is asked for again later."""
+        status = scope.status
+        if self._guard is None or not _upgrading(status):
+            return True
+        step = {"component": plan.name, "version": plan.version, "packageVersion": target}
+        verdict = await self._guard.acquire(self._request(scope, step))
+        if verdict.allowed:
+            return True
+        message = f"{plan.name} → {plan.version} waits: {verdict.reason}"
+        scope.blocked = ("GuardDenied", message)
+        scope.event("Warning", "GuardDenied", message)
+        wait = verdict.retry_after or self._options.failed_retry_interval
+        scope.requeue(
+            min(max(wait, self._options.poll_interval), self._options.failed_retry_interval)
+        )
+        return False
+
+    async def _release_step(self, scope: ClusterScope, outcome: Outcome) -> None:
+        """Tell the guard how the recorded upgrade step ended (before the status says so, so
+        that a crash in between tells it again: a release is answered once)."""
+        step = scope.status.get("step")
+        if self._guard is not None and step and _upgrading(scope.status):
+            await self._guard.release(self._request(scope, step), outcome)
+
+    def _request(self, scope: ClusterScope, step: Object) -> RiskRequest:
+        meta = scope.obj["metadata"]
+        key = f"{scope.namespace}/{meta['name']}"
+        return RiskRequest(
+            "ControlPlaneUpgradeStep",
+            f"{meta['uid']}/{step['packageVersion']}/{step['component']}/{step['version']}",
+            f"Cluster {key}: {step['component']} → {step['version']}",
+            cluster=key,
+        )
+
     def _block(self, scope: ClusterScope, reason: str, message: str) -> None:
         """Something a person must change: a condition, an Event, and a slow retry."""
         scope.blocked = (reason, message)
@@ -439,6 +487,11 @@ class ClusterPhases:
 
 #: What :meth:`ClusterPhases._owned_secret` returns for a Secret that is somebody else's.
 _NOT_OURS: Object = {}
+
+
+def _upgrading(status: Object) -> bool:
+    """A running control plane moving to another version (not created, not rolled back)."""
+    return bool(status.get("packageVersion")) and status.get("phase") != "RollingBack"
 
 
 def applied_anything(status: Object) -> bool:

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
-from kokpit.api.v1alpha1 import CLUSTERS, MACHINES
+from kokpit.api.v1alpha1 import CLUSTERS, MACHINES, RISK_LEDGERS, RISK_POLICIES
 from kokpit.api.v1alpha1.cluster import NAME_MAX
 from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster
@@ -404,6 +404,71 @@ def running_version(pid: int) -> str:
 def release_of(run: ComponentRun) -> str:
     """The Kubernetes release whose binaries a process runs (the cache is per release)."""
     return Path(run.binary).parent.name
+
+
+async def test_an_upgrade_step_waits_for_the_guard_and_goes_on_once_allowed(
+    client: Client, namespace: str, cluster_operator: OperatorProcess
+) -> None:
+    """A RiskPolicy of one upgrade step per ten minutes: the operator (its own process, its
+    shipped RBAC) takes one step, is refused the next and says so; once the policy is gone the
+    upgrade finishes. Creating the cluster asked nothing."""
+    op = cluster_operator
+    tag = secrets.token_hex(3)
+    old, new = package(f"old-{tag}", Release("v1.35.4")), package(f"new-{tag}", Release("v1.36.3"))
+    for pv in (old, new):
+        await client.create(PACKAGE_VERSIONS, pv)
+    await client.create(
+        CLUSTERS,
+        {
+            "apiVersion": "kokpit.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "guarded", "namespace": namespace},
+            "spec": {"packageVersion": old["metadata"]["name"], "runtime": "process"},
+        },
+    )
+    await op.wait(cluster_where(client, namespace, running("v1.35.4"), "guarded"), "v1.35.4", 180)
+    with pytest.raises(NotFound):
+        await client.get(RISK_LEDGERS, f"steps-{tag}")
+    policy = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RiskPolicy",
+        "metadata": {"name": f"steps-{tag}"},
+        "spec": {
+            "actions": ["ControlPlaneUpgradeStep"],
+            "rateLimit": {"count": 1, "windowSeconds": 600},
+        },
+    }
+    await client.create(RISK_POLICIES, policy)
+    try:
+        await asyncio.sleep(1)  # the operator's informer sees the policy
+        await client.patch(
+            CLUSTERS,
+            "guarded",
+            {"spec": {"packageVersion": new["metadata"]["name"]}},
+            namespace=namespace,
+        )
+
+        def denied(o: dict[str, Any]) -> bool:
+            return cond(o, "Upgrading").get("reason") == "GuardDenied"
+
+        obj = await op.wait(
+            cluster_where(client, namespace, denied, "guarded"), "a step denied", 120
+        )
+        message = cond(obj, "Upgrading")["message"]
+        assert f"RiskPolicy steps-{tag}: rate limit: 1 of 1 grants in the last 600s" in message
+        ledger = await client.get(RISK_LEDGERS, f"steps-{tag}")
+        (scope,) = ledger["status"]["scopes"]
+        assert len(scope["grants"]) == 1
+        decisions = ledger["status"]["decisions"]
+        assert decisions[0]["allowed"]
+        assert decisions[0]["requester"].startswith("kokpit.io/cluster-operator")
+        assert any(not d["allowed"] for d in decisions)
+        await asyncio.sleep(3)
+        still = await client.get(CLUSTERS, "guarded", namespace=namespace)
+        assert still["status"]["phase"] == "Upgrading", "it waits"
+    finally:
+        await client.delete(RISK_POLICIES, f"steps-{tag}")
+    await op.wait(cluster_where(client, namespace, running("v1.36.3"), "guarded"), "v1.36.3", 180)
 
 
 async def test_the_operator_sigkilled_mid_upgrade_step_finishes_the_upgrade_once_restarted(
