@@ -268,6 +268,25 @@ def local(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
     )
 
 
+def risk(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The guard's ask latency (median over runs) by concurrent callers, in one process."""
+    series: dict[str, list[tuple[float, float]]] = {"p50": [], "p99": []}
+    for level in (result.get("levels") or {}).values():
+        if level["runs"][0]["processes"] != 1:
+            continue
+        callers = level["runs"][0]["callers"]
+        series["p50"].append((callers, level["p50_ms"]["median"]))
+        series["p99"].append((callers, level["p99_ms"]["median"]))
+    return _cost(
+        "risk-ask-latency-ms",
+        "Guard: latency of an ask, one process",
+        "concurrent callers",
+        "ms",
+        {k: sorted(v) for k, v in series.items()},
+        directory,
+    )
+
+
 #: Result file → its plots.
 PLOTTERS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
     "runtime": runtime,
@@ -275,6 +294,7 @@ PLOTTERS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
     "machine": machines,
     "clustercache": clustercache,
     "local": local,
+    "risk": risk,
 }
 
 

@@ -144,7 +144,9 @@ class LocalGuard:
                     await self._event(policy, op.request, Answer(False, ledger), op.outcome)
                 return [Answer(False, ledger)] * len(batch)
             reset = _pending_reset(policy)
-            answers = self._decide(policy, ledger, batch, reset is not None)
+            answers, changed = self._decide(policy, ledger, batch, reset is not None)
+            if not changed and reset is None:
+                return answers  # only releases of actions it never granted: nothing to write
             try:
                 await self._client.replace(RISK_LEDGERS, ledger, subresource="status")
             except Conflict:
@@ -158,7 +160,8 @@ class LocalGuard:
 
     def _decide(
         self, policy: Object, ledger: Object, batch: list[_Op], reset: bool
-    ) -> list[Answer]:
+    ) -> tuple[list[Answer], bool]:
+        """Decide ``batch`` on ``ledger`` (changed in place); also whether it changed."""
         spec = policy["spec"]
         now = datetime.fromtimestamp(self._clock(), UTC)
         status = ledger.setdefault("status", {})
@@ -168,6 +171,7 @@ class LocalGuard:
             if reset:
                 budget.reset(entry, now)
         answers: list[Answer] = []
+        changed = False
         decisions: list[Object] = status.get("decisions") or []
         for op in batch:
             key = _scope_key(spec, op.request)
@@ -179,9 +183,10 @@ class LocalGuard:
                 entry = entries[key] = {"key": key}
                 budget.prune(spec, entry, now)
             if op.outcome is not None:
-                budget.release(spec, entry, op.request.id, op.outcome, now)
+                changed |= budget.release(spec, entry, op.request.id, op.outcome, now)
                 answers.append(Answer(True, f"released: {op.outcome}"))
                 continue
+            changed = True
             total = unavailable = None
             if spec.get("maxUnavailablePercent") is not None and self._health is not None:
                 counted = self._health.count(
@@ -212,7 +217,7 @@ class LocalGuard:
             )
         status["scopes"] = [e for e in entries.values() if not _empty(e)]
         status["decisions"] = decisions[-DECISIONS_MAX:]
-        return answers
+        return answers, changed
 
     async def _ledger(self, policy: Object) -> Object | str:
         """The policy's ledger (created on first use), or why the guard must deny."""
