@@ -375,6 +375,7 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
                 max_concurrent_reconciles=args.workers, admission_delay=args.admission_delay
             ),
             EscalationNotifier(webhooks),
+            _guard(manager, recorder),
         )
         try:
             await manager.start()

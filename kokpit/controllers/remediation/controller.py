@@ -30,6 +30,7 @@ from kokpit.controllers.remediation.phases import Workflow
 from kokpit.controllers.remediation.scope import RemediationScope
 from kokpit.controllers.remediation.start import Starter
 from kokpit.controllers.remediation.storm import node_summary
+from kokpit.providers.guard import Guard
 from kokpit.providers.repair import Repairer
 from kokpit.providers.repair.notify import EscalationNotifier
 from kokpit.runtime import (
@@ -71,6 +72,7 @@ class RemediationOperator:
         recorder: EventRecorder,
         options: RemediationOptions,
         notifier: EscalationNotifier | None,
+        guard: Guard | None,
     ) -> None:
         cache = manager.cache
         self.remediations = cache.informer(REMEDIATIONS)
@@ -90,6 +92,7 @@ class RemediationOperator:
             repairers=repairers,
             notifier=notifier,
             options=options,
+            guard=guard,
         )
         commands = Commands(self.workflow)
         outline: Outline[RemediationScope] = Outline(
@@ -129,12 +132,14 @@ def setup(
     recorder: EventRecorder,
     options: RemediationOptions | None = None,
     notifier: EscalationNotifier | None = None,
+    guard: Guard | None = None,
 ) -> RemediationOperator:
     """Create the operator's controllers and watches on ``manager``. ``repairers`` maps each
     RepairAction to the repairer that does it (an action without one fails its rung, saying
-    so); ``notifier`` is told of escalations whose policy names an escalation webhook."""
+    so); ``notifier`` is told of escalations whose policy names an escalation webhook; ``guard``
+    is asked before a node is taken out of service and before each risky rung."""
     options = options or RemediationOptions()
-    op = RemediationOperator(manager, cluster_cache, repairers, recorder, options, notifier)
+    op = RemediationOperator(manager, cluster_cache, repairers, recorder, options, notifier, guard)
     workers = ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles)
 
     remediation = Controller("remediation", op.reconciler, workers)

@@ -31,11 +31,13 @@ from datetime import UTC, datetime
 
 from kokpit.api.conditions import now
 from kokpit.api.v1alpha1.remediation import ATTEMPTS_MAX
+from kokpit.api.v1alpha1.riskpolicy import RiskyAction
 from kokpit.controllers.remediation import drain, metrics
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.scope import Object, RemediationScope
 from kokpit.controllers.remediation.start import Status, initial_status, write_remediated
 from kokpit.controllers.remediation.storm import node_summary, ready_since
+from kokpit.providers.guard import Guard, Outcome, RiskRequest
 from kokpit.providers.machine.drain import set_unschedulable
 from kokpit.providers.repair import Repairer, RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation, EscalationNotifier, NotifyError
@@ -44,6 +46,14 @@ from kokpit.runtime.resources import NODES
 
 #: Transitions one reconcile may make before it yields (a bound, not a limit ever reached).
 MAX_TRANSITIONS = 16
+#: Repair actions that ask the guard first, as the guard's action (restarting the kubelet or
+#: the runtime does not ask).
+GUARDED_REPAIRS: dict[str, RiskyAction] = {
+    "Reboot": "Reboot",
+    "PowerCycle": "PowerCycle",
+    "Reinstall": "Reinstall",
+    "Reprovision": "Reprovision",
+}
 
 Handler = Callable[[RemediationScope], Awaitable[bool]]
 
@@ -90,8 +100,11 @@ class Workflow:
         repairers: Mapping[str, Repairer],
         notifier: EscalationNotifier | None,
         options: RemediationOptions,
+        guard: Guard | None = None,
     ) -> None:
         self._client = client
+        #: Asked before the node is taken out of service (Drain) and before each risky rung.
+        self._guard = guard
         self._clusters = clusters
         self._faults = faults
         self._machines = machines
@@ -162,6 +175,8 @@ class Workflow:
         client, node = await self._node(scope)
         if client is None or node is None:
             return False
+        if not await self._allowed(scope, self._drain_request(scope, node)):
+            return False
         if not (node.get("spec") or {}).get("unschedulable"):
             scope.status["cordoned"] = True
             await scope.persist()  # kokpit's cordon is on record before it is done
@@ -197,6 +212,10 @@ class Workflow:
             scope.phase = "Verifying"
             return True
         action = str(ladder[step]["action"])
+        if action in GUARDED_REPAIRS:
+            _, node = await self._cached_node(scope)
+            if not await self._allowed(scope, self._repair_request(scope, step, node)):
+                return False
         repairer = self._repairers.get(action)
         target = self._target(scope)
         attempt: Object = {"step": step, "action": action, "state": "Started", "startedAt": now()}
@@ -212,6 +231,7 @@ class Workflow:
                 raise RepairError(f"Machine {scope.spec['machineRef']['name']} is gone")
             attempt["message"] = (await repairer.repair(action, target))[:4096]
         except RepairError as e:
+            await self._release_repair(scope, "Failed")
             attempt.update(state="Failed", finishedAt=now(), message=str(e)[:4096])
             metrics.ACTIONS.labels(action, "Failed").inc()
             scope.event("Warning", "RepairFailed", f"rung {step}: {action}: {e}")
@@ -234,6 +254,7 @@ class Workflow:
         at = datetime.now(UTC)
         left = recovery(scope.fault, node, attempt["startedAt"], hold, at)
         if left == 0.0:
+            await self._release_repair(scope, "Succeeded")
             attempt.update(state="Succeeded", finishedAt=now())
             metrics.ACTIONS.labels(attempt["action"], "Succeeded").inc()
             message = f"{attempt['action']}: fault cleared and node Ready for {hold:.0f}s"
@@ -243,6 +264,7 @@ class Workflow:
         deadline = float(rung.get("timeoutSeconds", 600))
         elapsed = (at - parse(attempt["startedAt"])).total_seconds()
         if elapsed >= deadline:
+            await self._release_repair(scope, "Failed")
             attempt.update(state="TimedOut", finishedAt=now())
             metrics.ACTIONS.labels(attempt["action"], "TimedOut").inc()
             message = (
@@ -261,6 +283,7 @@ class Workflow:
     async def uncordon(self, scope: RemediationScope) -> bool:
         if scope.status.get("cordoned") and not await self._uncordon_node(scope):
             return False
+        await self._release_drain(scope, "Succeeded")
         self._finish(scope, "Succeeded", "Succeeded", f"node {scope.node_name} is back in service")
         await self._mark_fault(scope, "True", "Repaired", f"Remediation {scope.name} succeeded")
         return True
@@ -273,7 +296,9 @@ class Workflow:
             return False
         last = scope.last_attempt
         if last is not None and last.get("state") == "Started":
+            await self._release_repair(scope, "Cancelled")
             last.update(state="Failed", finishedAt=now(), message="ended by a person (close)")
+        await self._release_drain(scope, "Cancelled")
         self._finish(scope, "Closed", "Closed", "closed by a person")
         await self._mark_fault(scope, "False", "Closed", f"Remediation {scope.name} was closed")
         return True
@@ -294,6 +319,7 @@ class Workflow:
         scope.event("Normal", reason, message)
 
     async def _escalate(self, scope: RemediationScope) -> None:
+        await self._release_drain(scope, "Failed")
         scope.phase = "Escalated"
         await scope.persist()  # the state first; what tells people follows
         policy = scope.spec["policyRef"]["name"]
@@ -332,6 +358,61 @@ class Workflow:
     ) -> None:
         if scope.fault is not None:
             await write_remediated(self._client, scope.fault, value, reason, message, scope.name)
+
+    # -- the guard ------------------------------------------------------------------------------
+
+    async def _allowed(self, scope: RemediationScope, request: RiskRequest) -> bool:
+        """Whether the guard lets ``request`` go ahead; if not, the phase's condition and an
+        Event say why, and the workflow asks again later."""
+        if self._guard is None:
+            return True
+        verdict = await self._guard.acquire(request)
+        if verdict.allowed:
+            return True
+        message = f"{request.action} of node {scope.node_name} waits: {verdict.reason}"
+        scope.problem = ("GuardDenied", message)
+        scope.event("Warning", "GuardDenied", message)
+        wait = verdict.retry_after or self._options.retry_interval
+        scope.requeue(min(max(wait, self._options.poll_interval), self._options.retry_interval))
+        return False
+
+    def _drain_request(self, scope: RemediationScope, node: Object | None) -> RiskRequest:
+        """Taking the node out of service, from the cordon until the remediation ends."""
+        return self._request(scope, "Drain", f"{scope.uid}/drain", node)
+
+    def _repair_request(
+        self, scope: RemediationScope, step: int, node: Object | None
+    ) -> RiskRequest:
+        """The next attempt of rung ``step``: its key counts the attempts of the rung recorded
+        before it, so a restart between the ask and the record asks with the same key."""
+        tries = sum(1 for a in scope.attempts if a.get("step") == step)
+        action = GUARDED_REPAIRS[str(scope.ladder[step]["action"])]
+        return self._request(scope, action, f"{scope.uid}/rung-{step}/try-{tries}", node)
+
+    def _request(
+        self, scope: RemediationScope, action: RiskyAction, key: str, node: Object | None
+    ) -> RiskRequest:
+        labels = ((node or {}).get("metadata") or {}).get("labels") or {}
+        machine = scope.spec["machineRef"]["name"]
+        return RiskRequest(
+            action, key, f"Machine {scope.namespace}/{machine}", scope.cluster_key, labels
+        )
+
+    async def _release_repair(self, scope: RemediationScope, outcome: Outcome) -> None:
+        """Report how the last attempt ended (before its state is written: a crash in between
+        reports it again, which the guard answers once)."""
+        last = scope.last_attempt
+        if self._guard is None or last is None or last.get("action") not in GUARDED_REPAIRS:
+            return
+        step = int(last.get("step", 0))
+        tries = sum(1 for a in scope.attempts[:-1] if a.get("step") == step)
+        key = f"{scope.uid}/rung-{step}/try-{tries}"
+        request = self._request(scope, GUARDED_REPAIRS[str(last["action"])], key, None)
+        await self._guard.release(request, outcome)
+
+    async def _release_drain(self, scope: RemediationScope, outcome: Outcome) -> None:
+        if self._guard is not None and "drain" in scope.status:
+            await self._guard.release(self._drain_request(scope, None), outcome)
 
     def _target(self, scope: RemediationScope) -> RepairTarget | None:
         if scope.machine is None:

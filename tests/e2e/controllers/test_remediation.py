@@ -33,6 +33,8 @@ from kokpit.api.v1alpha1 import (
     NODE_FAULTS,
     REMEDIATION_POLICIES,
     REMEDIATIONS,
+    RISK_LEDGERS,
+    RISK_POLICIES,
 )
 from kokpit.local import Assets, Kubectl, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
@@ -687,3 +689,77 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
     assert records(hosts[1], "reboots") == []
     obj = await client.get(REMEDIATION_POLICIES, test, namespace=NS)
     assert condition(obj, "StormStopped")["status"] == "False"
+
+
+async def test_a_reboot_the_guard_holds_back_waits_and_runs_once_the_first_is_done(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    hosts: list[SimulatedHost],
+    package_versions: None,
+) -> None:
+    """A RiskPolicy of one reboot in flight: of two faulty hosts one reboots, the other's
+    remediation waits (Repaired=False GuardDenied, nothing run on its host) until the first
+    reboot is reported done, then reboots."""
+    op, test = operator, "guarded"
+    await client.apply(
+        REMEDIATION_POLICIES,
+        policy(test, [{"action": "Reboot", "timeoutSeconds": 300}], recoverySeconds=3),
+        field_manager="test",
+    )
+    risk = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RiskPolicy",
+        "metadata": {"name": "one-reboot"},
+        "spec": {"actions": ["Reboot"], "maxInFlight": 1},
+    }
+    await client.create(RISK_POLICIES, risk)
+    try:
+        faulty = {"guarded-a": hosts[0], "guarded-b": hosts[1]}
+        for name, host in faulty.items():
+            await add_machine(client, business, name, test, host)
+        for i in range(3):
+            await add_machine(client, business, f"guarded-{i}", test)
+        await asyncio.gather(*(report_fault(client, business, name) for name in faulty))
+
+        async def one_rebooted_one_held() -> tuple[str, str] | None:
+            rebooted = [n for n, h in faulty.items() if records(h, "reboots")]
+            for name in faulty:
+                obj = await client.get(REMEDIATIONS, f"{name}.kerneldeadlock", namespace=NS)
+                held = condition(obj, "Repaired").get("reason") == "GuardDenied"
+                if held and len(rebooted) == 1 and rebooted[0] != name:
+                    return rebooted[0], name
+            return None
+
+        first, second = await op.wait(one_rebooted_one_held, "one reboot, one held", 60)
+        held = await client.get(REMEDIATIONS, f"{second}.kerneldeadlock", namespace=NS)
+        assert (
+            "RiskPolicy one-reboot: 1 of 1 allowed in flight"
+            in condition(held, "Repaired")["message"]
+        )
+        assert not held["status"].get("attempts"), "no attempt recorded while held"
+        await asyncio.sleep(3)
+        assert records(faulty[second], "reboots") == [], "held back"
+
+        # The first recovers: its reboot is reported done, and the second may reboot.
+        await clear_fault(client, business, first)
+        await op.wait(
+            remediation_where(client, f"{first}.kerneldeadlock", phase_is("Succeeded")),
+            "the first node back",
+            60,
+        )
+
+        async def second_rebooted() -> list[str]:
+            return records(faulty[second], "reboots")
+
+        await op.wait(second_rebooted, "the second reboot once the first was done", 60)
+        ledger = await client.get(RISK_LEDGERS, "one-reboot")
+        decisions = ledger["status"]["decisions"]
+        assert {d["requester"].split(" ")[0] for d in decisions} == {
+            "kokpit.io/remediation-operator"
+        }
+        assert [d["allowed"] for d in decisions if d["target"] == f"Machine {NS}/{second}"][
+            -1
+        ] is True
+    finally:
+        await client.delete(RISK_POLICIES, "one-reboot")

@@ -24,6 +24,7 @@ from kokpit.controllers.remediation.scope import RemediationScope
 from kokpit.controllers.remediation.selection import choose_policy, matches
 from kokpit.controllers.remediation.start import became_active_at, initial_status
 from kokpit.controllers.remediation.storm import Scope, health, node_summary, scope_of
+from kokpit.providers.guard import Outcome, RiskRequest, Verdict
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation
 from kokpit.runtime import Store
@@ -300,8 +301,32 @@ def remediation(**status_fields: Any) -> Object:
     }
 
 
+class RecordingGuard:
+    """A guard that refuses the actions it is told to and remembers every ask and report (the
+    guard itself is tested against the API server in tests/e2e/providers/test_guard.py)."""
+
+    def __init__(self, deny: set[str]) -> None:
+        self.deny = deny
+        self.asked: list[RiskRequest] = []
+        self.released: list[tuple[RiskRequest, str]] = []
+
+    async def acquire(self, request: RiskRequest) -> Verdict:
+        self.asked.append(request)
+        if request.action in self.deny:
+            return Verdict(False, "RiskPolicy reboots: 5 of 5 grants in the last 600s", 42.0)
+        return Verdict(True, "within budget")
+
+    async def release(self, request: RiskRequest, outcome: Outcome) -> None:
+        self.released.append((request, outcome))
+
+
 class Harness:
-    def __init__(self, fail: set[str] | None = None, nodes: list[Object] | None = None) -> None:
+    def __init__(
+        self,
+        fail: set[str] | None = None,
+        nodes: list[Object] | None = None,
+        guard: RecordingGuard | None = None,
+    ) -> None:
         self.stored: list[Object] = [{}]
         #: The annotations the object had at each persist.
         self.annotations: list[dict[str, str]] = []
@@ -318,6 +343,7 @@ class Harness:
             repairers={a: self.repairer for a in FakeRepairer.actions},
             notifier=self.notifier,
             options=RemediationOptions(),
+            guard=guard,
         )
 
     def scope(self, obj: Object, *, fault_obj: Object | None = None) -> RemediationScope:
@@ -504,3 +530,70 @@ def test_kokpit_remediation_parses_its_commands_and_lists_remediations_as_a_tabl
         "TimedOut",
     ]
     assert lines[2].split()[-3:] == ["Pending", "0", "-"]
+
+
+# -- the guard ------------------------------------------------------------------------------
+
+
+async def test_a_reboot_the_guard_refuses_is_not_started_and_says_why() -> None:
+    guard = RecordingGuard(deny={"Reboot"})
+    h = Harness(guard=guard)
+    scope = h.scope(remediation(step=1), fault_obj=fault())
+    assert not await h.workflow.repair(scope)
+    assert h.repairer.calls == []
+    assert scope.attempts == []  # nothing recorded: the rung is asked for again later
+    assert scope.phase == "Repairing"
+    assert scope.requeue_after == 10.0  # the policy's 42 s, within the retry interval
+    status.update(scope)
+    repaired = get(scope.status["conditions"], "Repaired")
+    assert repaired is not None
+    assert repaired["reason"] == "GuardDenied"
+    assert "Reboot of node m1 waits: RiskPolicy reboots: 5 of 5 grants" in repaired["message"]
+    [request] = guard.asked
+    assert (request.action, request.id) == ("Reboot", "u1/rung-1/try-0")
+    assert request.target == "Machine ns/m1"
+    assert request.cluster == "ns/biz"
+
+
+async def test_an_allowed_reboot_is_asked_with_a_key_a_restart_repeats_and_reported_once_done() -> (
+    None
+):
+    guard = RecordingGuard(deny=set())
+    h = Harness(fail={"Reboot"}, guard=guard)
+    # Soft repairs do not ask.
+    scope = h.scope(remediation(), fault_obj=fault())
+    assert await h.workflow.repair(scope)
+    assert guard.asked == []
+    # A restart between the ask and the record asks with the same key.
+    first = h.scope(remediation(step=1), fault_obj=fault())
+    again = h.scope(remediation(step=1), fault_obj=fault())
+    await h.workflow._allowed(first, h.workflow._repair_request(first, 1, None))
+    assert await h.workflow.repair(again)
+    assert [r.id for r in guard.asked] == ["u1/rung-1/try-0", "u1/rung-1/try-0"]
+    # The reboot failed: reported as failed, under the key it was granted with.
+    [(request, outcome)] = guard.released
+    assert (request.id, outcome) == ("u1/rung-1/try-0", "Failed")
+    assert again.attempts[-1]["state"] == "Failed"
+
+
+async def test_taking_the_node_out_of_service_asks_for_drain_and_escalation_reports_it() -> None:
+    guard = RecordingGuard(deny={"Drain"})
+    h = Harness(guard=guard)
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    scope.obj["status"].pop("drain", None)
+    h.workflow._node = _fresh_node  # type: ignore[method-assign]
+    assert not await h.workflow.cordon(scope)
+    assert scope.phase == "Cordoning"
+    assert [r.action for r in guard.asked] == ["Drain"]
+    guard.deny.clear()
+    assert await h.workflow.cordon(scope)
+    assert scope.phase == "Draining"
+    # The ladder exhausted: the drain is reported failed (the node stays cordoned).
+    scope.status.update(phase="Repairing", step=len(LADDER))
+    assert not await h.workflow.repair(scope)
+    assert [(r.id, o) for r, o in guard.released] == [("u1/drain", "Failed")]
+
+
+async def _fresh_node(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+    """The business cluster's client and a schedulable node, as a fresh read gives them."""
+    return Writes(), node("m1")
