@@ -33,11 +33,11 @@ from bench import machine as machine_info
 from bench import plot, stats
 from bench.interrupt import stop_on_sigterm
 from kokpit.api.schema import crd
-from kokpit.api.v1alpha1 import KINDS, RISK_POLICIES
+from kokpit.api.v1alpha1 import KINDS
 from kokpit.local import Kubectl, LocalCluster, ensure_assets, release
 from kokpit.providers.guard import RiskRequest
 from kokpit.providers.guard.local import LocalGuard
-from kokpit.runtime import Client, ClientConfig, Informer, Scope
+from kokpit.runtime import Cache, Client, ClientConfig
 from kokpit.runtime.metrics import REST_REQUESTS
 
 #: The operators' default client rate limit (``kokpit operator --qps``).
@@ -59,10 +59,10 @@ async def child(
 ) -> dict[str, Any]:
     config = ClientConfig.from_kubeconfig(kubeconfig, qps=QPS, burst=int(QPS * 2))
     async with Client(config) as client:
-        policies = Informer(client, Scope(RISK_POLICIES))
-        task = asyncio.create_task(policies.start())
-        await policies.synced.wait()
-        guard = LocalGuard(client, policies.store, f"bench-{id(client)}")
+        cache = Cache(client)
+        guard = LocalGuard.on(cache, f"bench-{id(client)}")
+        task = asyncio.create_task(cache.start())
+        await cache.wait_synced()
         before = _requests()
         latencies: list[float] = []
         allowed = 0

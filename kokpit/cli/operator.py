@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from kokpit.api.v1alpha1 import RISK_POLICIES
 from kokpit.controllers import cluster, fault, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
@@ -310,7 +309,8 @@ async def _machine(args: argparse.Namespace) -> None:
             cluster_burst=int(args.cluster_qps * 2),
         )
         registrars = machine.node_registrars(executors, kwok=set(args.kwok_nodes))
-        reconciler = machine.setup(manager, executors, recorder, options, registrars)
+        guard = _guard(manager, recorder)
+        reconciler = machine.setup(manager, executors, recorder, options, registrars, guard)
         try:
             await manager.start()
         finally:
@@ -389,9 +389,8 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
 def _guard(manager: Manager, recorder: EventRecorder) -> LocalGuard:
     """The guard this operator asks before its risky actions (RiskPolicies from the manager's
     cache; permissions: config/rbac/guard-client.yaml)."""
-    policies = manager.cache.informer(RISK_POLICIES)
     requester = f"{recorder.controller} ({recorder.instance})"
-    return LocalGuard(manager.client, policies.store, requester, recorder=recorder)
+    return LocalGuard.on(manager.cache, requester, recorder=recorder)
 
 
 @contextlib.asynccontextmanager

@@ -10,20 +10,19 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from kokpit.api.v1alpha1 import RISK_POLICIES
 from kokpit.api.v1alpha1.riskpolicy import RiskyAction
 from kokpit.providers.guard import RiskRequest
 from kokpit.providers.guard.local import LocalGuard
-from kokpit.runtime import Client, ClientConfig, EventRecorder, Informer, Scope
+from kokpit.runtime import Cache, Client, ClientConfig, EventRecorder
 
 
 async def main(kubeconfig: Path, action: str, prefix: str, count: int) -> None:
     async with Client(ClientConfig.from_kubeconfig(kubeconfig)) as client:
-        policies = Informer(client, Scope(RISK_POLICIES))
-        task = asyncio.create_task(policies.start())
-        await policies.synced.wait()
+        cache = Cache(client)
         recorder = EventRecorder(client, "kokpit.io/guard-e2e", prefix)
-        guard = LocalGuard(client, policies.store, f"asker-{prefix}", recorder=recorder)
+        guard = LocalGuard.on(cache, f"asker-{prefix}", recorder=recorder)
+        task = asyncio.create_task(cache.start())
+        await cache.wait_synced()
         requests = [
             RiskRequest(cast(RiskyAction, action), f"{prefix}-{n}", f"Machine e2e/{prefix}-{n}")
             for n in range(count)

@@ -29,6 +29,7 @@ from kokpit.controllers.machine.join import JoinPhases, kubelet_env
 from kokpit.controllers.machine.node import NodePhases
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope
+from kokpit.providers.guard import Guard
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.kubelet import HostKubelet, KwokKubelet, NodeRegistrar
 from kokpit.runtime import (
@@ -62,6 +63,7 @@ class MachineOperator:
         recorder: EventRecorder,
         options: MachineOptions,
         registrars: Mapping[str, NodeRegistrar] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         cache = manager.cache
         self.machines = cache.informer(MACHINES)
@@ -100,7 +102,7 @@ class MachineOperator:
         node = NodePhases(
             manager.client, self.cluster_cache, self.condition_configmaps.store, registrars, options
         )
-        drain = DrainPhases(self.cluster_cache, self.clusters.store, options)
+        drain = DrainPhases(self.cluster_cache, self.clusters.store, options, guard)
 
         async def forget(scope: MachineScope) -> None:
             await host.forget(scope)
@@ -142,12 +144,14 @@ def setup(
     recorder: EventRecorder,
     options: MachineOptions | None = None,
     registrars: Mapping[str, NodeRegistrar] | None = None,
+    guard: Guard | None = None,
 ) -> MachineOperator:
     """Create the Machine-Operator's controller and its watches on ``manager``.
     ``registrars`` says, per executor, how a Machine's Node comes to be (default: registered
-    for KWOK with the ``sim`` executor, by the host's own kubelet with the others)."""
+    for KWOK with the ``sim`` executor, by the host's own kubelet with the others); ``guard``
+    is asked before a deleted Machine's Node is drained and deleted."""
     options = options or MachineOptions()
-    operator = MachineOperator(manager, executors, recorder, options, registrars)
+    operator = MachineOperator(manager, executors, recorder, options, registrars, guard)
     machines = operator.machines
     machines.add_indexers({BY_PACKAGE: by_field(BY_PACKAGE), BY_CLUSTER: by_field(BY_CLUSTER)})
 

@@ -12,6 +12,7 @@ import contextlib
 
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
+from kokpit.providers.guard import Guard, RiskRequest
 from kokpit.providers.machine.drain import evict, set_unschedulable, stays
 from kokpit.providers.machine.kubelet import owned_by
 from kokpit.runtime import Client, ClusterCache, ClusterNotReady, NotFound
@@ -20,10 +21,18 @@ from kokpit.runtime.store import Store
 
 
 class DrainPhases:
-    def __init__(self, clusters: ClusterCache, cluster_objects: Store, options: MachineOptions):
+    def __init__(
+        self,
+        clusters: ClusterCache,
+        cluster_objects: Store,
+        options: MachineOptions,
+        guard: Guard | None = None,
+    ):
         self._clusters = clusters
         self._cluster_objects = cluster_objects
         self._options = options
+        #: Asked before a Machine's Node is taken out of its cluster (NodeDelete).
+        self._guard = guard
 
     async def drain_node(self, scope: MachineScope) -> bool:
         """Cordon the node and evict its pods; True once no pod that needs moving is left."""
@@ -33,6 +42,8 @@ class DrainPhases:
         node = await _our_node(client, scope)
         if node is None:
             return True
+        if not await self._allowed(scope, node):
+            return False
         name = node["metadata"]["name"]
         await set_unschedulable(client, node, True)
         pods = (await client.list(PODS, field_selector=f"spec.nodeName={name}")).items
@@ -67,8 +78,28 @@ class DrainPhases:
         if client is not None and (node := await _our_node(client, scope)) is not None:
             with contextlib.suppress(NotFound):
                 await client.delete(NODES, node["metadata"]["name"])
+        if self._guard is not None and scope.status.get("nodeName"):
+            await self._guard.release(_request(scope, None), "Succeeded")
         scope.status["nodeName"] = None
         return client is not None or scope.node_problem is None
+
+    async def _allowed(self, scope: MachineScope, node: Object) -> bool:
+        """Whether the guard lets the node go (asked on every pass of the drain; the key is
+        the Machine's, so every ask after the first is answered from the ledger)."""
+        if self._guard is None:
+            return True
+        verdict = await self._guard.acquire(_request(scope, node))
+        if verdict.allowed:
+            return True
+        message = f"deleting node {node['metadata']['name']} waits: {verdict.reason}"
+        scope.node_problem = ("GuardDenied", message)
+        scope.event("Warning", "GuardDenied", message)
+        # Asked again at least every retry interval: a policy changed or deleted meanwhile
+        # is not an event of the Machine's.
+        wait = verdict.retry_after or self._options.retry_interval
+        interval = self._options.retry_interval
+        scope.requeue(min(max(wait, self._options.drain_poll_interval), interval))
+        return False
 
     async def _client(self, scope: MachineScope) -> Client | None:
         """The business cluster's client; None when there is no node to act on, or when the
@@ -82,6 +113,18 @@ class DrainPhases:
                 scope.node_problem = ("ClusterNotReady", str(e))
                 scope.requeue(self._options.retry_interval)
             return None
+
+
+def _request(scope: MachineScope, node: Object | None) -> RiskRequest:
+    meta = scope.obj["metadata"]
+    labels = ((node or {}).get("metadata") or {}).get("labels") or {}
+    return RiskRequest(
+        "NodeDelete",
+        f"{meta['uid']}/delete",
+        f"Machine {scope.key}",
+        scope.cluster_key,
+        labels,
+    )
 
 
 async def _our_node(client: Client, scope: MachineScope) -> Object | None:

@@ -15,6 +15,7 @@ until a person resets the policy (``kokpit risk reset``, the annotation
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,16 @@ from kokpit.api.v1alpha1.riskledger import DECISIONS_MAX
 from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
 from kokpit.providers.guard import RiskRequest, Verdict, budget
 from kokpit.providers.guard.budget import Answer, Ask, Outcome
-from kokpit.runtime import AlreadyExists, Client, Conflict, EventRecorder, NotFound, PatchType
+from kokpit.runtime import (
+    AlreadyExists,
+    Cache,
+    Client,
+    Conflict,
+    EventRecorder,
+    NotFound,
+    PatchType,
+    Resource,
+)
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.reconcile import owner_reference
 from kokpit.runtime.store import Store
@@ -54,7 +64,10 @@ class _Op:
 
 class LocalGuard:
     """See the module docstring. ``policies`` is an informer's store of RiskPolicies (which
-    policies govern an action); ledgers and the policy itself are read fresh at each write."""
+    policies govern an action, and what they say); ``ledgers``, if given, an informer's store
+    of RiskLedgers. Decisions are made on what the stores hold and written conditionally; a
+    write that finds them stale (and a ledger they say is lost) is decided again on a fresh
+    read, so a cache saves reads and never changes an answer that is written."""
 
     def __init__(
         self,
@@ -62,12 +75,14 @@ class LocalGuard:
         policies: Store,
         requester: str,
         *,
+        ledgers: Store | None = None,
         recorder: EventRecorder | None = None,
         health: ScopeHealth | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._policies = policies
+        self._ledgers = ledgers
         self._requester = requester
         self._recorder = recorder
         self._health = health
@@ -75,6 +90,23 @@ class LocalGuard:
         self._pending: dict[str, list[_Op]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._log = get_logger("kokpit.guard")
+
+    @classmethod
+    def on(
+        cls,
+        cache: Cache,
+        requester: str,
+        *,
+        recorder: EventRecorder | None = None,
+        health: ScopeHealth | None = None,
+    ) -> LocalGuard:
+        """A guard reading policies and ledgers through ``cache`` (a manager's), asking as
+        ``requester`` (who the audit trail says asked)."""
+        policies = cache.informer(RISK_POLICIES).store
+        ledgers = cache.informer(RISK_LEDGERS).store
+        return cls(
+            cache.client, policies, requester, ledgers=ledgers, recorder=recorder, health=health
+        )
 
     async def acquire(self, request: RiskRequest) -> Verdict:
         names = self._governing(request)
@@ -131,25 +163,30 @@ class LocalGuard:
                     op.future.set_result(answer)
 
     async def _commit(self, name: str, batch: list[_Op]) -> list[Answer]:
+        fresh = False  # read from the caches until a write finds them stale
         for _ in range(MAX_CONFLICTS):
-            try:
-                policy = await self._client.get(RISK_POLICIES, name)
-            except NotFound:
+            policy = await self._read(RISK_POLICIES, self._policies, name, fresh)
+            if policy is None:
                 return [Answer(False, "the policy was deleted while deciding; ask again")] * len(
                     batch
                 )
-            ledger = await self._ledger(policy)
+            ledger = await self._ledger(policy, fresh)
             if isinstance(ledger, str):  # fail closed
+                if not fresh:
+                    fresh = True  # never fail closed on what a cache says
+                    continue
                 for op in batch:
                     await self._event(policy, op.request, Answer(False, ledger), op.outcome)
                 return [Answer(False, ledger)] * len(batch)
             reset = _pending_reset(policy)
             answers, changed = self._decide(policy, ledger, batch, reset is not None)
             if not changed and reset is None:
-                return answers  # only releases of actions it never granted: nothing to write
+                # Releases of actions it never granted, or a denial repeated: nothing new.
+                return answers
             try:
                 await self._client.replace(RISK_LEDGERS, ledger, subresource="status")
-            except Conflict:
+            except (Conflict, NotFound):
+                fresh = True
                 continue
             if reset is not None:
                 await self._patch_status(policy, {"reset": reset})
@@ -157,6 +194,18 @@ class LocalGuard:
                 await self._event(policy, op.request, answer, op.outcome)
             return answers
         return [Answer(False, "the ledger kept changing under this guard; ask again")] * len(batch)
+
+    async def _read(
+        self, resource: Resource, store: Store | None, name: str, fresh: bool
+    ) -> Object | None:
+        """``name`` from ``store`` (a copy: it is changed before it is written), or from the
+        API server when ``fresh`` or not cached; None when it does not exist."""
+        if not fresh and store is not None and (cached := store.get(name)) is not None:
+            return copy.deepcopy(cached)
+        try:
+            return await self._client.get(resource, name)
+        except NotFound:
+            return None
 
     def _decide(
         self, policy: Object, ledger: Object, batch: list[_Op], reset: bool
@@ -186,7 +235,6 @@ class LocalGuard:
                 changed |= budget.release(spec, entry, op.request.id, op.outcome, now)
                 answers.append(Answer(True, f"released: {op.outcome}"))
                 continue
-            changed = True
             total = unavailable = None
             if spec.get("maxUnavailablePercent") is not None and self._health is not None:
                 counted = self._health.count(
@@ -204,6 +252,9 @@ class LocalGuard:
             )
             answer = budget.decide(spec, entry, ask, now)
             answers.append(answer)
+            if not answer.allowed and _repeated(decisions, ask.id, answer.reason[:1024]):
+                continue  # the same refusal as last time: on record already
+            changed = True
             decisions.append(
                 {
                     "at": budget.stamp(now),
@@ -219,15 +270,14 @@ class LocalGuard:
         status["decisions"] = decisions[-DECISIONS_MAX:]
         return answers, changed
 
-    async def _ledger(self, policy: Object) -> Object | str:
+    async def _ledger(self, policy: Object, fresh: bool) -> Object | str:
         """The policy's ledger (created on first use), or why the guard must deny."""
         meta, status = policy["metadata"], policy.get("status") or {}
         name, uid = meta["name"], meta["uid"]
         known = status.get("ledgerUID")
         resetting = _pending_reset(policy) is not None
-        try:
-            ledger = await self._client.get(RISK_LEDGERS, name)
-        except NotFound:
+        ledger = await self._read(RISK_LEDGERS, self._ledgers, name, fresh)
+        if ledger is None:
             if known and not resetting:
                 return (
                     f"its RiskLedger {name} was deleted: what was spent is unknown, so nothing "
@@ -302,6 +352,15 @@ def _scope_key(spec: Object, request: RiskRequest) -> str | None:
 def _pending_reset(policy: Object) -> str | None:
     value = (policy["metadata"].get("annotations") or {}).get(RESET_ANNOTATION)
     return value if value and value != (policy.get("status") or {}).get("reset") else None
+
+
+def _repeated(decisions: list[Object], id_: str, reason: str) -> bool:
+    """Whether the last decision on record for ``id_`` is this same refusal (a caller waiting
+    for a budget asks again and again; one record of the refusal is enough)."""
+    for decision in reversed(decisions):
+        if decision["id"] == id_:
+            return not decision["allowed"] and decision["reason"] == reason
+    return False
 
 
 def _empty(entry: Object) -> bool:

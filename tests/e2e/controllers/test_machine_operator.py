@@ -21,7 +21,7 @@ import pytest
 
 from fixtures.business import BusinessCluster, business_cluster
 from kokpit.api.conditions import get
-from kokpit.api.v1alpha1 import CLUSTERS, MACHINES
+from kokpit.api.v1alpha1 import CLUSTERS, MACHINES, RISK_POLICIES
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.controllers.machine import MachineOperator, MachineOptions, node_registrars, setup
 from kokpit.local import Assets, Kubectl, LocalCluster
@@ -1376,3 +1376,59 @@ async def test_a_real_hosts_node_comes_from_its_own_kubelet_and_is_adopted(
         await business.delete(NODES, "not-its-node")
     finally:
         await operator.stop()
+
+
+async def test_deleting_machines_asks_the_guard_and_waits_while_it_refuses(
+    machine_operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    hosts: list[SimulatedHost],
+) -> None:
+    """Under one node deletion per ten minutes (a RiskPolicy), the operator (its own process,
+    its shipped RBAC) deletes one of two Machines; the other stays, cordoned by nobody and with
+    Ready=False GuardDenied, until the policy is gone."""
+    op = machine_operator
+    await client.apply(
+        PACKAGE_VERSIONS,
+        package_version("e2e-guarded", package("kubelet", "1.36.3", kind="Kubelet")),
+        field_manager="test",
+    )
+    machines = {"del-a": hosts[0], "del-b": hosts[1]}
+    for name, host in machines.items():
+        await create_machine(client, name, "e2e-guarded", host)
+    for name in machines:
+        await op.wait(machine_where(client, name, is_ready), f"{name} Ready", 90)
+    risk = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RiskPolicy",
+        "metadata": {"name": "node-deletes"},
+        "spec": {"actions": ["NodeDelete"], "rateLimit": {"count": 1, "windowSeconds": 600}},
+    }
+    await client.create(RISK_POLICIES, risk)
+    try:
+        await asyncio.sleep(1)  # the operator's informer sees the policy
+        for name in machines:
+            await client.delete(MACHINES, name, namespace=NS)
+
+        async def one_gone_one_held() -> Object | None:
+            left = []
+            for name in machines:
+                with contextlib.suppress(NotFound):
+                    left.append(await client.get(MACHINES, name, namespace=NS))
+            held = [o for o in left if condition(o, "Ready").get("reason") == "GuardDenied"]
+            return held[0] if len(left) == 1 and held else None
+
+        held = await op.wait(one_gone_one_held, "one deleted, one held", 90)
+        name = held["metadata"]["name"]
+        assert (
+            "RiskPolicy node-deletes: rate limit: 1 of 1 grants"
+            in condition(held, "Ready")["message"]
+        )
+        node = await business.get(NODES, name)
+        assert not node["spec"].get("unschedulable"), "not even cordoned while held"
+        assert not [r for r in runs(machines[name]) if r.action == "remove"]
+    finally:
+        await client.delete(RISK_POLICIES, "node-deletes")
+    await gone(client, MACHINES, name, within=90)
+    with pytest.raises(NotFound):
+        await business.get(NODES, name)

@@ -21,7 +21,7 @@ from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
 from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.providers.guard import RiskRequest
 from kokpit.providers.guard.local import LocalGuard
-from kokpit.runtime import Client, ClientConfig, EventRecorder, Informer, NotFound, Resource, Scope
+from kokpit.runtime import Cache, Client, ClientConfig, EventRecorder, NotFound, Resource
 from kokpit.runtime.resources import EVENTS
 from kokpit.runtime.store import Store
 from tests.e2e.operators import write_kubeconfig
@@ -86,18 +86,28 @@ class Asking:
         await until(f"the guard's view of policy {name}", seen, 30)
 
 
-@pytest.fixture
-async def asking(guard_identity: ClientConfig, client: Client) -> AsyncIterator[Asking]:
-    """The guard, and no RiskPolicy but the test's own (policies are cluster-wide)."""
+async def remove_policies(client: Client) -> None:
     for resource in (RISK_POLICIES, RISK_LEDGERS):
         for obj in (await client.list(resource)).items:
-            await client.delete(resource, obj["metadata"]["name"])
+            with contextlib.suppress(NotFound):  # a ledger goes with its policy
+                await client.delete(resource, obj["metadata"]["name"])
+
+
+@pytest.fixture
+async def asking(guard_identity: ClientConfig, client: Client) -> AsyncIterator[Asking]:
+    """The guard, and no RiskPolicy but the test's own, before and after it (policies are
+    cluster-wide: one left behind would hold the actions of other tests' operators)."""
+    await remove_policies(client)
     async with Client(guard_identity) as own:
-        policies = Informer(own, Scope(RISK_POLICIES))
-        task = asyncio.create_task(policies.start())
-        await policies.synced.wait()
+        cache = Cache(own)
         recorder = EventRecorder(own, "kokpit.io/guard-e2e", "test", min_update_interval=0)
-        yield Asking(LocalGuard(own, policies.store, "e2e", recorder=recorder), policies.store)
+        guard = LocalGuard.on(cache, "e2e", recorder=recorder)
+        task = asyncio.create_task(cache.start())
+        await cache.wait_synced()
+        try:
+            yield Asking(guard, cache.informer(RISK_POLICIES).store)
+        finally:
+            await remove_policies(client)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
