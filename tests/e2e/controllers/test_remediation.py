@@ -596,6 +596,24 @@ async def test_the_operator_sigkilled_during_a_reboot_never_reboots_again(
         policy(test, [{"action": "Reboot", "timeoutSeconds": 300}]),
         field_manager="test",
     )
+    # Under the guard too: the reboot's grant must be held once, across the kill, and given
+    # back once the node is back.
+    risk = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RiskPolicy",
+        "metadata": {"name": "reboots-in-flight"},
+        "spec": {"actions": ["Reboot"], "maxInFlight": 5},
+    }
+    await client.create(RISK_POLICIES, risk)
+    try:
+        await _reboot_once_across_a_kill(op, client, business, host, test)
+    finally:
+        await client.delete(RISK_POLICIES, "reboots-in-flight")
+
+
+async def _reboot_once_across_a_kill(
+    op: OperatorProcess, client: Client, business: Client, host: SimulatedHost, test: str
+) -> None:
     faulty = "reboot-a"
     await add_machine(client, business, faulty, test, host)
     for name in ("reboot-b", "reboot-c"):
@@ -627,6 +645,10 @@ async def test_the_operator_sigkilled_during_a_reboot_never_reboots_again(
     assert records(host, "reboots") == [line], "the reboot ran once"
     assert done["status"]["attempts"][0]["state"] == "Succeeded"
     assert not await unschedulable(business, faulty)
+    ledger = await client.get(RISK_LEDGERS, "reboots-in-flight")
+    granted = [d for d in ledger["status"]["decisions"] if d["allowed"]]
+    assert [d["id"] for d in granted] == [f"{obj['metadata']['uid']}/rung-0/try-0"], granted
+    assert not any(s.get("inFlight") for s in ledger["status"].get("scopes") or [])
 
 
 async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_repairs(
