@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from kokpit.controllers import cluster, fault, machine, remediation
+from kokpit.controllers import cluster, fault, guard, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
@@ -161,6 +161,9 @@ def register(sub: Any) -> None:
     )
     m.set_defaults(run=run_machine)
     _remediation(which.add_parser("remediation", help="the fault hub and remediations"))
+    _guard_service_args(
+        which.add_parser("guard", help="the guard over HTTPS, for operators that ask remotely")
+    )
 
 
 def _remediation(r: argparse.ArgumentParser) -> None:
@@ -211,6 +214,15 @@ def _remediation(r: argparse.ArgumentParser) -> None:
         "are all counted first",
     )
     r.set_defaults(run=run_remediation)
+
+
+def _guard_service_args(g: argparse.ArgumentParser) -> None:
+    _common(g, workers=1)
+    g.add_argument("--bind-address", default="0.0.0.0", help="where to serve (default: all)")
+    g.add_argument("--port", type=int, default=8443, help="the HTTPS port (0: a free one)")
+    g.add_argument("--tls-cert-file", type=Path, required=True, help="the serving certificate")
+    g.add_argument("--tls-key-file", type=Path, required=True, help="its private key")
+    g.set_defaults(run=run_guard)
 
 
 def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
@@ -309,8 +321,8 @@ async def _machine(args: argparse.Namespace) -> None:
             cluster_burst=int(args.cluster_qps * 2),
         )
         registrars = machine.node_registrars(executors, kwok=set(args.kwok_nodes))
-        guard = _guard(manager, recorder)
-        reconciler = machine.setup(manager, executors, recorder, options, registrars, guard)
+        asks = _guard(manager, recorder)
+        reconciler = machine.setup(manager, executors, recorder, options, registrars, asks)
         try:
             await manager.start()
         finally:
@@ -384,6 +396,25 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
             await webhooks.close()
             for executor in available.values():
                 await executor.close()
+
+
+def run_guard(args: argparse.Namespace) -> int:
+    configure()
+    asyncio.run(_guard_service(args))
+    return 0
+
+
+async def _guard_service(args: argparse.Namespace) -> None:
+    async with _manager(args, "guard") as (manager, recorder):
+        guard.setup(
+            manager,
+            recorder,
+            host=args.bind_address,
+            port=args.port,
+            cert_file=args.tls_cert_file,
+            key_file=args.tls_key_file,
+        )
+        await manager.start()
 
 
 def _guard(manager: Manager, recorder: EventRecorder) -> LocalGuard:

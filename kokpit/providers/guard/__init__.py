@@ -34,6 +34,9 @@ class RiskRequest:
     cluster: str | None = None
     #: The target node's labels (policies scoped per failure domain read theirs).
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Who asks, when a guard asks for someone else (the guard's HTTPS endpoint: the caller
+    #: the API server authenticated); None: the guard's own requester.
+    requester: str | None = None
 
 
 @dataclass(frozen=True)

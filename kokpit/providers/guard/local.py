@@ -124,6 +124,33 @@ class LocalGuard:
             reasons.append(f"RiskPolicy {name}: {answer.reason}")
         return Verdict(True, "; ".join(reasons))
 
+    async def assess(self, request: RiskRequest) -> Verdict:
+        """What :meth:`acquire` would answer now, recording nothing (a dry run: to check a
+        change before making it). Decided on what the caches hold."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        reasons = []
+        for name in self._governing(request):
+            policy = await self._read(RISK_POLICIES, self._policies, name, False)
+            ledger = (
+                None
+                if policy is None
+                else await self._read(RISK_LEDGERS, self._ledgers, name, False)
+            )
+            if policy is None:
+                continue
+            spec = policy["spec"]
+            key = _scope_key(spec, request)
+            if key is None:
+                return Verdict(False, f"RiskPolicy {name}: {request.target} names no Cluster")
+            entries = ((ledger or {}).get("status") or {}).get("scopes") or []
+            entry = next((e for e in entries if e["key"] == key), {"key": key})
+            budget.prune(spec, entry, now)
+            answer = budget.decide(spec, entry, self._ask(spec, key, request), now)
+            if not answer.allowed:
+                return Verdict(False, f"RiskPolicy {name}: {answer.reason}", answer.retry_after)
+            reasons.append(f"RiskPolicy {name}: {answer.reason}")
+        return Verdict(True, "; ".join(reasons) or f"no RiskPolicy governs {request.action}")
+
     async def release(self, request: RiskRequest, outcome: Outcome) -> None:
         for name in self._governing(request):
             await self._submit(name, request, outcome)
@@ -235,21 +262,7 @@ class LocalGuard:
                 changed |= budget.release(spec, entry, op.request.id, op.outcome, now)
                 answers.append(Answer(True, f"released: {op.outcome}"))
                 continue
-            total = unavailable = None
-            if spec.get("maxUnavailablePercent") is not None and self._health is not None:
-                counted = self._health.count(
-                    spec.get("scope", "Fleet"), key, spec.get("domainLabel")
-                )
-                if counted is not None:
-                    total, unavailable = counted
-            ask = Ask(
-                op.request.id,
-                op.request.action,
-                op.request.target,
-                self._requester,
-                total,
-                unavailable,
-            )
+            ask = self._ask(spec, key, op.request)
             answer = budget.decide(spec, entry, ask, now)
             answers.append(answer)
             if not answer.allowed and _repeated(decisions, ask.id, answer.reason[:1024]):
@@ -269,6 +282,15 @@ class LocalGuard:
         status["scopes"] = [e for e in entries.values() if not _empty(e)]
         status["decisions"] = decisions[-DECISIONS_MAX:]
         return answers, changed
+
+    def _ask(self, spec: Object, key: str, request: RiskRequest) -> Ask:
+        total = unavailable = None
+        if spec.get("maxUnavailablePercent") is not None and self._health is not None:
+            counted = self._health.count(spec.get("scope", "Fleet"), key, spec.get("domainLabel"))
+            if counted is not None:
+                total, unavailable = counted
+        requester = request.requester or self._requester
+        return Ask(request.id, request.action, request.target, requester, total, unavailable)
 
     async def _ledger(self, policy: Object, fresh: bool) -> Object | str:
         """The policy's ledger (created on first use), or why the guard must deny."""
@@ -327,10 +349,9 @@ class LocalGuard:
             await self._recorder.event(policy, "Normal", "Released", note)
             return
         verdict = "allowed" if answer.allowed else "denied"
-        note = (
-            f"{request.action} of {request.target} ({request.id}) for {self._requester} "
-            f"{verdict}: {answer.reason}"
-        )
+        who = request.requester or self._requester
+        asked = f"{request.action} of {request.target} ({request.id}) for {who}"
+        note = f"{asked} {verdict}: {answer.reason}"
         await self._recorder.event(
             policy,
             "Normal" if answer.allowed else "Warning",
