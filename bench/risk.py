@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -90,7 +91,9 @@ async def child(
         await asyncio.gather(*(caller(n) for n in range(callers)))
         elapsed = time.monotonic() - started
         after = _requests()
-        task.cancel()
+        task.cancel()  # the informers stop before their connection closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     requests = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     latencies.sort()
     return {

@@ -5,6 +5,7 @@ it was allowed. Two of these at once are two operators racing for one budget."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ async def main(kubeconfig: Path, action: str, prefix: str, count: int) -> None:
             for n in range(count)
         ]
         verdicts = await asyncio.gather(*(guard.acquire(r) for r in requests))
-        task.cancel()
+        task.cancel()  # the informers stop before their connection closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         allowed = [r.id for r, v in zip(requests, verdicts, strict=True) if v.allowed]
         print(json.dumps({"allowed": allowed, "reasons": sorted({v.reason for v in verdicts})}))
 
