@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from kokpit.api.v1alpha1 import MACHINES
 from kokpit.controllers import cluster, fault, guard, machine, remediation
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
@@ -45,6 +46,7 @@ from kokpit.providers.controlplane.kubernetes import (
     KubernetesRuntimeOptions,
 )
 from kokpit.providers.controlplane.process import ProcessRuntime
+from kokpit.providers.guard.health import MachineHealth
 from kokpit.providers.guard.local import LocalGuard
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
@@ -297,7 +299,9 @@ async def _cluster(args: argparse.Namespace) -> None:
             restart_window_seconds=args.restart_window,
             bootstrap_token_ttl_seconds=args.bootstrap_token_ttl,
         )
-        cluster.setup(manager, runtimes, recorder, options, _guard(manager, recorder))
+        # It watches no Machines: a maxUnavailablePercent has nothing to count for it.
+        asks = _guard(manager, recorder, machines=False)
+        cluster.setup(manager, runtimes, recorder, options, asks)
         await manager.start()
 
 
@@ -417,11 +421,13 @@ async def _guard_service(args: argparse.Namespace) -> None:
         await manager.start()
 
 
-def _guard(manager: Manager, recorder: EventRecorder) -> LocalGuard:
+def _guard(manager: Manager, recorder: EventRecorder, *, machines: bool = True) -> LocalGuard:
     """The guard this operator asks before its risky actions (RiskPolicies from the manager's
-    cache; permissions: config/rbac/guard-client.yaml)."""
+    cache; permissions: config/rbac/guard-client.yaml). With ``machines`` (an operator that
+    watches Machines anyway), policies' maxUnavailablePercent counts them."""
     requester = f"{recorder.controller} ({recorder.instance})"
-    return LocalGuard.on(manager.cache, requester, recorder=recorder)
+    health = MachineHealth(manager.cache.informer(MACHINES).store) if machines else None
+    return LocalGuard.on(manager.cache, requester, recorder=recorder, health=health)
 
 
 @contextlib.asynccontextmanager

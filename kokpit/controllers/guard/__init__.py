@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kokpit.api.v1alpha1 import MACHINES
 from kokpit.controllers.guard.reviews import Caller, Reviews
 from kokpit.controllers.guard.server import GuardServer
+from kokpit.providers.guard.health import MachineHealth
 from kokpit.providers.guard.local import LocalGuard
 from kokpit.runtime import EventRecorder, Manager
 
@@ -24,7 +26,10 @@ def setup(
 ) -> GuardServer:
     """The guard's HTTPS server, added to ``manager`` (it serves on every replica)."""
     guard = LocalGuard.on(
-        manager.cache, f"{recorder.controller} ({recorder.instance})", recorder=recorder
+        manager.cache,
+        f"{recorder.controller} ({recorder.instance})",
+        recorder=recorder,
+        health=MachineHealth(manager.cache.informer(MACHINES).store),
     )
     server = GuardServer(
         guard, Reviews(manager.client), host=host, port=port, cert_file=cert_file, key_file=key_file

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from kokpit.api.v1alpha1 import RISK_LEDGERS, RISK_POLICIES
+from kokpit.api.v1alpha1 import MACHINES, RISK_LEDGERS, RISK_POLICIES
 from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
 from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.providers.guard import RiskRequest
+from kokpit.providers.guard.health import MachineHealth
 from kokpit.providers.guard.local import LocalGuard
 from kokpit.runtime import Cache, Client, ClientConfig, EventRecorder, NotFound, Resource
 from kokpit.runtime.resources import EVENTS
@@ -282,3 +283,54 @@ def test_the_api_server_refuses_a_policy_that_cannot_work(
     with pytest.raises(KubectlError) as refused:
         kubectl.apply([body])
     assert message in refused.value.stderr
+
+
+async def test_max_unavailable_counts_the_clusters_machines_that_are_not_ready(
+    client: Client, asking: Asking, namespace: str, local_cluster: LocalCluster
+) -> None:
+    """Four Machines of one Cluster, one not Ready: under 50 % unavailable one more node may
+    go (2 of 4), a second may not (3 of 4). (This guard reads Machines as the operators that
+    count them do; it runs with the admin's credentials, guard-client.yaml has no Machines.)"""
+    for n in range(4):
+        await client.create(
+            MACHINES,
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Machine",
+                "metadata": {"name": f"m{n}", "namespace": namespace},
+                "spec": {
+                    "clusterRef": {"name": "prod"},
+                    "packageVersion": "pv",
+                    "executor": "sim",
+                    "address": "10.0.0.1",
+                },
+            },
+        )
+        ready = "False" if n == 0 else "True"
+        condition = {"type": "Ready", "status": ready, "reason": "Test", "message": ""}
+        condition["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+        await client.patch(
+            MACHINES,
+            f"m{n}",
+            {"status": {"conditions": [condition]}},
+            namespace=namespace,
+            subresource="status",
+        )
+    await created(client, asking, policy("domain", scope="Cluster", maxUnavailablePercent=50))
+    async with Client(ClientConfig.from_kubeconfig(local_cluster.kubeconfig)) as own:
+        cache = Cache(own)
+        machines = cache.informer(MACHINES)
+        guard = LocalGuard.on(cache, "e2e", health=MachineHealth(machines.store))
+        task = asyncio.create_task(cache.start())
+        try:
+            await cache.wait_synced()
+            cluster = f"{namespace}/prod"
+            first = await guard.acquire(RiskRequest("NodeDelete", "a", "Machine m1", cluster))
+            assert first.allowed, first.reason
+            second = await guard.acquire(RiskRequest("NodeDelete", "b", "Machine m2", cluster))
+            assert not second.allowed
+            assert "3 of 4 nodes would be unavailable, more than 50%" in second.reason
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
