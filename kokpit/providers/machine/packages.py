@@ -30,8 +30,9 @@ from kokpit.providers.machine import Action, Step
 Object = dict[str, Any]
 
 #: Set to ``true`` in the environment of an install step that re-provisions a package the
-#: host has (the Machine annotation ``kokpit.io/reprovision``): a script package may reinstall
-#: harder (overwrite its files, reset its state); apt packages are reinstalled.
+#: host has (the Machine annotation ``kokpit.io/reprovision``), and unset otherwise (steps run
+#: under ``set -u``: read it as ``${KOKPIT_REPROVISION:-}``). A script package may reinstall
+#: harder then (overwrite its files, reset its state); apt packages are reinstalled.
 REPROVISION_ENV = "KOKPIT_REPROVISION"
 
 

@@ -462,7 +462,7 @@ def reprovisioned_package_version() -> Object:
     install = (
         f"mkdir -p {STATE}\n"
         f'echo "install ${{KOKPIT_REPROVISION:-no}} $(date +%s.%N)" >> {STATE}/installs.log\n'
-        'if [ -n "$KOKPIT_REPROVISION" ]; then sleep 4; fi\n'
+        'if [ -n "${KOKPIT_REPROVISION:-}" ]; then sleep 4; fi\n'
         f'echo "$KOKPIT_VERSION" > {STATE}/version'
     )
     return {
