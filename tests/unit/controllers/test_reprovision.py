@@ -6,7 +6,9 @@ rules."""
 from __future__ import annotations
 
 import copy
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +21,12 @@ from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.controllers.remediation import status
 from kokpit.controllers.remediation.phases import parse
-from kokpit.providers.machine import Host, Step, StepResult
+from kokpit.providers.machine import Host, Step, StepResult, packages
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.reprovision import ReprovisionRepairer
 from kokpit.runtime import NotFound
 from kokpit.runtime.store import Store
+from tests.unit.controllers.test_machine_logic import fake_commands
 from tests.unit.controllers.test_remediation_logic import (
     Harness,
     ago,
@@ -323,3 +326,26 @@ async def test_a_token_too_long_is_refused_with_an_event_and_never_served() -> N
     assert [a for _, a, _ in executor.steps if a == "install"] == []
     assert "reprovisioned" not in scope.status
     assert [r for _, r, _ in scope.events] == ["InvalidReprovisionRequest"]
+
+
+def test_the_apt_helper_reinstalls_when_it_re_provisions(tmp_path: Path) -> None:
+    package: Object = {
+        "name": "containerd",
+        "kind": "ContainerRuntime",
+        "version": "1.6.20~ds1-1",
+        "install": {"apt": {"package": "containerd"}},
+    }
+    path, log = fake_commands(tmp_path, "apt-get")
+    step = packages.step(package, "install", node_name="n1")
+    assert step is not None
+
+    def install(extra: dict[str, str]) -> list[str]:
+        log.unlink(missing_ok=True)
+        env = {**step.env, "KOKPIT_ROOT": str(tmp_path), "PATH": path, **extra}
+        done = subprocess.run(["/bin/sh", "-euc", step.script], env=env, check=False)
+        assert done.returncode == 0
+        return log.read_text().splitlines()
+
+    assert "--reinstall" not in install({})
+    argv = install({packages.REPROVISION_ENV: "true"})
+    assert argv[argv.index("--reinstall") + 1 :] == ["install", "--", "containerd=1.6.20~ds1-1"]
