@@ -590,3 +590,75 @@ async def test_reprovision_reinstalls_the_packages_once_across_a_sigkill_of_the_
         return False
 
     await machine_operator.wait(gone, "the Machine to be deleted", 90)
+
+
+async def test_the_machine_operator_serves_a_request_once_even_when_killed_midway(
+    machine_operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    kubectl: Kubectl,
+    host: SimulatedHost,
+) -> None:
+    """The other side of the request, with the test as the requester: the Machine-Operator
+    SIGKILLed during the reinstall serves the request again once restarted (never skipped);
+    a request served is never served again, by a restarted operator either."""
+    op, name = machine_operator, "repro-b"
+    kubectl.apply([reprovisioned_package_version()])
+    await client.apply(SECRETS, host.ssh_secret(NS, name), field_manager="test")
+    spec: Object = {
+        "clusterRef": {"name": "biz"},
+        "packageVersion": "repairs-reprovisioned",
+        "address": host.address,
+        "port": host.port,
+        "sshSecretRef": {"name": name},
+    }
+    meta = {"name": name, "namespace": NS}
+    await client.create(
+        MACHINES,
+        {"apiVersion": "kokpit.io/v1alpha1", "kind": "Machine", "metadata": meta, "spec": spec},
+    )
+
+    async def ready() -> Object | None:
+        obj = await machine(client, name)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    await op.wait(ready, "the Machine to be Ready", 90)
+    token = "e2e-request-1"
+    body = {"metadata": {"annotations": {REPROVISION_ANNOTATION: token}}}
+    await client.patch(MACHINES, name, body, namespace=NS)
+
+    async def reinstalling() -> bool:
+        return any(line.startswith("install true") for line in installs(host))
+
+    await op.wait(reinstalling, "the reinstall to start", 60)
+    op.kill()  # mid-install (it sleeps 4 s)
+    assert (await machine(client, name))["status"].get("reprovisioned") is None
+    await op.start()
+
+    async def served() -> Object | None:
+        obj = await machine(client, name)
+        done = obj["status"].get("reprovisioned") == token
+        return obj if done and condition(obj, "Ready").get("status") == "True" else None
+
+    await op.wait(served, "the request to be served after the restart", 90)
+    runs = [line.split()[1] for line in installs(host)]
+    assert runs == ["no", "true", "true"], "the interrupted reinstall ran again, once"
+    assert "Reprovisioned" in [e["reason"] for e in await events(client, name)]
+
+    # Served: a restarted operator (its first reconcile checks everything) does not serve it
+    # again, and writing the same token again (a restarted requester) changes nothing.
+    op.kill()
+    await op.start()
+    await client.patch(MACHINES, name, body, namespace=NS)
+    await asyncio.sleep(5)
+    assert [line.split()[1] for line in installs(host)] == ["no", "true", "true"]
+    await client.delete(MACHINES, name, namespace=NS)
+
+    async def gone() -> bool:
+        try:
+            await machine(client, name)
+        except NotFound:
+            return True
+        return False
+
+    await op.wait(gone, "the Machine to be deleted", 90)
