@@ -643,7 +643,11 @@ async def test_the_machine_operator_serves_a_request_once_even_when_killed_midwa
     await op.wait(served, "the request to be served after the restart", 90)
     runs = [line.split()[1] for line in installs(host)]
     assert runs == ["no", "true", "true"], "the interrupted reinstall ran again, once"
-    assert "Reprovisioned" in [e["reason"] for e in await events(client, name)]
+
+    async def told() -> bool:
+        return "Reprovisioned" in [e["reason"] for e in await events(client, name)]
+
+    await op.wait(told, "the Reprovisioned Event", 10)
 
     # Served: a restarted operator (its first reconcile checks everything) does not serve it
     # again, and writing the same token again (a restarted requester) changes nothing.
