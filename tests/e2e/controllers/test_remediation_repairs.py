@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
+import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +36,12 @@ from kokpit.api.v1alpha1 import (
     REMEDIATIONS,
 )
 from kokpit.api.v1alpha1.machine import REPROVISION_ANNOTATION
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
 from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.providers.repair.emulator import FakeSystem, LocalCA, RedfishEmulator
 from kokpit.providers.repair.receiver import WebhookReceiver
-from kokpit.runtime import Client, ClientConfig, NotFound, PatchType
+from kokpit.runtime import Client, ClientConfig, Forbidden, NotFound, PatchType
 from kokpit.runtime.resources import EVENTS, NODES, SECRETS
 from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
@@ -46,6 +49,8 @@ from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "repairs-e2e"
+ADMISSION = Path(__file__).parents[3] / "config" / "admission"
+OPERATOR_USER = "system:serviceaccount:kokpit-system:kokpit-remediation-operator"
 #: The Machine label each test's policy selects, and the node label of its failure domain.
 TEST = "kokpit.io/e2e-test"
 Object = dict[str, Any]
@@ -73,11 +78,53 @@ def identity(kubectl: Kubectl, local_cluster: LocalCluster, operator: str) -> Cl
     return operator_identity(kubectl, admin, operator, [NS])
 
 
+@pytest.fixture(scope="module")
+def remediation_identity(
+    kubectl: Kubectl, local_cluster: LocalCluster, biz: BusinessCluster
+) -> ClientConfig:
+    return identity(kubectl, local_cluster, "remediation-operator")
+
+
+@pytest.fixture(scope="module")
+def machine_writes_policy(kubectl: Kubectl, remediation_identity: ClientConfig) -> None:
+    """config/admission/remediation-operator-machines.yaml, in force when this returns: a
+    label patched by the remediation operator's identity is refused."""
+    kubectl.run("apply", "-f", str(ADMISSION / "remediation-operator-machines.yaml"))
+    name = "policy-probe"
+    probe = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "Machine",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "clusterRef": {"name": "biz"},
+            "packageVersion": "none",
+            "executor": "sim",
+            "address": "10.0.0.9",
+        },
+    }
+    kubectl.apply([probe])
+    patch = ["patch", "km", name, "-n", NS, "--type=merge", "--as", OPERATOR_USER]
+    deadline = time.monotonic() + 30
+    try:
+        for attempt in itertools.count():
+            labels = {"metadata": {"labels": {"probe": str(attempt)}}}
+            try:
+                kubectl.run(*patch, "-p", json.dumps(labels))
+            except KubectlError as e:
+                if "may not change a Machine's labels" in e.stderr:
+                    return
+                raise
+            assert time.monotonic() < deadline, "the admission policy never came into force"
+            time.sleep(0.2)
+    finally:
+        kubectl.run("delete", "km", name, "-n", NS)
+
+
 @pytest.fixture
 async def remediation_operator(
-    kubectl: Kubectl, local_cluster: LocalCluster, biz: BusinessCluster, tmp_path: Path
+    remediation_identity: ClientConfig, machine_writes_policy: None, tmp_path: Path
 ) -> AsyncIterator[OperatorProcess]:
-    config = identity(kubectl, local_cluster, "remediation-operator")
+    config = remediation_identity
     kubeconfig = write_kubeconfig(config, tmp_path / "remediation-operator.kubeconfig")
     args = ["--executors", "ssh,sim", "--admission-delay", "1"]
     with operator_process("remediation", kubeconfig, tmp_path / "remediation.log", args) as op:
@@ -666,3 +713,39 @@ async def test_the_machine_operator_serves_a_request_once_even_when_killed_midwa
         return False
 
     await op.wait(gone, "the Machine to be deleted", 90)
+
+
+async def test_the_remediation_operator_may_change_only_the_request_annotation_of_a_machine(
+    remediation_identity: ClientConfig,
+    machine_writes_policy: None,
+    client: Client,
+    redfish_emulator: RedfishEmulator,
+    bmc_system: FakeSystem,
+    business: Client,
+    simple_packages: None,
+) -> None:
+    """RBAC lets the operator patch Machines where it is bound; the admission policy holds it
+    to the Reprovision request: not the spec (a Secret name, the address), labels, other
+    annotations or finalizers."""
+    name = "guarded-a"
+    bmc = redfish_emulator.bmc(bmc_system, "guarded-a-bmc")
+    await add_bmc_machine(client, business, name, "guarded", bmc)
+    attempts: list[tuple[Object, str]] = [
+        ({"spec": {"bmc": {"credentialsSecretRef": {"name": "elsewhere"}}}}, "spec"),
+        ({"spec": {"address": "10.9.9.9"}}, "spec"),
+        ({"metadata": {"labels": {TEST: "other"}}}, "labels"),
+        ({"metadata": {"annotations": {"kokpit.io/skip-host-cleanup": "true"}}}, "not kokpit.io"),
+        ({"metadata": {"finalizers": ["example.com/held"]}}, "finalizers"),
+    ]
+    async with Client(remediation_identity) as operator:
+        for body, said in attempts:
+            with pytest.raises(Forbidden) as refused:
+                await operator.patch(MACHINES, name, body, namespace=NS)
+            assert said in str(refused.value), str(refused.value)
+        request = {"metadata": {"annotations": {REPROVISION_ANNOTATION: "u/0/t"}}}
+        await operator.patch(MACHINES, name, request, namespace=NS)
+    stored = await machine(client, name)
+    assert stored["metadata"]["annotations"] == {REPROVISION_ANNOTATION: "u/0/t"}
+    assert stored["spec"]["address"] == "10.0.0.1"
+    assert stored["spec"]["bmc"]["credentialsSecretRef"] == {"name": "guarded-a-bmc"}
+    await client.delete(MACHINES, name, namespace=NS)
