@@ -252,11 +252,14 @@ async def test_a_machine_that_is_gone_fails_the_rung() -> None:
 class Host1:
     """An executor whose packages are all installed at their versions; records each step."""
 
-    def __init__(self) -> None:
+    def __init__(self, failing: str = "") -> None:
         self.steps: list[tuple[str, str, str]] = []
+        self.failing = failing
 
     async def run(self, host: Host, step: Step) -> StepResult:
         self.steps.append((step.package, step.action, step.env.get("KOKPIT_REPROVISION", "")))
+        if (step.package, step.action) == (self.failing, "install"):
+            return StepResult(1, stderr="disk full")
         if step.action == "check":
             return StepResult(0, stdout=f"{step.version}\n")
         return StepResult(0)
@@ -316,6 +319,27 @@ async def test_the_machine_operator_installs_every_package_again_once_per_token(
     again = machine_scope(TOKEN, served=TOKEN)
     assert await serve(phases, again, [])
     assert [a for _, a, _ in executor.steps if a == "install"] == []
+
+
+async def test_a_reinstall_that_fails_leaves_the_request_unserved_and_the_machine_not_ready() -> (
+    None
+):
+    executor = Host1(failing="b")
+    phases = HostPhases(Store(), Store(), {"sim": executor}, MachineOptions())  # type: ignore[arg-type]
+    scope = machine_scope(TOKEN)
+    assert not await serve(phases, scope, [])
+    assert "reprovisioned" not in scope.status
+    machine_status.update(scope)
+    installed = get(scope.status["conditions"], "PackagesInstalled") or {}
+    assert (installed["status"], installed["reason"]) == ("False", "StepFailed")
+    assert "b: install exited 1: disk full" in installed["message"]
+    assert (get(scope.status["conditions"], "Ready") or {}).get("status") == "False"
+    # The next reconcile (its backoff) serves it from the first package again.
+    executor.failing = ""
+    executor.steps.clear()
+    assert await serve(phases, scope, [])
+    assert [p for p, a, _ in executor.steps if a == "install"] == ["a", "b"]
+    assert scope.status["reprovisioned"] == TOKEN
 
 
 async def test_a_token_too_long_is_refused_with_an_event_and_never_served() -> None:
