@@ -34,7 +34,7 @@ from kokpit.api.conditions import READY, get
 from kokpit.api.v1alpha1 import MACHINES
 from kokpit.api.v1alpha1.machine import REPROVISION_ANNOTATION, REPROVISION_TOKEN_MAX
 from kokpit.providers.repair import RepairError, RepairTarget
-from kokpit.runtime import ApiError, NotFound, Resource
+from kokpit.runtime import ApiError, Conflict, NotFound, Resource
 
 #: How often the Machine is read while the request is waited for.
 POLL_INTERVAL = 2.0
@@ -84,7 +84,7 @@ class ReprovisionRepairer:
                 return f"{action}: Machine {name} installed its packages again (request {token})"
             pending = annotations.get(REPROVISION_ANNOTATION)
             if served != token and (not pending or pending == served):
-                await self._request(name, namespace, token)
+                await self._request(machine, token)
             left = target.seconds_left()
             if left <= 0:
                 raise _error("ReprovisionTimedOut", _late(name, token, served, pending, ready))
@@ -101,10 +101,21 @@ class ReprovisionRepairer:
             raise _error("MachineDeleting", f"Machine {namespace}/{name} is being deleted")
         return machine
 
-    async def _request(self, name: str, namespace: str, token: str) -> None:
-        body = {"metadata": {"annotations": {REPROVISION_ANNOTATION: token}}}
+    async def _request(self, machine: dict[str, Any], token: str) -> None:
+        """Write ``token``, on the Machine as read: another request written meanwhile is not
+        overwritten (the conflict sends the caller round to read again)."""
+        meta = machine["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        body = {
+            "metadata": {
+                "annotations": {REPROVISION_ANNOTATION: token},
+                "resourceVersion": meta.get("resourceVersion"),
+            }
+        }
         try:
             await self._client.patch(MACHINES, name, body, namespace=namespace)
+        except Conflict:
+            return
         except NotFound:
             raise _error("MachineNotFound", f"Machine {namespace}/{name} is gone") from None
         except ApiError as e:

@@ -24,7 +24,7 @@ from kokpit.controllers.remediation.phases import parse
 from kokpit.providers.machine import Host, Step, StepResult, packages
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.reprovision import ReprovisionRepairer
-from kokpit.runtime import NotFound
+from kokpit.runtime import Conflict, NotFound
 from kokpit.runtime.store import Store
 from tests.unit.controllers.test_machine_logic import fake_commands
 from tests.unit.controllers.test_remediation_logic import (
@@ -154,16 +154,20 @@ class Machines:
     async def patch(
         self, res: Any, name: str, patch: Any, *, namespace: str | None = None
     ) -> Object:
+        assert self.machine is not None
+        version = patch["metadata"].pop("resourceVersion")
+        if version != self.machine["metadata"].get("resourceVersion"):
+            raise Conflict("the object has been modified")
         self.patches.append(patch)
-        self.machine["metadata"].setdefault("annotations", {}).update(  # type: ignore[index]
+        self.machine["metadata"].setdefault("annotations", {}).update(
             patch["metadata"]["annotations"]
         )
-        return copy.deepcopy(self.machine)  # type: ignore[arg-type]
+        return copy.deepcopy(self.machine)
 
 
 def ready_machine(**status_fields: Any) -> Object:
     return {
-        "metadata": {"name": "m1", "namespace": "ns"},
+        "metadata": {"name": "m1", "namespace": "ns", "resourceVersion": "1"},
         "spec": {"packageVersion": "v1"},
         "status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": ""}],
@@ -222,6 +226,30 @@ async def test_a_pending_request_of_another_attempt_is_served_before_ours_is_wri
     assert [p["metadata"]["annotations"][REPROVISION_ANNOTATION] for p in machines.patches] == [
         TOKEN
     ]
+
+
+async def test_a_request_written_by_another_attempt_meanwhile_is_not_overwritten() -> None:
+    machines = Machines(ready_machine(reprovisioned="old"), serve_after=None)
+
+    class Racing(Machines):
+        """Another attempt writes its request between our read and our write."""
+
+        async def get(self, res: Any, name: str, *, namespace: str | None = None) -> Object:
+            obj = await super().get(res, name, namespace=namespace)
+            if self.reads == 1:
+                assert self.machine is not None
+                self.machine["metadata"]["annotations"] = {REPROVISION_ANNOTATION: "other"}
+                self.machine["metadata"]["resourceVersion"] = "2"
+            return obj
+
+    racing = Racing(machines.machine, serve_after=None)
+    repairer = ReprovisionRepairer(racing, poll_interval=0.01)
+    with pytest.raises(RepairError) as late:
+        await repairer.repair("Reprovision", reprovision_target(ready_machine(), seconds=0.2))
+    assert racing.patches == []
+    assert racing.machine is not None
+    assert racing.machine["metadata"]["annotations"] == {REPROVISION_ANNOTATION: "other"}
+    assert "another request (other) is still pending" in str(late.value)
 
 
 async def test_a_request_not_served_in_time_fails_saying_what_the_machine_reports() -> None:
