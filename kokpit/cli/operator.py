@@ -54,6 +54,7 @@ from kokpit.providers.machine.ssh import SSHExecutor
 from kokpit.providers.repair import Repairer
 from kokpit.providers.repair.executor import ExecutorRepairer
 from kokpit.providers.repair.redfish import RedfishRepairer
+from kokpit.providers.repair.reprovision import ReprovisionRepairer
 from kokpit.providers.repair.secrets import secret_reader
 from kokpit.providers.repair.webhook import EscalationNotifier, TicketRepairer, WebhookClient
 from kokpit.runtime import (
@@ -343,7 +344,7 @@ def run_remediation(args: argparse.Namespace) -> int:
 
 async def _remediation_operator(args: argparse.Namespace) -> None:
     """The fault hub and the Remediation workflow in one process: the hub records faults, the
-    workflow repairs them through the repairers (executor, BMC, ticket)."""
+    workflow repairs them through the repairers (executor, BMC, the Machine-Operator, ticket)."""
     async with _manager(args, "remediation") as (manager, recorder):
         available: dict[str, Executor] = {
             "ssh": SSHExecutor(),
@@ -379,6 +380,7 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
         for repairer in (
             ExecutorRepairer(manager.client, executors),
             bmc,
+            ReprovisionRepairer(manager.client),
             TicketRepairer(webhooks),
         ):
             repairers.update(dict.fromkeys(repairer.actions, repairer))

@@ -21,6 +21,17 @@ PACKAGES_INSTALLED = "PackagesInstalled"
 NODE_JOINED = "NodeJoined"
 GATES_PASSED = "ReadinessGatesPassed"
 
+#: A request to re-provision the host: its packages are installed again, each with its install
+#: step even when its check says it is there (then verified and checked), whatever their
+#: versions. The value is a token unique to the request (the Remediation workflow writes one per
+#: Reprovision attempt); the Machine-Operator serves each token once and records it in
+#: ``status.reprovisioned``. A token equal to that is served already: writing it again does
+#: nothing, so a requester that restarts may always write its token again.
+REPROVISION_ANNOTATION = "kokpit.io/reprovision"
+#: The longest token :data:`REPROVISION_ANNOTATION` may carry (a longer one is refused, with an
+#: Event, and never served).
+REPROVISION_TOKEN_MAX = 253
+
 MachinePhase = Literal["Pending", "Provisioning", "Running", "Updating", "Deleting", "Failed"]
 
 #: Node conditions the kubelet (or KWOK) owns: no readiness gate may name them.
@@ -319,6 +330,12 @@ class MachineStatus:
         "Each package's installed version.", default_factory=list
     )
     last_operation: Operation | None = field("The last step run on the host.", default=None)
+    reprovisioned: str | None = field(
+        "The last re-provisioning request served: the token of the annotation "
+        "kokpit.io/reprovision, recorded once every package was installed again.",
+        default=None,
+        max_length=REPROVISION_TOKEN_MAX,
+    )
     conditions: list[Condition] = field(
         "Ready, HostReachable, PackagesInstalled, NodeJoined, ReadinessGatesPassed, and the "
         "readiness gates mirrored from the node.",

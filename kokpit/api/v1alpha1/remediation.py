@@ -76,13 +76,21 @@ class Attempt:
     step: int = field("The rung of the ladder (from 0).", minimum=0)
     action: RepairAction = field("The action.")
     state: AttemptState = field(
-        "Started (it ran or may have run: never started again), Succeeded (the node "
+        "Started (it ran or may have run: never started again, but for Reprovision, whose "
+        "request is sent again with the same token, which the Machine-Operator serves once), "
+        "Succeeded (the node "
         "recovered), Failed (the action reported an error) or TimedOut (the node did not "
         "recover within the step's timeout)."
     )
     started_at: str = field("When it was started.", format="date-time")
     finished_at: str | None = field("When it ended.", default=None, format="date-time")
     message: str = field("What the action or the check said.", default="", max_length=4096)
+    reason: str | None = field(
+        "Why a Failed action failed, in CamelCase (BMCAuthFailed, StepFailed, ...): the "
+        "reason of the Repaired condition while this is the last attempt.",
+        default=None,
+        max_length=128,
+    )
 
 
 @dataclass(kw_only=True)

@@ -6,6 +6,14 @@ Crash safety: before a step that changes the host, the step is written to
 runs every package's ``check`` again and takes the next change from what the host reports.
 Steps are idempotent and hold a per-package lock on the host, so a step that may have run runs
 again at most — never at the same time as its orphan — and is never skipped.
+
+Re-provisioning (the annotation :data:`~kokpit.api.v1alpha1.machine.REPROVISION_ANNOTATION`,
+written by the Remediation workflow's Reprovision rung): once the host is at its version, every
+package is installed again, in order, with its install step even though its check says it is
+there (its steps see ``KOKPIT_REPROVISION=true``; apt packages are reinstalled), then verified
+and checked. The request's token is recorded in ``status.reprovisioned`` only after the last
+package, so each token is served once: a token already recorded is never served again, and an
+operator killed midway serves it again from the first package (at least once, like any step).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from kokpit.api.conditions import now
+from kokpit.api.v1alpha1.machine import REPROVISION_ANNOTATION, REPROVISION_TOKEN_MAX
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
 from kokpit.providers.machine import (
@@ -82,7 +91,8 @@ class HostPhases:
         return True
 
     async def reconcile_packages(self, scope: MachineScope) -> bool:
-        if self._checked.holds(scope.uid, _checked_token(scope)):
+        reprovision = self._reprovision_request(scope)
+        if reprovision is None and self._checked.holds(scope.uid, _checked_token(scope)):
             return True
         desired = scope.desired_packages
         applied = scope.applied_version["spec"]["packages"] if scope.applied_version else []
@@ -103,6 +113,11 @@ class HostPhases:
             while (change := packages.next_change(desired, installed, retired)) is not None:
                 if not await self._change(scope, executor, change, installed):
                     return False
+            if reprovision is not None:
+                for package in desired:
+                    change = Change(package, "install")
+                    if not await self._change(scope, executor, change, installed, reprovision=True):
+                        return False
         except HostError as e:
             self._host_failed(scope, e)
             return False
@@ -110,8 +125,27 @@ class HostPhases:
         scope.status["packages"] = [
             {"name": p["name"], "version": installed.get(p["name"], "")} for p in desired
         ]
+        if reprovision is not None:
+            scope.status["reprovisioned"] = reprovision
+            await scope.persist()  # served: never again for this token
+            message = f"every package of {scope.spec['packageVersion']} was installed again"
+            scope.event("Normal", "Reprovisioned", f"{message} (request {reprovision})")
         self._checked.remember(scope.uid, _checked_token(scope))
         return True
+
+    def _reprovision_request(self, scope: MachineScope) -> str | None:
+        """The token of a re-provisioning request not served yet (None: there is none)."""
+        token = (scope.metadata.get("annotations") or {}).get(REPROVISION_ANNOTATION)
+        if not token or token == scope.status.get("reprovisioned"):
+            return None
+        if len(token) > REPROVISION_TOKEN_MAX:
+            message = (
+                f"{REPROVISION_ANNOTATION} is longer than {REPROVISION_TOKEN_MAX} characters: "
+                "not served"
+            )
+            scope.event("Warning", "InvalidReprovisionRequest", message)
+            return None
+        return str(token)
 
     async def remove_packages(self, scope: MachineScope) -> bool:
         """Delete: remove the packages, the last installed first. A person may skip this with
@@ -200,9 +234,17 @@ class HostPhases:
             return None
 
     async def _run(
-        self, scope: MachineScope, executor: Executor, package: Object, action: Action
+        self,
+        scope: MachineScope,
+        executor: Executor,
+        package: Object,
+        action: Action,
+        *,
+        reprovision: bool = False,
     ) -> StepResult:
-        extra = self._step_env(scope, package) if self._step_env is not None else {}
+        extra = dict(self._step_env(scope, package)) if self._step_env is not None else {}
+        if reprovision:
+            extra[packages.REPROVISION_ENV] = "true"
         step = packages.step(package, action, node_name=scope.name, extra_env=extra)
         if step is None or scope.host is None:
             raise RuntimeError(f"{package['name']} has no {action} step")  # a bug, not input
@@ -224,9 +266,16 @@ class HostPhases:
         return installed
 
     async def _change(
-        self, scope: MachineScope, executor: Executor, change: Change, installed: dict[str, str]
+        self,
+        scope: MachineScope,
+        executor: Executor,
+        change: Change,
+        installed: dict[str, str],
+        *,
+        reprovision: bool = False,
     ) -> bool:
-        """Run one change: record the intent, run it and verify, then check again."""
+        """Run one change: record the intent, run it and verify, then check again
+        (``reprovision``: the install step of a package that is there, told so)."""
         operation: Object = {
             "package": change.name,
             "step": change.action,
@@ -236,7 +285,9 @@ class HostPhases:
         scope.status["lastOperation"] = operation
         await scope.persist()  # the intent is in the API server before the host is touched
         failed_step = change.action
-        result = await self._run(scope, executor, change.package, change.action)
+        result = await self._run(
+            scope, executor, change.package, change.action, reprovision=reprovision
+        )
         if result.ok and change.action != "remove" and "verify" in packages.scripts(change.package):
             failed_step = "verify"
             result = await self._run(scope, executor, change.package, "verify")

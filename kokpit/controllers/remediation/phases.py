@@ -14,7 +14,9 @@ Crash safety (status is the only memory):
   did it; a node someone else cordoned is never uncordoned.
 - **Repair**: the attempt is stored as ``Started`` *before* the repairer is called. A restarted
   operator that finds the current rung's attempt Started never calls the repairer again: it
-  goes on to Verifying and waits out the rung's timeout for the node to recover.
+  goes on to Verifying and waits out the rung's timeout for the node to recover. The exception
+  is an action its repairer declares ``repeatable`` (Reprovision): asking again with the same
+  attempt id is harmless there, so the request is sent again rather than possibly lost.
 - **Verify**: recovered means the fault Cleared and the Node Ready, both for the policy's
   ``recoverySeconds``, counted from the latest of the fault clearing, the node turning Ready and
   the attempt starting; all three are stored times, so a restart changes nothing. Not within
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kokpit.api.conditions import now
 from kokpit.api.v1alpha1.remediation import ATTEMPTS_MAX
@@ -206,24 +208,31 @@ class Workflow:
         if step >= len(ladder):
             await self._escalate(scope)
             return False
+        action = str(ladder[step]["action"])
+        repairer = self._repairers.get(action)
         last = scope.last_attempt
         if last is not None and last.get("step") == step and last.get("state") == "Started":
-            # Started before a crash: it ran, or may have. Never again: wait for recovery.
-            scope.phase = "Verifying"
-            return True
-        action = str(ladder[step]["action"])
-        if action in GUARDED_REPAIRS:
-            _, node = await self._cached_node(scope)
-            if not await self._allowed(scope, self._repair_request(scope, step, node)):
-                return False
-        repairer = self._repairers.get(action)
-        target = self._target(scope)
-        attempt: Object = {"step": step, "action": action, "state": "Started", "startedAt": now()}
-        scope.attempts.append(attempt)
-        del scope.attempts[:-ATTEMPTS_MAX]
-        await scope.persist()  # Started is on record before the action runs
-        metrics.ACTIONS.labels(action, "Started").inc()
-        scope.event("Normal", "RepairStarted", f"rung {step}: {action} on {scope.node_name}")
+            # Started before a crash: it ran, or may have. Never again (wait for recovery),
+            # unless its repairer makes asking again harmless: then a request the crash lost
+            # is not skipped.
+            if repairer is None or action not in repairer.repeatable:
+                scope.phase = "Verifying"
+                return True
+            attempt: Object = last
+            scope.event("Normal", "RepairResumed", f"rung {step}: {action} asked again")
+        else:
+            # A new attempt asks the guard before it is recorded (a resumed one was granted).
+            if action in GUARDED_REPAIRS:
+                _, node = await self._cached_node(scope)
+                if not await self._allowed(scope, self._repair_request(scope, step, node)):
+                    return False
+            attempt = {"step": step, "action": action, "state": "Started", "startedAt": now()}
+            scope.attempts.append(attempt)
+            del scope.attempts[:-ATTEMPTS_MAX]
+            await scope.persist()  # Started is on record before the action runs
+            metrics.ACTIONS.labels(action, "Started").inc()
+            scope.event("Normal", "RepairStarted", f"rung {step}: {action} on {scope.node_name}")
+        target = self._target(scope, attempt)
         try:
             if repairer is None:
                 raise RepairError(f"no repairer for {action} is configured in this operator")
@@ -232,9 +241,10 @@ class Workflow:
             attempt["message"] = (await repairer.repair(action, target))[:4096]
         except RepairError as e:
             await self._release_repair(scope, "Failed")
-            attempt.update(state="Failed", finishedAt=now(), message=str(e)[:4096])
+            reason = e.reason[:128]
+            attempt.update(state="Failed", finishedAt=now(), message=str(e)[:4096], reason=reason)
             metrics.ACTIONS.labels(action, "Failed").inc()
-            scope.event("Warning", "RepairFailed", f"rung {step}: {action}: {e}")
+            scope.event("Warning", "RepairFailed", f"rung {step}: {action}: {reason}: {e}")
             scope.status["step"] = step + 1
             return True
         scope.phase = "Verifying"
@@ -414,9 +424,13 @@ class Workflow:
         if self._guard is not None and "drain" in scope.status:
             await self._guard.release(self._drain_request(scope, None), outcome)
 
-    def _target(self, scope: RemediationScope) -> RepairTarget | None:
+    def _target(self, scope: RemediationScope, attempt: Object) -> RepairTarget | None:
+        """What the repairer acts on, with the policy (the Ticket rung posts to its webhook)
+        and the attempts so far, the current one last."""
         if scope.machine is None:
             return None
+        rung = scope.ladder[attempt["step"]]
+        timeout = timedelta(seconds=float(rung.get("timeoutSeconds", 600)))
         return RepairTarget(
             namespace=scope.namespace,
             machine=scope.machine,
@@ -424,6 +438,10 @@ class Workflow:
             cluster_name=str(scope.status.get("clusterName") or ""),
             fault_type=str(scope.status.get("faultType") or ""),
             remediation=scope.name,
+            policy=scope.policy or {},
+            attempts=tuple(scope.attempts),
+            attempt_id=f"{scope.metadata.get('uid')}/{attempt['step']}/{attempt['startedAt']}",
+            deadline=parse(attempt["startedAt"]) + timeout,
         )
 
     async def _cluster_client(self, scope: RemediationScope) -> Client | None:

@@ -74,13 +74,15 @@ def repaired(scope: RemediationScope) -> Condition | None:
         return None
     last = scope.last_attempt or {}
     summary = f"{last.get('action')} (rung {last.get('step')}): {last.get('message', '')}"
+    # A failed action says why in its own words (BMCAuthFailed, ...) until the next one starts.
+    failed = str(last.get("reason") or "RepairFailed") if last.get("state") == "Failed" else None
     if scope.phase in ("Repairing", "Verifying"):
         if scope.problem:
             return (REPAIRED, "False", *scope.problem)
-        reason = "Verifying" if scope.phase == "Verifying" else "Repairing"
+        reason = "Verifying" if scope.phase == "Verifying" else failed or "Repairing"
         return (REPAIRED, "False", reason, summary if last else "")
     if scope.phase == "Escalated":
-        return (REPAIRED, "False", "LadderExhausted", f"last: {summary}")
+        return (REPAIRED, "False", failed or "LadderExhausted", f"last: {summary}")
     if scope.phase == "Closed":
         return (REPAIRED, "False", "Closed", "closed by a person")
     return (REPAIRED, "True", "Recovered", summary)

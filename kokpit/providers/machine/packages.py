@@ -29,6 +29,12 @@ from kokpit.providers.machine import Action, Step
 
 Object = dict[str, Any]
 
+#: Set to ``true`` in the environment of an install step that re-provisions a package the
+#: host has (the Machine annotation ``kokpit.io/reprovision``), and unset otherwise (steps run
+#: under ``set -u``: read it as ``${KOKPIT_REPROVISION:-}``). A script package may reinstall
+#: harder then (overwrite its files, reset its state); apt packages are reinstalled.
+REPROVISION_ENV = "KOKPIT_REPROVISION"
+
 
 @dataclass(frozen=True)
 class Change:
@@ -198,7 +204,8 @@ def _run(script: str, timeout: int = 300) -> Object:
 _APT: dict[str, Object] = {
     "check": _run(f"{_DPKG_STATUS} | awk '$1 == \"ii\" {{ print $2 }}' || true"),
     "install": _run(
-        f'{_APT_GET} --allow-downgrades install -- "$KOKPIT_APT_PACKAGE=$KOKPIT_APT_VERSION"',
+        f"{_APT_GET} --allow-downgrades ${{KOKPIT_REPROVISION:+--reinstall}} install -- "
+        '"$KOKPIT_APT_PACKAGE=$KOKPIT_APT_VERSION"',
         timeout=1800,
     ),
     "remove": _run(f'{_APT_GET} remove -- "$KOKPIT_APT_PACKAGE"', timeout=1800),

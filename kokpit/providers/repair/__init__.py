@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 
@@ -38,6 +39,17 @@ class RepairTarget:
     policy: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: The Remediation's ``status.attempts`` so far, oldest first (tickets carry them).
     attempts: Sequence[Mapping[str, Any]] = ()
+    #: Unique to this attempt (the Remediation's uid, the rung and the attempt's start): the
+    #: token of a request a repairer may send again after a restart (Reprovision).
+    attempt_id: str = ""
+    #: When the attempt's rung times out (its start plus the rung's timeout); None: no bound.
+    deadline: datetime | None = None
+
+    def seconds_left(self) -> float:
+        """Seconds until :attr:`deadline` (infinite without one; negative once past)."""
+        if self.deadline is None:
+            return float("inf")
+        return (self.deadline - datetime.now(UTC)).total_seconds()
 
     @property
     def machine_name(self) -> str:
@@ -55,6 +67,10 @@ class RepairError(Exception):
 class Repairer(Protocol):
     #: The actions this repairer does (RepairAction values).
     actions: frozenset[str]
+    #: Those of its actions that may be asked again when an attempt is found Started after a
+    #: restart: the repairer makes a repeat of the same attempt (same ``attempt_id``) harmless.
+    #: Any other action is never run twice: the workflow waits for the node instead.
+    repeatable: frozenset[str]
 
     async def repair(self, action: str, target: RepairTarget) -> str:
         """Do ``action`` on ``target``; returns what was done, for the attempt's message.

@@ -74,6 +74,7 @@ class ExecutorRepairer:
     RestartContainerRuntime and Reboot, over the executors the operator enables."""
 
     actions = frozenset({*RESTARTS, "Reboot"})
+    repeatable: frozenset[str] = frozenset()
 
     def __init__(self, client: Reader, executors: Mapping[str, Executor]) -> None:
         self._client = client

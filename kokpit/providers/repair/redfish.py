@@ -373,6 +373,7 @@ class RedfishRepairer:
     threads."""
 
     actions = frozenset(BMC_ACTIONS)
+    repeatable: frozenset[str] = frozenset()
 
     def __init__(self, *, secrets: SecretReader, options: RedfishOptions | None = None) -> None:
         self._secrets = secrets

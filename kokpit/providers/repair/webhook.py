@@ -382,6 +382,7 @@ class TicketRepairer:
     them."""
 
     actions = frozenset({"Ticket"})
+    repeatable: frozenset[str] = frozenset()
 
     def __init__(self, client: WebhookClient) -> None:
         self._client = client

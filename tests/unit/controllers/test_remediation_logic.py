@@ -217,6 +217,7 @@ class FakeRepairer:
     called, and fail when told to."""
 
     actions = frozenset({"RestartKubelet", "Reboot"})
+    repeatable: frozenset[str] = frozenset()
 
     def __init__(self, stored: list[Object], fail: set[str] | None = None) -> None:
         self.calls: list[tuple[str, Object]] = []
