@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import samples
+from fixtures.business import BusinessCluster, business_cluster
 from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
@@ -102,6 +103,28 @@ def widget_crd(kubectl: Kubectl) -> Resource:
     kubectl.apply([crd])
     kubectl.wait_established("widgets.test.kokpit.io")
     return samples.WIDGETS
+
+
+@pytest.fixture(scope="module")
+def biz(
+    request: pytest.FixtureRequest,
+    kubectl: Kubectl,
+    assets: Assets,
+    local_cluster: LocalCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    kokpit_crds: None,
+) -> Iterator[BusinessCluster]:
+    """The module's business cluster: Cluster ``biz`` in the module's namespace ``NS`` (made,
+    and deleted afterwards, if it does not exist), a ``process``-runtime control plane kept by
+    a Cluster-Operator and KWOK nodes, with the module's ``BUSINESS_CLUSTER`` options (see
+    :func:`fixtures.business.business_cluster`)."""
+    options = getattr(request.module, "BUSINESS_CLUSTER", {})
+    workdir = tmp_path_factory.mktemp("biz")
+    namespace = request.module.NS
+    with business_cluster(
+        kubectl, assets, local_cluster.kubeconfig, workdir, namespace, **options
+    ) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

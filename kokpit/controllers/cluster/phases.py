@@ -45,7 +45,7 @@ from kokpit.providers.controlplane import (
 )
 from kokpit.providers.controlplane.kubernetes import apiserver_dns_names, etcd_dns_names
 from kokpit.providers.controlplane.process import business_pki
-from kokpit.providers.guard import Guard, Outcome, RiskRequest
+from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
 from kokpit.runtime import (
     ApiError,
     Client,
@@ -389,13 +389,16 @@ class ClusterPhases:
         verdict = await self._guard.acquire(self._request(scope, step))
         if verdict.allowed:
             return True
-        message = f"{plan.name} → {plan.version} waits: {verdict.reason}"
-        scope.blocked = ("GuardDenied", message)
-        scope.event("Warning", "GuardDenied", message)
-        wait = verdict.retry_after or self._options.failed_retry_interval
-        scope.requeue(
-            min(max(wait, self._options.poll_interval), self._options.failed_retry_interval)
+        o = self._options
+        message, wait = held(
+            verdict,
+            f"{plan.name} → {plan.version}",
+            at_least=o.poll_interval,
+            at_most=o.failed_retry_interval,
         )
+        scope.blocked = (GUARD_DENIED, message)
+        scope.event("Warning", GUARD_DENIED, message)
+        scope.requeue(wait)
         return False
 
     async def _release_step(self, scope: ClusterScope, outcome: Outcome) -> None:

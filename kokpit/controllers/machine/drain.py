@@ -12,7 +12,7 @@ import contextlib
 
 from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope, Object
-from kokpit.providers.guard import Guard, RiskRequest
+from kokpit.providers.guard import GUARD_DENIED, Guard, RiskRequest, held
 from kokpit.providers.machine.drain import evict, set_unschedulable, stays
 from kokpit.providers.machine.kubelet import owned_by
 from kokpit.runtime import Client, ClusterCache, ClusterNotReady, NotFound
@@ -91,14 +91,16 @@ class DrainPhases:
         verdict = await self._guard.acquire(_request(scope, node))
         if verdict.allowed:
             return True
-        message = f"deleting node {node['metadata']['name']} waits: {verdict.reason}"
-        scope.node_problem = ("GuardDenied", message)
-        scope.event("Warning", "GuardDenied", message)
-        # Asked again at least every retry interval: a policy changed or deleted meanwhile
-        # is not an event of the Machine's.
-        wait = verdict.retry_after or self._options.retry_interval
-        interval = self._options.retry_interval
-        scope.requeue(min(max(wait, self._options.drain_poll_interval), interval))
+        o = self._options
+        message, wait = held(
+            verdict,
+            f"deleting node {node['metadata']['name']}",
+            at_least=o.drain_poll_interval,
+            at_most=o.retry_interval,
+        )
+        scope.node_problem = (GUARD_DENIED, message)
+        scope.event("Warning", GUARD_DENIED, message)
+        scope.requeue(wait)
         return False
 
     async def _client(self, scope: MachineScope) -> Client | None:

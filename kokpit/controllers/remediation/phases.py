@@ -39,7 +39,7 @@ from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.scope import Object, RemediationScope
 from kokpit.controllers.remediation.start import Status, initial_status, write_remediated
 from kokpit.controllers.remediation.storm import node_summary, ready_since
-from kokpit.providers.guard import Guard, Outcome, RiskRequest
+from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
 from kokpit.providers.machine.drain import set_unschedulable
 from kokpit.providers.repair import Repairer, RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation, EscalationNotifier, NotifyError
@@ -379,11 +379,16 @@ class Workflow:
         verdict = await self._guard.acquire(request)
         if verdict.allowed:
             return True
-        message = f"{request.action} of node {scope.node_name} waits: {verdict.reason}"
-        scope.problem = ("GuardDenied", message)
-        scope.event("Warning", "GuardDenied", message)
-        wait = verdict.retry_after or self._options.retry_interval
-        scope.requeue(min(max(wait, self._options.poll_interval), self._options.retry_interval))
+        o = self._options
+        message, wait = held(
+            verdict,
+            f"{request.action} of node {scope.node_name}",
+            at_least=o.poll_interval,
+            at_most=o.retry_interval,
+        )
+        scope.problem = (GUARD_DENIED, message)
+        scope.event("Warning", GUARD_DENIED, message)
+        scope.requeue(wait)
         return False
 
     def _drain_request(self, scope: RemediationScope, node: Object | None) -> RiskRequest:

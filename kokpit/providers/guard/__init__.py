@@ -48,10 +48,22 @@ class Verdict:
     retry_after: float | None = None
 
 
+#: The reason of the condition and Event that say an action waits for the guard.
+GUARD_DENIED = "GuardDenied"
+
+
+def held(verdict: Verdict, what: str, *, at_least: float, at_most: float) -> tuple[str, float]:
+    """For an action the guard refused: the message saying why ``what`` waits, and when to ask
+    again — when the policy says, but within [``at_least``, ``at_most``] seconds (a policy
+    changed or deleted meanwhile is no event of the waiting object's)."""
+    wait = verdict.retry_after if verdict.retry_after is not None else at_most
+    return f"{what} waits: {verdict.reason}", min(max(wait, at_least), at_most)
+
+
 class Guard(Protocol):
     async def acquire(self, request: RiskRequest) -> Verdict: ...
 
     async def release(self, request: RiskRequest, outcome: Outcome) -> None: ...
 
 
-__all__ = ["Guard", "Outcome", "RiskRequest", "Verdict"]
+__all__ = ["GUARD_DENIED", "Guard", "Outcome", "RiskRequest", "Verdict", "held"]

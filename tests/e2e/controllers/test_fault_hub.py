@@ -15,19 +15,19 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.business import BusinessCluster, business_cluster
+from fixtures.business import BusinessCluster
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, NODE_FAULTS
 from kokpit.api.v1alpha1.nodefault import HISTORY_MAX, fault_name
 from kokpit.controllers import fault
 from kokpit.controllers.fault import FaultOptions
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster
 from kokpit.providers.controlplane.clients import business_clusters
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.runtime import (
@@ -48,29 +48,12 @@ from tests.e2e.rbac import operator_identity
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "faults-e2e"
+#: How the module's business cluster (the `biz` fixture) is made.
+BUSINESS_CLUSTER = {"lease_seconds": 8}
 PV = "faults-pv"
 #: The hub's graces, short for the test: KWOK renews each Lease every 2 s (8 s Leases).
 HUB_ARGS = ["--not-ready-grace", "3", "--lease-grace", "8", "--probe-period", "3"]
 Object = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl,
-        assets,
-        local_cluster.kubeconfig,
-        tmp_path_factory.mktemp("biz"),
-        NS,
-        lease_seconds=8,
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture

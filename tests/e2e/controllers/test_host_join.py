@@ -12,7 +12,7 @@ import base64
 import contextlib
 import json
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fixtures.business import BusinessCluster, business_cluster
+from fixtures.business import BusinessCluster
 from fixtures.samples import cluster
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINE_PACKAGE_VERSIONS, MACHINES
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster
 from kokpit.pki.bootstrap import GROUP
 from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.runtime import Client, ClientConfig, Forbidden, NotFound, Resource
@@ -44,6 +44,8 @@ pytestmark = pytest.mark.usefixtures("kokpit_crds", "condition_reports_policy")
 NS = "join-e2e"
 #: Seconds a bootstrap token lives here: a successor every 20 s, expiry after 30 s.
 TTL = 30
+#: How the module's business cluster (the `biz` fixture) is made.
+BUSINESS_CLUSTER = {"operator_args": ("--bootstrap-token-ttl", str(TTL))}
 CSRS = Resource(
     "certificates.k8s.io",
     "v1",
@@ -52,25 +54,6 @@ CSRS = Resource(
     namespaced=False,
 )
 Object = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl,
-        assets,
-        local_cluster.kubeconfig,
-        tmp_path_factory.mktemp("biz"),
-        NS,
-        operator_args=("--bootstrap-token-ttl", str(TTL)),
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -12,19 +12,19 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.business import BusinessCluster, business_cluster
+from fixtures.business import BusinessCluster
 from kokpit.api.conditions import get
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINES, RISK_POLICIES
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.controllers.machine import MachineOperator, MachineOptions, node_registrars, setup
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster
 from kokpit.providers.machine import Executor
 from kokpit.providers.machine.sim import SimExecutor
 from kokpit.providers.machine.ssh import SSHExecutor
@@ -58,20 +58,6 @@ NS = "machines-e2e"
 #: The ServiceAccounts (in NS) that play the operators reporting readiness gates.
 NETWORK, STORAGE = "network-operator", "storage-operator"
 Object = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from fixtures.business import BusinessCluster, business_cluster
+from fixtures.business import BusinessCluster
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES
 from kokpit.controllers.machine.join import BOOTSTRAP_KUBECONFIG
 from kokpit.local import Assets, Kubectl, LocalCluster
@@ -115,20 +115,6 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -19,15 +19,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.business import BusinessCluster, business_cluster
-from kokpit.api.conditions import get
+from fixtures.business import BusinessCluster
 from kokpit.api.v1alpha1 import (
     MACHINES,
     NODE_FAULTS,
@@ -36,17 +34,25 @@ from kokpit.api.v1alpha1 import (
     RISK_LEDGERS,
     RISK_POLICIES,
 )
-from kokpit.local import Assets, Kubectl, LocalCluster
+from kokpit.local import Kubectl, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
 from kokpit.providers.machine.sshd import SimulatedHost
-from kokpit.runtime import Client, ClientConfig, NotFound, PatchType
-from kokpit.runtime.resources import EVENTS, NODES, PODS, SECRETS
+from kokpit.runtime import Client, ClientConfig
+from kokpit.runtime.resources import NODES, PODS, SECRETS
+from tests.e2e.controllers.remediations import (
+    Faults,
+    condition,
+    phase_is,
+    unschedulable,
+)
 from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
 from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "remediation-e2e"
+#: Its node faults and remediations.
+faults = Faults(NS)
 #: The node label naming each test's failure domain (the policies' stormStop.scopeLabel), so
 #: one test's faulty nodes never count in another's storm.
 DOMAIN = "kokpit.io/e2e-domain"
@@ -56,20 +62,6 @@ Object = dict[str, Any]
 
 #: What the Remediation operator may do in the meta-cluster, each with why.
 # -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
-    ) as cluster:
-        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -198,89 +190,6 @@ async def add_machine(
     await until(f"node {name} Ready", ready, 60)
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def kernel_deadlock(business: Client, machine: str, status: str, message: str) -> None:
-    """Write the Node's KernelDeadlock condition as node-problem-detector does."""
-    at = now()
-    condition = {
-        "type": "KernelDeadlock",
-        "status": status,
-        "reason": "KernelHasDeadlock" if status == "True" else "KernelHasNoDeadlock",
-        "message": message,
-        "lastHeartbeatTime": at,
-        "lastTransitionTime": at,
-    }
-    await business.patch(
-        NODES,
-        machine,
-        {"status": {"conditions": [condition]}},
-        patch_type=PatchType.STRATEGIC,
-        subresource="status",
-    )
-
-
-async def fault_state(client: Client, machine: str, state: str) -> Object | None:
-    try:
-        fault = await client.get(NODE_FAULTS, f"{machine}.kerneldeadlock", namespace=NS)
-    except NotFound:
-        return None
-    return fault if (fault.get("status") or {}).get("state") == state else None
-
-
-async def report_fault(client: Client, business: Client, machine: str, count: int = 1) -> Object:
-    """The node reports a kernel deadlock (report number ``count``); the fault hub in the
-    operator records it: returns the Active NodeFault."""
-    message = f"kernel: task blocked for more than 120 seconds (report {count})"
-    await kernel_deadlock(business, machine, "True", message)
-    fault: Object = await until(
-        f"{machine}'s fault recorded", lambda: fault_state(client, machine, "Active"), 30
-    )
-    return fault
-
-
-async def clear_fault(client: Client, business: Client, machine: str) -> None:
-    """The node's kernel recovered; the fault hub clears the record."""
-    await kernel_deadlock(business, machine, "False", "kernel is fine")
-    await until(f"{machine}'s fault cleared", lambda: fault_state(client, machine, "Cleared"), 30)
-
-
-def remediation_where(
-    client: Client, name: str, done: Callable[[Object], bool]
-) -> Callable[[], Any]:
-    async def check() -> Object | None:
-        try:
-            obj = await client.get(REMEDIATIONS, name, namespace=NS)
-        except NotFound:
-            return None
-        return obj if done(obj) else None
-
-    return check
-
-
-def phase_is(*phases: str) -> Callable[[Object], bool]:
-    return lambda o: (o.get("status") or {}).get("phase") in phases
-
-
-def condition(obj: Object, type_: str) -> Object:
-    return get((obj.get("status") or {}).get("conditions") or [], type_) or {}
-
-
-async def events(client: Client, name: str) -> list[Object]:
-    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
-    return sorted(found.items, key=lambda e: e.get("eventTime") or "")
-
-
-async def reasons(client: Client, name: str) -> list[str]:
-    return [e["reason"] for e in await events(client, name)]
-
-
-async def unschedulable(business: Client, node: str) -> bool:
-    return bool((await business.get(NODES, node)).get("spec", {}).get("unschedulable"))
-
-
 def kokpit_cli(kubeconfig: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "kokpit", "remediation", "--kubeconfig", str(kubeconfig), *args],
@@ -405,9 +314,9 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
         await business.patch(NODES, name, {"spec": {"unschedulable": None}})
     biz.kubectl.apply([budget(test, minAvailable=3)])
 
-    await report_fault(client, business, faulty)
+    await faults.report(client, business, faulty)
     name = f"{faulty}.kerneldeadlock"
-    held = remediation_where(
+    held = faults.remediation_where(
         client,
         name,
         lambda o: (
@@ -418,7 +327,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
 
     async def held_and_told() -> Object | None:
         """The drain is held and the Event saying so is out (Events follow the write)."""
-        return await held() if "DrainBlocked" in await reasons(client, name) else None
+        return await held() if "DrainBlocked" in await faults.reasons(client, name) else None
 
     blocked = await op.wait(held_and_told, "the drain to be held by the budget", 60)
     op.kill()
@@ -428,7 +337,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     pods = await web_pods()
     assert len(running(pods, faulty)) == 3, "the budget was not forced"
     assert all(p["metadata"]["labels"].get("kokpit.io/migrate") == "true" for p in pods)
-    assert {"Cordoned", "DrainBlocked"} <= set(await reasons(client, name))
+    assert {"Cordoned", "DrainBlocked"} <= set(await faults.reasons(client, name))
     assert records(host, "restarts") == [], "no repair before the drain is done"
 
     await op.start()
@@ -438,7 +347,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
         return any(
             e["reason"] == "DrainBlocked"
             and str(e.get("reportingInstance", "")).endswith(f"_{op.pid}")
-            for e in await events(client, name)
+            for e in await faults.events(client, name)
         )
 
     await op.wait(blocked_again, "the restarted operator to meet the budget", 60)
@@ -473,13 +382,15 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     await business.delete(PODS, f"db-{test}", namespace="default", grace_period_seconds=0)
 
     verifying = await op.wait(
-        remediation_where(client, name, phase_is("Verifying")), "the repair to run", 60
+        faults.remediation_where(client, name, phase_is("Verifying")), "the repair to run", 60
     )
     assert [a["action"] for a in verifying["status"]["attempts"]] == ["RestartKubelet"]
     assert len(records(host, "restarts")) == 1
-    await clear_fault(client, business, faulty)
+    await faults.clear(client, business, faulty)
     done = await op.wait(
-        remediation_where(client, name, phase_is("Succeeded")), "the remediation to succeed", 60
+        faults.remediation_where(client, name, phase_is("Succeeded")),
+        "the remediation to succeed",
+        60,
     )
     assert not await unschedulable(business, faulty), "uncordoned"
     assert done["status"]["cordoned"] is False
@@ -487,7 +398,7 @@ async def test_one_fault_end_to_end_through_budgets_and_a_sigkill_mid_drain(
     assert len(records(host, "restarts")) == 1, "the restart ran once"
     assert {condition(done, t)["status"] for t in ("Drained", "Repaired")} == {"True"}
     assert condition(done, "Cordoned")["reason"] == "Uncordoned"
-    seen = await reasons(client, name)
+    seen = await faults.reasons(client, name)
     for reason in ("Admitted", "Cordoned", "DrainBlocked", "Drained", "RepairStarted"):
         assert reason in seen, f"no {reason} Event: {seen}"
     assert {"Recovered", "Uncordoned", "Succeeded"} <= set(seen)
@@ -519,13 +430,15 @@ async def test_a_repair_that_keeps_failing_climbs_to_escalated_then_resume_and_c
 
     # The same fault reported again and again (duplicates, flapping): one remediation.
     for count in range(1, 5):
-        await report_fault(client, business, faulty, count)
-    first = await op.wait(remediation_where(client, name, bool), "a remediation", 30)
+        await faults.report(client, business, faulty, count)
+    first = await op.wait(faults.remediation_where(client, name, bool), "a remediation", 30)
     for count in range(5, 8):
-        await report_fault(client, business, faulty, count)
+        await faults.report(client, business, faulty, count)
 
     escalated = await op.wait(
-        remediation_where(client, name, phase_is("Escalated")), "the ladder to be exhausted", 60
+        faults.remediation_where(client, name, phase_is("Escalated")),
+        "the ladder to be exhausted",
+        60,
     )
     remediations = await client.list(REMEDIATIONS, namespace=NS)
     mine = [r for r in remediations.items if r["spec"]["machineRef"]["name"] == faulty]
@@ -538,7 +451,9 @@ async def test_a_repair_that_keeps_failing_climbs_to_escalated_then_resume_and_c
     assert "kubelet will not restart" in attempts[0]["message"]
     assert condition(escalated, "Escalated")["status"] == "True"
     assert await unschedulable(business, faulty), "an escalated node stays cordoned"
-    assert {"RepairFailed", "RepairTimedOut", "Escalated"} <= set(await reasons(client, name))
+    assert {"RepairFailed", "RepairTimedOut", "Escalated"} <= set(
+        await faults.reasons(client, name)
+    )
     fault = await client.get(NODE_FAULTS, name, namespace=NS)
     assert condition(fault, "Remediated")["reason"] == "Escalated"
     assert (len(records(host, "restarts")), len(records(host, "reboots"))) == (1, 1)
@@ -568,16 +483,16 @@ async def test_a_repair_that_keeps_failing_climbs_to_escalated_then_resume_and_c
         "Reboot",
     ]
     assert len(records(host, "restarts")) == 2
-    assert "Resumed" in await reasons(client, name)
+    assert "Resumed" in await faults.reasons(client, name)
 
     kokpit_cli(kubeconfig, "close", name, "-n", NS)
     closed = await op.wait(
-        remediation_where(client, name, phase_is("Closed")), "the remediation to close", 60
+        faults.remediation_where(client, name, phase_is("Closed")), "the remediation to close", 60
     )
     assert not await unschedulable(business, faulty), "close uncordons what kokpit cordoned"
     assert closed["status"]["attempts"][-1]["state"] == "Failed"
     assert "kokpit.io/remediation-command" not in (closed["metadata"].get("annotations") or {})
-    assert "Closed" in await reasons(client, name)
+    assert "Closed" in await faults.reasons(client, name)
     listing = kokpit_cli(kubeconfig, "list", "-n", NS)
     assert any(line.split()[1:2] == [name] and "Closed" in line for line in listing.splitlines())
     assert len(records(host, "reboots")) == 2
@@ -619,7 +534,7 @@ async def _reboot_once_across_a_kill(
     for name in ("reboot-b", "reboot-c"):
         await add_machine(client, business, name, test)
     name = f"{faulty}.kerneldeadlock"
-    await report_fault(client, business, faulty)
+    await faults.report(client, business, faulty)
 
     async def rebooted() -> list[str]:
         return records(host, "reboots")
@@ -635,12 +550,14 @@ async def _reboot_once_across_a_kill(
     await op.start()
     # The restarted operator waits for the node instead of rebooting it again.
     verifying = await op.wait(
-        remediation_where(client, name, phase_is("Verifying")), "verifying after the restart", 30
+        faults.remediation_where(client, name, phase_is("Verifying")),
+        "verifying after the restart",
+        30,
     )
     assert verifying["status"]["attempts"] == [attempt]
-    await clear_fault(client, business, faulty)
+    await faults.clear(client, business, faulty)
     done = await op.wait(
-        remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
+        faults.remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
     )
     assert records(host, "reboots") == [line], "the reboot ran once"
     assert done["status"]["attempts"][0]["state"] == "Succeeded"
@@ -674,7 +591,7 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
     for i in range(2, 5):
         await add_machine(client, business, f"storm-{i}", test)
 
-    await asyncio.gather(*(report_fault(client, business, name) for name in faulty))
+    await asyncio.gather(*(faults.report(client, business, name) for name in faulty))
 
     async def stopped() -> Object | None:
         obj = await client.get(REMEDIATION_POLICIES, test, namespace=NS)
@@ -683,7 +600,7 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
     policy_obj = await op.wait(stopped, "the storm stop", 30)
     message = condition(policy_obj, "StormStopped")["message"]
     assert f"{DOMAIN}={test} in Cluster {NS}/biz: 3 of 5 nodes healthy" in message, message
-    assert "StormStopped" in await reasons(client, test)
+    assert "StormStopped" in await faults.reasons(client, test)
     # Held: for longer than the admission delay and several rechecks, nothing starts.
     deadline = time.monotonic() + 6
     while time.monotonic() < deadline:
@@ -696,14 +613,14 @@ async def test_forty_percent_of_a_domain_faulty_at_once_is_a_storm_stop_with_no_
         await asyncio.sleep(0.5)
 
     # One fault clears by itself: 4 of 5 healthy, the storm is over, the other starts.
-    await clear_fault(client, business, "storm-1")
+    await faults.clear(client, business, "storm-1")
     await op.wait(
-        remediation_where(client, "storm-1.kerneldeadlock", phase_is("Succeeded")),
+        faults.remediation_where(client, "storm-1.kerneldeadlock", phase_is("Succeeded")),
         "the cleared fault's remediation to end",
         30,
     )
     await op.wait(
-        remediation_where(client, "storm-0.kerneldeadlock", phase_is("Verifying")),
+        faults.remediation_where(client, "storm-0.kerneldeadlock", phase_is("Verifying")),
         "the remaining remediation to start once the storm is over",
         60,
     )
@@ -742,7 +659,7 @@ async def test_a_reboot_the_guard_holds_back_waits_and_runs_once_the_first_is_do
             await add_machine(client, business, name, test, host)
         for i in range(3):
             await add_machine(client, business, f"guarded-{i}", test)
-        await asyncio.gather(*(report_fault(client, business, name) for name in faulty))
+        await asyncio.gather(*(faults.report(client, business, name) for name in faulty))
 
         async def one_rebooted_one_held() -> tuple[str, str] | None:
             rebooted = [n for n, h in faulty.items() if records(h, "reboots")]
@@ -764,9 +681,9 @@ async def test_a_reboot_the_guard_holds_back_waits_and_runs_once_the_first_is_do
         assert records(faulty[second], "reboots") == [], "held back"
 
         # The first recovers: its reboot is reported done, and the second may reboot.
-        await clear_fault(client, business, first)
+        await faults.clear(client, business, first)
         await op.wait(
-            remediation_where(client, f"{first}.kerneldeadlock", phase_is("Succeeded")),
+            faults.remediation_where(client, f"{first}.kerneldeadlock", phase_is("Succeeded")),
             "the first node back",
             60,
         )

@@ -20,35 +20,41 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.business import BusinessCluster, business_cluster
+from fixtures.business import BusinessCluster
 from kokpit.api.conditions import get
 from kokpit.api.v1alpha1 import (
     MACHINES,
-    NODE_FAULTS,
     REMEDIATION_POLICIES,
     REMEDIATIONS,
 )
 from kokpit.api.v1alpha1.machine import REPROVISION_ANNOTATION
-from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster
+from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
 from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.providers.repair.emulator import FakeSystem, LocalCA, RedfishEmulator
 from kokpit.providers.repair.receiver import WebhookReceiver
-from kokpit.runtime import Client, ClientConfig, Forbidden, NotFound, PatchType
-from kokpit.runtime.resources import EVENTS, NODES, SECRETS
+from kokpit.runtime import Client, ClientConfig, Forbidden, NotFound
+from kokpit.runtime.resources import NODES, SECRETS
+from tests.e2e.controllers.remediations import (
+    Faults,
+    condition,
+    phase_is,
+    unschedulable,
+)
 from tests.e2e.operators import OperatorProcess, api_seconds, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
 from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "repairs-e2e"
+#: Its node faults and remediations.
+faults = Faults(NS)
 ADMISSION = Path(__file__).parents[3] / "config" / "admission"
 OPERATOR_USER = "system:serviceaccount:kokpit-system:kokpit-remediation-operator"
 #: The Machine label each test's policy selects, and the node label of its failure domain.
@@ -56,20 +62,6 @@ TEST = "kokpit.io/e2e-test"
 Object = dict[str, Any]
 
 # -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def biz(
-    kubectl: Kubectl,
-    assets: Assets,
-    local_cluster: LocalCluster,
-    tmp_path_factory: pytest.TempPathFactory,
-    kokpit_crds: None,
-) -> Iterator[BusinessCluster]:
-    with business_cluster(
-        kubectl, assets, local_cluster.kubeconfig, tmp_path_factory.mktemp("biz"), NS
-    ) as cluster:
-        yield cluster
 
 
 def identity(kubectl: Kubectl, local_cluster: LocalCluster, operator: str) -> ClientConfig:
@@ -222,78 +214,6 @@ async def node_ready(business: Client, name: str) -> bool:
     return (get(conditions, "Ready") or {}).get("status") == "True"
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def kernel_deadlock(business: Client, machine: str, status: str) -> None:
-    """Write the Node's KernelDeadlock condition as node-problem-detector does."""
-    at = now()
-    condition = {
-        "type": "KernelDeadlock",
-        "status": status,
-        "reason": "KernelHasDeadlock" if status == "True" else "KernelHasNoDeadlock",
-        "message": "task blocked for more than 120 seconds" if status == "True" else "fine",
-        "lastHeartbeatTime": at,
-        "lastTransitionTime": at,
-    }
-    await business.patch(
-        NODES,
-        machine,
-        {"status": {"conditions": [condition]}},
-        patch_type=PatchType.STRATEGIC,
-        subresource="status",
-    )
-
-
-async def fault_state(client: Client, machine: str, state: str) -> Object | None:
-    try:
-        fault = await client.get(NODE_FAULTS, f"{machine}.kerneldeadlock", namespace=NS)
-    except NotFound:
-        return None
-    return fault if (fault.get("status") or {}).get("state") == state else None
-
-
-async def report_fault(client: Client, business: Client, machine: str) -> None:
-    await kernel_deadlock(business, machine, "True")
-    await until(f"{machine}'s fault", lambda: fault_state(client, machine, "Active"), 30)
-
-
-async def clear_fault(client: Client, business: Client, machine: str) -> None:
-    await kernel_deadlock(business, machine, "False")
-    await until(f"{machine}'s fault cleared", lambda: fault_state(client, machine, "Cleared"), 30)
-
-
-def remediation_where(
-    client: Client, name: str, done: Callable[[Object], bool]
-) -> Callable[[], Any]:
-    async def check() -> Object | None:
-        try:
-            obj = await client.get(REMEDIATIONS, name, namespace=NS)
-        except NotFound:
-            return None
-        return obj if done(obj) else None
-
-    return check
-
-
-def phase_is(*phases: str) -> Callable[[Object], bool]:
-    return lambda o: (o.get("status") or {}).get("phase") in phases
-
-
-def condition(obj: Object, type_: str) -> Object:
-    return get((obj.get("status") or {}).get("conditions") or [], type_) or {}
-
-
-async def events(client: Client, name: str) -> list[Object]:
-    found = await client.list(EVENTS, namespace=NS, field_selector=f"regarding.name={name}")
-    return sorted(found.items, key=lambda e: e.get("eventTime") or "")
-
-
-async def unschedulable(business: Client, node: str) -> bool:
-    return bool((await business.get(NODES, node)).get("spec", {}).get("unschedulable"))
-
-
 def resets(emulator: RedfishEmulator, system: FakeSystem) -> list[int]:
     """The statuses of the reset actions the emulator answered for ``system``."""
     path = f"{system.path}/Actions/ComputerSystem.Reset"
@@ -349,10 +269,10 @@ async def test_a_power_cycle_through_the_bmc_repairs_a_node_through_a_whole_reme
     )
     assert redfish_emulator.get(bmc_system.path)["PowerState"] == "On"
     name = f"{faulty}.kerneldeadlock"
-    await report_fault(client, business, faulty)
+    await faults.report(client, business, faulty)
 
     verifying = await op.wait(
-        remediation_where(client, name, phase_is("Verifying")), "the power cycle", 120
+        faults.remediation_where(client, name, phase_is("Verifying")), "the power cycle", 120
     )
     [attempt] = verifying["status"]["attempts"]
     assert (attempt["action"], attempt["state"]) == ("PowerCycle", "Started")
@@ -362,14 +282,14 @@ async def test_a_power_cycle_through_the_bmc_repairs_a_node_through_a_whole_reme
     assert await unschedulable(business, faulty), "cordoned while it is repaired"
 
     # The host came back from its power cycle without the deadlock.
-    await clear_fault(client, business, faulty)
+    await faults.clear(client, business, faulty)
     done = await op.wait(
-        remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
+        faults.remediation_where(client, name, phase_is("Succeeded")), "the node to recover", 60
     )
     assert done["status"]["attempts"][0]["state"] == "Succeeded"
     assert condition(done, "Repaired")["reason"] == "Recovered"
     assert not await unschedulable(business, faulty)
-    seen = [e["reason"] for e in await events(client, name)]
+    seen = [e["reason"] for e in await faults.events(client, name)]
     for reason in ("Cordoned", "Drained", "RepairStarted", "Recovered", "Uncordoned"):
         assert reason in seen, f"no {reason} Event: {seen}"
     assert resets(redfish_emulator, bmc_system) == [204], "one reset, never again"
@@ -422,11 +342,11 @@ async def test_a_bmc_refusing_login_or_with_a_wrong_certificate_is_a_clear_condi
         policy("cert", [{"action": "PowerCycle", "timeoutSeconds": 60}]),
         field_manager="test",
     )
-    await report_fault(client, business, "login-a")
-    await report_fault(client, business, "cert-a")
+    await faults.report(client, business, "login-a")
+    await faults.report(client, business, "cert-a")
 
     ticketed = await op.wait(
-        remediation_where(client, "login-a.kerneldeadlock", phase_is("Verifying")),
+        faults.remediation_where(client, "login-a.kerneldeadlock", phase_is("Verifying")),
         "the ladder to go on to the ticket",
         90,
     )
@@ -452,7 +372,7 @@ async def test_a_bmc_refusing_login_or_with_a_wrong_certificate_is_a_clear_condi
     assert posted.headers["Authorization"] == "Bearer ticket-t0ken"
 
     escalated = await op.wait(
-        remediation_where(client, "cert-a.kerneldeadlock", phase_is("Escalated")),
+        faults.remediation_where(client, "cert-a.kerneldeadlock", phase_is("Escalated")),
         "the wrong certificate to escalate",
         90,
     )
@@ -469,9 +389,9 @@ async def test_a_bmc_refusing_login_or_with_a_wrong_certificate_is_a_clear_condi
     assert resets(redfish_emulator, bmc_system) == []
     for name in ("login-a.kerneldeadlock", "cert-a.kerneldeadlock"):
         obj = await client.get(REMEDIATIONS, name, namespace=NS)
-        notes = [e.get("note", "") for e in await events(client, name)]
+        notes = [e.get("note", "") for e in await faults.events(client, name)]
         failed_notes = [
-            e["note"] for e in await events(client, name) if e["reason"] == "RepairFailed"
+            e["note"] for e in await faults.events(client, name) if e["reason"] == "RepairFailed"
         ]
         assert len(failed_notes) == 1, notes
         assert redfish_emulator.address in failed_notes[0]
@@ -480,15 +400,15 @@ async def test_a_bmc_refusing_login_or_with_a_wrong_certificate_is_a_clear_condi
             assert redfish_emulator.password not in text
     [login_failed] = [
         e["note"]
-        for e in await events(client, "login-a.kerneldeadlock")
+        for e in await faults.events(client, "login-a.kerneldeadlock")
         if e["reason"] == "RepairFailed"
     ]
     assert "BMCAuthFailed" in login_failed
 
     # The ticket's people fixed the host: it recovers, the ticket rung succeeds.
-    await clear_fault(client, business, "login-a")
+    await faults.clear(client, business, "login-a")
     done = await op.wait(
-        remediation_where(client, "login-a.kerneldeadlock", phase_is("Succeeded")),
+        faults.remediation_where(client, "login-a.kerneldeadlock", phase_is("Succeeded")),
         "the ticketed node to recover",
         60,
     )
@@ -583,7 +503,7 @@ async def test_reprovision_reinstalls_the_packages_once_across_a_sigkill_of_the_
         field_manager="test",
     )
     rem = f"{name}.kerneldeadlock"
-    await report_fault(client, business, name)
+    await faults.report(client, business, name)
 
     async def requested() -> str | None:
         token = ((await machine(client, name))["metadata"].get("annotations") or {}).get(
@@ -611,17 +531,17 @@ async def test_reprovision_reinstalls_the_packages_once_across_a_sigkill_of_the_
     assert float(lines[1].split()[2]) >= api_seconds(attempt["startedAt"]), "after the request"
 
     # Re-provisioned, the host is well again.
-    await clear_fault(client, business, name)
+    await faults.clear(client, business, name)
     done = await op.wait(
-        remediation_where(client, rem, phase_is("Succeeded")), "the node to recover", 90
+        faults.remediation_where(client, rem, phase_is("Succeeded")), "the node to recover", 90
     )
     [attempt] = done["status"]["attempts"]
     assert attempt["state"] == "Succeeded"
     assert attempt["message"] == (
         f"Reprovision: Machine {name} installed its packages again (request {token})"
     )
-    assert "RepairResumed" in [e["reason"] for e in await events(client, rem)]
-    assert "Reprovisioned" in [e["reason"] for e in await events(client, name)]
+    assert "RepairResumed" in [e["reason"] for e in await faults.events(client, rem)]
+    assert "Reprovisioned" in [e["reason"] for e in await faults.events(client, name)]
     assert not await unschedulable(business, name)
     # Served once: the restarted operator's request did not reinstall again, nor does time.
     await asyncio.sleep(3)
@@ -692,7 +612,7 @@ async def test_the_machine_operator_serves_a_request_once_even_when_killed_midwa
     assert runs == ["no", "true", "true"], "the interrupted reinstall ran again, once"
 
     async def told() -> bool:
-        return "Reprovisioned" in [e["reason"] for e in await events(client, name)]
+        return "Reprovisioned" in [e["reason"] for e in await faults.events(client, name)]
 
     await op.wait(told, "the Reprovisioned Event", 10)
 
