@@ -18,10 +18,11 @@ message. Pure request-building and response-parsing helpers are separate from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,17 +114,40 @@ class Client:
     _bucket: TokenBucket = field(init=False, repr=False)
     _host: str = field(init=False, repr=False)
     _written: RecentVersions = field(init=False, repr=False)
+    _in_flight: dict[str, int] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.config.qps, self.config.burst)
         self._host = urlsplit(self.config.server).netloc
         self._written = RecentVersions(WRITES_REMEMBERED)
 
-    def wrote(self, resource_version: str) -> bool:
-        """Whether one of this client's recent writes made ``resource_version``: a watch event
-        carrying it is the echo of our own write (informers give such events a low priority;
-        a reconcile need not hurry to look at what it just did itself)."""
-        return resource_version in self._written
+    def wrote(self, res: Resource, obj: Object) -> bool:
+        """Whether ``obj`` (as a watch event brings it) is the echo of this client's own write:
+        one of its recent writes made its resourceVersion, or a write of it is still in flight
+        (the event can arrive before the response that tells the version). Informers give
+        such events a low priority: a reconcile need not hurry to see what it did itself. A
+        change someone else makes while our write of the same object is in flight is taken
+        for ours too; it is still reconciled, only not ahead of the rest."""
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion") in self._written:
+            return True
+        name = meta.get("name")
+        return bool(name) and res.path(meta.get("namespace"), name) in self._in_flight
+
+    @contextlib.contextmanager
+    def _writing(self, res: Resource, namespace: str | None, name: str | None) -> Iterator[None]:
+        """Mark a write of the object in flight (see :meth:`wrote`)."""
+        if not name:  # generateName: nothing to recognise it by before the response
+            yield
+            return
+        path = res.path(namespace, name)
+        self._in_flight[path] = self._in_flight.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight.pop(path) - 1
+            if left:
+                self._in_flight[path] = left
 
     async def __aenter__(self) -> Client:
         return self
@@ -242,7 +266,8 @@ class Client:
 
     async def create(self, res: Resource, obj: Object, *, namespace: str | None = None) -> Object:
         ns = namespace or obj.get("metadata", {}).get("namespace")
-        created: Object = await self.request("POST", res.path(ns), body=obj)
+        with self._writing(res, ns, obj.get("metadata", {}).get("name")):
+            created: Object = await self.request("POST", res.path(ns), body=obj)
         return created
 
     async def evict(self, namespace: str, name: str) -> None:
@@ -267,7 +292,8 @@ class Client:
         """PUT the whole object; its ``metadata.resourceVersion`` makes it a conditional write."""
         meta = obj["metadata"]
         path = res.path(meta.get("namespace"), meta["name"], subresource)
-        replaced: Object = await self.request("PUT", path, body=obj)
+        with self._writing(res, meta.get("namespace"), meta["name"]):
+            replaced: Object = await self.request("PUT", path, body=obj)
         return replaced
 
     async def patch(
@@ -283,13 +309,14 @@ class Client:
         force: bool | None = None,
     ) -> Object:
         params = _params(fieldManager=field_manager, force=_bool(force))
-        patched: Object = await self.request(
-            "PATCH",
-            res.path(namespace, name, subresource),
-            params=params,
-            body=patch,
-            content_type=patch_type,
-        )
+        with self._writing(res, namespace, name):
+            patched: Object = await self.request(
+                "PATCH",
+                res.path(namespace, name, subresource),
+                params=params,
+                body=patch,
+                content_type=patch_type,
+            )
         return patched
 
     async def apply(
@@ -336,7 +363,8 @@ class Client:
             options["propagationPolicy"] = propagation_policy
         if grace_period_seconds is not None:
             options["gracePeriodSeconds"] = grace_period_seconds
-        deleted: Object = await self.request("DELETE", res.path(namespace, name), body=options)
+        with self._writing(res, namespace, name):
+            deleted: Object = await self.request("DELETE", res.path(namespace, name), body=options)
         return deleted
 
     # -- transport ---------------------------------------------------------------------

@@ -9,8 +9,8 @@ informer never gives up.
 
 Handlers are plain functions called on the event loop; they should only enqueue keys. While a
 handler runs, :func:`event_origin` says what the event is: a change someone made, what the
-first list found (or a replay to a new handler), or the echo of this process's own write (the
-client remembers the resourceVersions its writes made). Controllers queue the last two at a
+first list found (or a replay to a new handler), or the echo of this process's own write (see
+:meth:`~kokpit.runtime.client.Client.wrote`). Controllers queue the last two at a
 low priority, so a backlog of their own work never delays a change someone else made.
 :class:`Cache` shares informers: two controllers watching the same kind with the same scope
 share one LIST+WATCH.
@@ -211,8 +211,9 @@ class Informer:
             if event.type == "BOOKMARK":
                 self._resource_version = rv
                 continue
+            own = self.client.wrote(s.resource, event.object)  # before the transform drops it
             obj = self.transform(event.object)
-            origin = Origin.OWN_WRITE if self.client.wrote(rv) else Origin.CHANGE
+            origin = Origin.OWN_WRITE if own else Origin.CHANGE
             if event.type == "DELETED":
                 old = self.store.delete(object_key(obj))
                 self._dispatch(origin, "on_delete", old if old is not None else obj)

@@ -225,17 +225,27 @@ async def test_events_tell_a_change_from_the_first_list_and_from_our_own_writes(
         recorder = OriginRecorder()
         informer.add_handler(recorder)
         task = asyncio.create_task(informer.start())
+
+        async def seen(count: int) -> None:
+            """Each write's event in before the next write (a write of an object still in
+            flight makes an event of it count as ours, whoever made it)."""
+            for _ in range(100):
+                if len(recorder.events) >= count:
+                    return
+                await asyncio.sleep(0.05)
+
         try:
             await asyncio.wait_for(informer.wait_synced(), 30)
             await client.create(CONFIGMAPS, configmap(namespace, "ours"))
+            await seen(2)
             await other.create(CONFIGMAPS, configmap(namespace, "theirs"))
+            await seen(3)
             await client.patch(CONFIGMAPS, "theirs", {"data": {"v": "1"}}, namespace=namespace)
+            await seen(4)
             await other.patch(CONFIGMAPS, "ours", {"data": {"v": "1"}}, namespace=namespace)
+            await seen(5)
             await other.delete(CONFIGMAPS, "before", namespace=namespace)
-            for _ in range(100):
-                if len(recorder.events) >= 6:
-                    break
-                await asyncio.sleep(0.1)
+            await seen(6)
             late = OriginRecorder()
             informer.add_handler(late)
         finally:
