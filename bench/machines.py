@@ -7,8 +7,10 @@ plays the network operator that reports each node's gate in its Condition Config
 
 Recorded: time until every Machine is Ready; API requests per Machine (the operator's own
 ``rest_client_requests_total``, meta-cluster and business cluster); the operator's resident
-memory and CPU; and, with all N in place, the latency from a Condition ConfigMap write to the
-node's schedulability change (the not-ready taint added or removed), p50 and p99.
+memory and CPU; its work queue's depth and the time keys wait in it against the reconcile
+time (where a latency goes); and, with all N in place, the latency from a Condition
+ConfigMap write to the node's schedulability change (the not-ready taint added or removed),
+p50 and p99.
 
     python -m bench.machines [--counts 1000,2000,5000] [--samples N] [--quick]
 """
@@ -50,6 +52,9 @@ MEANING = {
     "readiness gate True, so the not-ready taint is gone.",
     "business_cluster": "process runtime (one real kube-apiserver, etcd, controller-manager, "
     "scheduler); KWOK plays the kubelets; node Leases of 600 s.",
+    "work_queue": "the operator's work queue while the step's Machines join: deepest and mean "
+    "depth (sampled each second), mean time a key waited in the queue and mean reconcile "
+    "time (from workqueue_queue_duration_seconds and workqueue_work_duration_seconds).",
     "gate_latency": "from the Condition ConfigMap write (meta-cluster) to the watch event of "
     "the node's taint change (business cluster); under_load: while the last step's Machines "
     "are still joining; idle: after all are Ready. A change not seen within "
@@ -92,13 +97,59 @@ def tainted(node: dict[str, Any]) -> bool:
     return any(t["key"] == "kokpit.io/not-ready" for t in node["spec"].get("taints") or [])
 
 
+def scrape(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text.splitlines()
+
+
 def requests_made(port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
+        for line in scrape(port)
         if line.startswith("rest_client_requests_total{")
     )
+
+
+def queue_figures(port: int) -> dict[str, float]:
+    """The Machine-Operator's work queue, from its metrics: depth now, and the running sums
+    and counts of the time keys waited in it and of the reconciles (work)."""
+    wanted = {
+        "workqueue_depth": "depth",
+        "workqueue_queue_duration_seconds_sum": "wait_sum",
+        "workqueue_queue_duration_seconds_count": "wait_count",
+        "workqueue_work_duration_seconds_sum": "work_sum",
+        "workqueue_work_duration_seconds_count": "work_count",
+    }
+    figures = {}
+    for line in scrape(port):
+        metric, _, rest = line.partition("{")
+        if metric in wanted and 'name="machine"' in rest.rpartition("}")[0].split(","):
+            figures[wanted[metric]] = float(line.rpartition(" ")[2])
+    return figures
+
+
+async def watch_queue(port: int, until: asyncio.Task[Any]) -> dict[str, float]:
+    """While ``until`` runs: the queue's deepest and mean depth (sampled each second), and the
+    mean time a key waited in it against the mean reconcile: where a step's latency goes."""
+    before = await asyncio.to_thread(queue_figures, port)
+    depths = []
+    while not until.done():
+        depths.append((await asyncio.to_thread(queue_figures, port)).get("depth", 0.0))
+        await asyncio.sleep(1)
+    after = await asyncio.to_thread(queue_figures, port)
+
+    def mean(kind: str) -> float:
+        count = after.get(f"{kind}_count", 0.0) - before.get(f"{kind}_count", 0.0)
+        total = after.get(f"{kind}_sum", 0.0) - before.get(f"{kind}_sum", 0.0)
+        return round(total / count, 3) if count else 0.0
+
+    return {
+        "max_depth": max(depths, default=0.0),
+        "mean_depth": round(sum(depths) / len(depths), 1) if depths else 0.0,
+        "mean_queue_wait_seconds": mean("wait"),
+        "mean_reconcile_seconds": mean("work"),
+    }
 
 
 async def report_gates(meta: Client, count: int) -> None:
@@ -239,6 +290,7 @@ async def grow(
         cpu0, _, _ = proc_stats(operator)
         requests0 = requests_made(port)
         joining = asyncio.create_task(add(made, count))
+        queue = asyncio.create_task(watch_queue(port, joining))
         under_load = None
         if made:
             under_load = await gate_latency(client, business, made, args.samples, until=joining)
@@ -253,6 +305,7 @@ async def grow(
             "operator_cpu_seconds_per_added_machine": round((cpu1 - cpu0) / added, 4),
             "operator_rss_mib": round(rss, 1),
             "operator_peak_rss_mib": round(peak, 1),
+            "work_queue": await queue,
         }
         if under_load is not None:
             step["gate_latency_under_load"] = under_load

@@ -18,9 +18,11 @@ message. Pure request-building and response-parsing helpers are separate from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,6 +96,9 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+#: How many of its own writes' resourceVersions a client remembers: the echo of a write comes
+#: back within seconds, and a thousand Machines joining write about ten thousand times.
+WRITES_REMEMBERED = 16_384
 CLOSE_GRACE_S = 0.1
 
 
@@ -108,10 +113,41 @@ class Client:
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _bucket: TokenBucket = field(init=False, repr=False)
     _host: str = field(init=False, repr=False)
+    _written: RecentVersions = field(init=False, repr=False)
+    _in_flight: dict[str, int] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket(self.config.qps, self.config.burst)
         self._host = urlsplit(self.config.server).netloc
+        self._written = RecentVersions(WRITES_REMEMBERED)
+
+    def wrote(self, res: Resource, obj: Object) -> bool:
+        """Whether ``obj`` (as a watch event brings it) is the echo of this client's own write:
+        one of its recent writes made its resourceVersion, or a write of it is still in flight
+        (the event can arrive before the response that tells the version). Informers give
+        such events a low priority: a reconcile need not hurry to see what it did itself. A
+        change someone else makes while our write of the same object is in flight is taken
+        for ours too; it is still reconciled, only not ahead of the rest."""
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion") in self._written:
+            return True
+        name = meta.get("name")
+        return bool(name) and res.path(meta.get("namespace"), name) in self._in_flight
+
+    @contextlib.contextmanager
+    def _writing(self, res: Resource, namespace: str | None, name: str | None) -> Iterator[None]:
+        """Mark a write of the object in flight (see :meth:`wrote`)."""
+        if not name:  # generateName: nothing to recognise it by before the response
+            yield
+            return
+        path = res.path(namespace, name)
+        self._in_flight[path] = self._in_flight.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._in_flight.pop(path) - 1
+            if left:
+                self._in_flight[path] = left
 
     async def __aenter__(self) -> Client:
         return self
@@ -230,7 +266,8 @@ class Client:
 
     async def create(self, res: Resource, obj: Object, *, namespace: str | None = None) -> Object:
         ns = namespace or obj.get("metadata", {}).get("namespace")
-        created: Object = await self.request("POST", res.path(ns), body=obj)
+        with self._writing(res, ns, obj.get("metadata", {}).get("name")):
+            created: Object = await self.request("POST", res.path(ns), body=obj)
         return created
 
     async def evict(self, namespace: str, name: str) -> None:
@@ -255,7 +292,8 @@ class Client:
         """PUT the whole object; its ``metadata.resourceVersion`` makes it a conditional write."""
         meta = obj["metadata"]
         path = res.path(meta.get("namespace"), meta["name"], subresource)
-        replaced: Object = await self.request("PUT", path, body=obj)
+        with self._writing(res, meta.get("namespace"), meta["name"]):
+            replaced: Object = await self.request("PUT", path, body=obj)
         return replaced
 
     async def patch(
@@ -271,13 +309,14 @@ class Client:
         force: bool | None = None,
     ) -> Object:
         params = _params(fieldManager=field_manager, force=_bool(force))
-        patched: Object = await self.request(
-            "PATCH",
-            res.path(namespace, name, subresource),
-            params=params,
-            body=patch,
-            content_type=patch_type,
-        )
+        with self._writing(res, namespace, name):
+            patched: Object = await self.request(
+                "PATCH",
+                res.path(namespace, name, subresource),
+                params=params,
+                body=patch,
+                content_type=patch_type,
+            )
         return patched
 
     async def apply(
@@ -324,7 +363,8 @@ class Client:
             options["propagationPolicy"] = propagation_policy
         if grace_period_seconds is not None:
             options["gracePeriodSeconds"] = grace_period_seconds
-        deleted: Object = await self.request("DELETE", res.path(namespace, name), body=options)
+        with self._writing(res, namespace, name):
+            deleted: Object = await self.request("DELETE", res.path(namespace, name), body=options)
         return deleted
 
     # -- transport ---------------------------------------------------------------------
@@ -349,7 +389,12 @@ class Client:
         )
         async with response:
             payload = await response.read()
-        return orjson.loads(payload) if payload else None
+        decoded = orjson.loads(payload) if payload else None
+        if method != "GET" and isinstance(decoded, dict):
+            version = (decoded.get("metadata") or {}).get("resourceVersion")
+            if isinstance(version, str) and version:
+                self._written.add(version)
+        return decoded
 
     async def _send(
         self,
@@ -416,6 +461,26 @@ class Client:
                 connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
             )
         return self._session
+
+
+class RecentVersions:
+    """The last ``size`` resourceVersions added, for membership tests (oldest forgotten)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[str] = deque()
+        self._members: set[str] = set()
+
+    def __contains__(self, version: object) -> bool:
+        return version in self._members
+
+    def add(self, version: str) -> None:
+        if version in self._members:
+            return
+        self._order.append(version)
+        self._members.add(version)
+        if len(self._order) > self._size:
+            self._members.discard(self._order.popleft())
 
 
 def parse_watch_line(line: bytes) -> WatchEvent:

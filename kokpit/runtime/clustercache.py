@@ -48,7 +48,15 @@ from kokpit.runtime import errors
 from kokpit.runtime.client import Client, Object
 from kokpit.runtime.config import ClientConfig, ConfigError, Resolve
 from kokpit.runtime.controller import Predicate, Request
-from kokpit.runtime.informer import EventHandler, Informer, Scope, Transform, strip_unneeded
+from kokpit.runtime.informer import (
+    EventHandler,
+    Informer,
+    Origin,
+    Scope,
+    Transform,
+    dispatching,
+    strip_unneeded,
+)
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.ratelimit import ExponentialBackoff
 from kokpit.runtime.resources import SECRETS, Resource
@@ -584,9 +592,10 @@ class ClusterWatch:
     """An event source (see :class:`~kokpit.runtime.controller.EventSource`) over one resource
     in every business cluster.
 
-    It delivers, for each business object event that passes the predicate, an add of a
-    *reference* (``{"metadata": {"namespace", "name"}}``) to each meta-cluster object the
-    mapper names, so a controller watches it with the default ``for_object`` mapper.
+    It delivers, for each business object event that passes the predicate, the same event
+    (add, update or delete) of a *reference* (``{"metadata": {"namespace", "name"}}``) to each
+    meta-cluster object the mapper names, so a controller watches it with the default
+    ``for_object`` mapper.
     """
 
     def __init__(
@@ -607,10 +616,11 @@ class ClusterWatch:
         """Register ``handler``; it first gets what the synced clusters hold (as an
         informer's new handler does)."""
         self._handlers.append(handler)
-        for key, informer in self._informers.items():
-            if informer.synced.is_set():
-                for obj in informer.store.list():
-                    self.deliver(key, obj, None, "add", [handler])
+        with dispatching(Origin.LISTED):
+            for key, informer in self._informers.items():
+                if informer.synced.is_set():
+                    for obj in informer.store.list():
+                        self.deliver(key, obj, None, "add", [handler])
 
     async def wait_synced(self) -> None:
         """Synced when the Clusters are: a controller does not wait for business clusters
@@ -647,7 +657,13 @@ class ClusterWatch:
         for request in self._mapper(cluster_key, obj):
             ref: Object = {"metadata": {"namespace": request.namespace, "name": request.name}}
             for handler in self._handlers if handlers is None else handlers:
-                handler.on_add(ref)
+                # The same kind of event, of the reference: a queue tells a change from an add.
+                if event == "update":
+                    handler.on_update(ref, ref)
+                elif event == "delete":
+                    handler.on_delete(ref)
+                else:
+                    handler.on_add(ref)
 
 
 class _Mapped:

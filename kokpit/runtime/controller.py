@@ -10,6 +10,12 @@ The reconcile contract (controller-runtime's):
 - Raise any exception to retry with per-key exponential backoff (5 ms doubling to 1000 s).
 - Raise :class:`TerminalError` for a failure retrying cannot fix (bad input): it is counted and
   logged, not retried; a later change to the object enqueues it again.
+
+Keys are queued by priority (:class:`~kokpit.runtime.queue.Priority`), so that a change someone
+makes is acted on while a backlog drains: updates and deletes someone else made first, new
+objects next, and last the routine work — requeues, what the first list found, and the echoes
+of the process's own writes (:func:`~kokpit.runtime.informer.event_origin`). A failed
+reconcile's retry keeps the priority its key came out with (the change is not yet acted on).
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from typing import Any, Protocol
 from kokpit.runtime import metrics
 from kokpit.runtime.client import Object
 from kokpit.runtime.errors import ApiError, Conflict
-from kokpit.runtime.informer import EventHandler
+from kokpit.runtime.informer import EventHandler, Origin, event_origin
 from kokpit.runtime.log import get_logger
-from kokpit.runtime.queue import RateLimit, ShutDown, WorkQueue
+from kokpit.runtime.queue import Priority, RateLimit, ShutDown, WorkQueue
 
 
 @dataclass(frozen=True, order=True)
@@ -107,7 +113,10 @@ class ControllerOptions:
 
 
 class _Enqueue:
-    """An informer handler that maps events to requests and queues them."""
+    """An informer handler that maps events to requests and queues them: an update or delete
+    at :attr:`Priority.CHANGE`, an add at :attr:`Priority.NEW`, and at
+    :attr:`Priority.ROUTINE` whatever is no one else's change (the first list, the echo of our
+    own write)."""
 
     def __init__(self, queue: WorkQueue[Request], mapper: Mapper, predicate: Predicate | None):
         self._queue = queue
@@ -116,19 +125,21 @@ class _Enqueue:
 
     def on_add(self, obj: Object) -> None:
         if self._predicate is None or self._predicate(None, obj):
-            self._add(obj)
+            self._add(obj, Priority.NEW)
 
     def on_update(self, old: Object, new: Object) -> None:
         if self._predicate is None or self._predicate(old, new):
-            self._add(old)
-            self._add(new)
+            self._add(old, Priority.CHANGE)
+            self._add(new, Priority.CHANGE)
 
     def on_delete(self, obj: Object) -> None:
-        self._add(obj)
+        self._add(obj, Priority.CHANGE)
 
-    def _add(self, obj: Object) -> None:
+    def _add(self, obj: Object, priority: Priority) -> None:
+        if event_origin() is not Origin.CHANGE:
+            priority = Priority.ROUTINE
         for request in self._mapper(obj):
-            self._queue.add(request)
+            self._queue.add(request, priority)
 
 
 class Controller:
@@ -178,15 +189,15 @@ class Controller:
     async def _worker(self) -> None:
         while True:
             try:
-                request = await self.queue.get()
+                request, priority = await self.queue.get_with_priority()
             except ShutDown:
                 return
             try:
-                await self._reconcile(request)
+                await self._reconcile(request, priority)
             finally:
                 self.queue.done(request)
 
-    async def _reconcile(self, request: Request) -> None:
+    async def _reconcile(self, request: Request, priority: Priority) -> None:
         log = self._log.with_fields(key=request.key, reconcile_id=next(self._ids))
         self._active.inc()
         started = time.monotonic()
@@ -196,7 +207,7 @@ class Controller:
             raise
         except Conflict:  # optimistic concurrency at work: someone wrote first
             self._count("requeue")
-            self.queue.add_rate_limited(request)
+            self.queue.add_rate_limited(request, priority)
             log.info("conflict; reconciling again from fresh state")
         except TerminalError as e:
             self._count("error")
@@ -205,7 +216,7 @@ class Controller:
             log.error("reconcile failed; not retrying", extra={"error": str(e)})
         except Exception as e:
             self._count("error")
-            self.queue.add_rate_limited(request)
+            self.queue.add_rate_limited(request, priority)
             log.warning(
                 "reconcile failed; will retry",
                 exc_info=not _expected(e),

@@ -7,7 +7,11 @@ connection) it watches again from there, so no event is lost. When that version 
 against its store, emitting the deletes it missed. Errors back off exponentially; the
 informer never gives up.
 
-Handlers are plain functions called on the event loop; they should only enqueue keys.
+Handlers are plain functions called on the event loop; they should only enqueue keys. While a
+handler runs, :func:`event_origin` says what the event is: a change someone made, what the
+first list found (or a replay to a new handler), or the echo of this process's own write (see
+:meth:`~kokpit.runtime.client.Client.wrote`). Controllers queue the last two at a
+low priority, so a backlog of their own work never delays a change someone else made.
 :class:`Cache` shares informers: two controllers watching the same kind with the same scope
 share one LIST+WATCH.
 """
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +52,36 @@ def strip_unneeded(obj: Object) -> Object:
         if annotations:
             annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return obj
+
+
+class Origin(enum.Enum):
+    """What an event handler is being told about."""
+
+    #: Someone changed the object (or created or deleted it): the default.
+    CHANGE = "change"
+    #: The first list, or the replay of the store to a handler added later: nothing changed.
+    LISTED = "listed"
+    #: The echo of a write this process made (its client made that resourceVersion).
+    OWN_WRITE = "own-write"
+
+
+_ORIGIN: ContextVar[Origin] = ContextVar("kokpit_event_origin", default=Origin.CHANGE)
+
+
+def event_origin() -> Origin:
+    """The origin of the event being handled (handlers are called synchronously, so the
+    dispatcher sets it around each call; outside a dispatch it is ``CHANGE``)."""
+    return _ORIGIN.get()
+
+
+@contextlib.contextmanager
+def dispatching(origin: Origin) -> Iterator[None]:
+    """Handlers called inside are told the events are of ``origin``."""
+    token = _ORIGIN.set(origin)
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
 
 
 class EventHandler(Protocol):
@@ -93,8 +129,9 @@ class Informer:
         """Register ``handler``; if already synced, it first gets an add for every object."""
         self._handlers.append(handler)
         if self.synced.is_set():
-            for obj in self.store.list():
-                handler.on_add(obj)
+            with dispatching(Origin.LISTED):
+                for obj in self.store.list():
+                    handler.on_add(obj)
 
     def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
         self.store.add_indexers(indexers)
@@ -135,6 +172,8 @@ class Informer:
             limit=self.page_size,
             metadata_only=s.metadata_only,
         )
+        # The first list only tells what exists; a relist (after a 410) finds real changes.
+        origin = Origin.CHANGE if self.synced.is_set() else Origin.LISTED
         seen = set()
         for raw in listed.items:
             obj = self.transform(raw)
@@ -142,13 +181,13 @@ class Informer:
             seen.add(key)
             old = self.store.upsert(obj)
             if old is None:
-                self._dispatch("on_add", obj)
+                self._dispatch(origin, "on_add", obj)
             elif _rv(old) != _rv(obj):
-                self._dispatch("on_update", old, obj)
+                self._dispatch(origin, "on_update", old, obj)
         for key in set(self.store.keys()) - seen:  # deleted while we were not watching
             gone = self.store.delete(key)
             if gone is not None:
-                self._dispatch("on_delete", gone)
+                self._dispatch(Origin.CHANGE, "on_delete", gone)
         self._resource_version = listed.resource_version
         self.relists += 1
         self.synced.set()
@@ -172,24 +211,27 @@ class Informer:
             if event.type == "BOOKMARK":
                 self._resource_version = rv
                 continue
+            own = self.client.wrote(s.resource, event.object)  # before the transform drops it
             obj = self.transform(event.object)
+            origin = Origin.OWN_WRITE if own else Origin.CHANGE
             if event.type == "DELETED":
                 old = self.store.delete(object_key(obj))
-                self._dispatch("on_delete", old if old is not None else obj)
+                self._dispatch(origin, "on_delete", old if old is not None else obj)
             else:
                 old = self.store.upsert(obj)
                 if old is None:
-                    self._dispatch("on_add", obj)
+                    self._dispatch(origin, "on_add", obj)
                 else:
-                    self._dispatch("on_update", old, obj)
+                    self._dispatch(origin, "on_update", old, obj)
             self._resource_version = rv
 
-    def _dispatch(self, method: str, *objs: Object) -> None:
-        for handler in self._handlers:
-            try:
-                getattr(handler, method)(*objs)
-            except Exception:
-                self._log.exception("event handler failed", extra={"handler": repr(handler)})
+    def _dispatch(self, origin: Origin, method: str, *objs: Object) -> None:
+        with dispatching(origin):
+            for handler in self._handlers:
+                try:
+                    getattr(handler, method)(*objs)
+                except Exception:
+                    self._log.exception("event handler failed", extra={"handler": repr(handler)})
 
 
 def _rv(obj: Object) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import pytest
 
 from kokpit.local import LocalCluster
 from kokpit.runtime import Client, ClientConfig, Informer, Scope, by_label
+from kokpit.runtime.informer import Origin, event_origin
 from kokpit.runtime.resources import CONFIGMAPS
 from tests.e2e.runtime.proxy import Proxy
 
@@ -193,3 +195,75 @@ async def test_metadata_only_informer_with_a_field_selector(client: Client, name
             raise AssertionError("the metadata-only watch did not deliver the update")
     finally:
         task.cancel()
+
+
+class OriginRecorder:
+    """Records each event with what the informer said it was."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Origin]] = []
+
+    def on_add(self, obj: dict[str, Any]) -> None:
+        self.events.append(("add", obj["metadata"]["name"], event_origin()))
+
+    def on_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self.events.append(("update", new["metadata"]["name"], event_origin()))
+
+    def on_delete(self, obj: dict[str, Any]) -> None:
+        self.events.append(("delete", obj["metadata"]["name"], event_origin()))
+
+
+async def test_events_tell_a_change_from_the_first_list_and_from_our_own_writes(
+    client: Client, local_cluster: LocalCluster, namespace: str
+) -> None:
+    """What lets a controller put others' changes ahead of its own backlog: the informer's
+    client made the echo of its own write, another client's write is a change, and the first
+    list (or a replay to a late handler) is neither."""
+    await client.create(CONFIGMAPS, configmap(namespace, "before", test="origin"))
+    async with Client(ClientConfig.from_kubeconfig(local_cluster.kubeconfig)) as other:
+        # Only this test's ConfigMaps (the namespace's kube-root-ca.crt comes and goes).
+        scope = Scope(CONFIGMAPS, namespace=namespace, label_selector="test=origin")
+        informer = Informer(client, scope)
+        recorder = OriginRecorder()
+        informer.add_handler(recorder)
+        task = asyncio.create_task(informer.start())
+
+        async def seen(count: int) -> None:
+            """Each write's event in before the next write (a write of an object still in
+            flight makes an event of it count as ours, whoever made it)."""
+            for _ in range(600):  # a shared, busy machine can take seconds
+                if len(recorder.events) >= count:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"no event {count} within 30 s: {recorder.events}")
+
+        try:
+            await asyncio.wait_for(informer.wait_synced(), 30)
+            await client.create(CONFIGMAPS, configmap(namespace, "ours", test="origin"))
+            await seen(2)
+            await other.create(CONFIGMAPS, configmap(namespace, "theirs", test="origin"))
+            await seen(3)
+            await client.patch(CONFIGMAPS, "theirs", {"data": {"v": "1"}}, namespace=namespace)
+            await seen(4)
+            await other.patch(CONFIGMAPS, "ours", {"data": {"v": "1"}}, namespace=namespace)
+            await seen(5)
+            await other.delete(CONFIGMAPS, "before", namespace=namespace)
+            await seen(6)
+            late = OriginRecorder()
+            informer.add_handler(late)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert recorder.events == [
+        ("add", "before", Origin.LISTED),
+        ("add", "ours", Origin.OWN_WRITE),
+        ("add", "theirs", Origin.CHANGE),
+        ("update", "theirs", Origin.OWN_WRITE),
+        ("update", "ours", Origin.CHANGE),
+        ("delete", "before", Origin.CHANGE),
+    ]
+    assert sorted(late.events) == [
+        ("add", "ours", Origin.LISTED),
+        ("add", "theirs", Origin.LISTED),
+    ]

@@ -1,7 +1,16 @@
 import inspect
 
 import kokpit.runtime
-from kokpit.runtime.controller import Request, for_object, for_owner, generation_changed
+from kokpit.runtime.client import RecentVersions
+from kokpit.runtime.controller import (
+    Request,
+    _Enqueue,
+    for_object,
+    for_owner,
+    generation_changed,
+)
+from kokpit.runtime.informer import Origin, dispatching
+from kokpit.runtime.queue import Priority, WorkQueue
 
 
 def test_for_owner_maps_only_the_controlling_owner_of_that_kind() -> None:
@@ -38,3 +47,44 @@ def test_public_surface_is_curated() -> None:
         if not name.startswith("_") and not inspect.ismodule(value)
     }
     assert set(kokpit.runtime.__all__) == public
+
+
+async def test_events_are_queued_by_whose_change_they_are() -> None:
+    """Updates and deletes come first, then creations; the first list and the echoes of our
+    own writes are routine, whatever the event."""
+    queue: WorkQueue[Request] = WorkQueue("t")
+    handler = _Enqueue(queue, for_object, None)
+
+    def obj(name: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "ns"}}
+
+    with dispatching(Origin.LISTED):
+        handler.on_add(obj("listed"))
+    with dispatching(Origin.OWN_WRITE):
+        handler.on_update(obj("our-write"), obj("our-write"))
+        handler.on_add(obj("our-create"))
+    handler.on_add(obj("created"))
+    handler.on_update(obj("changed"), obj("changed"))
+    handler.on_delete(obj("deleted"))
+    handler.on_update(obj("listed"), obj("listed"))  # a change to a listed one: promoted
+    out = []
+    while len(queue):
+        request, priority = await queue.get_with_priority()
+        out.append((request.name, priority))
+        queue.done(request)
+    assert out == [
+        ("changed", Priority.CHANGE),
+        ("deleted", Priority.CHANGE),
+        ("listed", Priority.CHANGE),
+        ("created", Priority.NEW),
+        ("our-write", Priority.ROUTINE),
+        ("our-create", Priority.ROUTINE),
+    ]
+
+
+def test_a_client_remembers_its_recent_writes_only() -> None:
+    recent = RecentVersions(3)
+    for version in ["1", "2", "3", "2", "4"]:
+        recent.add(version)
+    assert "1" not in recent, "the oldest is forgotten"
+    assert all(v in recent for v in ["2", "3", "4"])

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from kokpit.runtime.queue import DelayHeap, RateLimit, ShutDown, WorkQueue
+from kokpit.runtime.queue import DelayHeap, Priority, RateLimit, ShutDown, WorkQueue
 
 
 async def drain(q: WorkQueue[str]) -> list[str]:
@@ -101,7 +101,114 @@ def test_delay_heap_keeps_the_earliest_time() -> None:
     assert heap.push("a", 3.0)
     assert heap.push("b", 4.0)
     assert heap.next_time() == 3.0
-    assert heap.pop_ready(3.5) == ["a"]
-    assert heap.pop_ready(4.5) == ["b"]
+    assert heap.pop_ready(3.5) == [("a", Priority.ROUTINE)]
+    assert heap.pop_ready(4.5) == [("b", Priority.ROUTINE)]
     assert heap.pop_ready(100) == [], "the superseded entry for a at 5.0 is not served"
     assert len(heap) == 0
+
+
+# -- priorities: a change someone made is not queued behind routine work --------------------
+
+
+async def test_changes_come_out_before_new_objects_and_new_before_routine_keys() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    q.add_after("requeued-1", 0)  # a requeue is routine
+    q.add("listed", Priority.ROUTINE)
+    q.add("created", Priority.NEW)
+    q.add_after("requeued-2", 0)
+    q.add("changed", Priority.CHANGE)
+    q.add("changed-2")  # the default: someone changed it
+    assert await drain(q) == [
+        *("changed", "changed-2", "created"),
+        *("requeued-1", "listed", "requeued-2"),
+    ]
+
+
+async def test_a_queued_routine_key_that_changes_moves_ahead_once() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    for key in ["r1", "r2", "r3"]:
+        q.add(key, Priority.ROUTINE)
+    q.add("c1")
+    q.add("r3")  # an event for a key that was only requeued: promoted behind c1
+    assert len(q) == 4, "still queued once"
+    assert await drain(q) == ["c1", "r3", "r1", "r2"]
+    assert len(q) == 0
+
+
+async def test_a_lower_priority_add_does_not_demote_a_queued_key() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    q.add("a")
+    q.add("b")
+    q.add("a", Priority.ROUTINE)
+    q.add("n", Priority.NEW)
+    assert await drain(q) == ["a", "b", "n"]
+
+
+async def test_a_change_while_processing_is_queued_at_its_priority_when_done() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    q.add("a", Priority.ROUTINE)
+    key, priority = await q.get_with_priority()
+    assert (key, priority) == ("a", Priority.ROUTINE)
+    q.add("r", Priority.ROUTINE)
+    q.add("a")  # changed while a worker has it
+    assert len(q) == 1, "not handed to a second worker meanwhile"
+    q.done("a")
+    assert [await q.get_with_priority() for _ in range(2)] == [
+        ("a", Priority.CHANGE),
+        ("r", Priority.ROUTINE),
+    ]
+
+
+async def test_a_delayed_key_that_becomes_due_is_routine() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    q.add_after("requeued", 0.01)
+    await asyncio.sleep(0.1)  # due: the waiting task has queued it
+    assert len(q) == 1
+    q.add("changed")
+    assert await drain(q) == ["changed", "requeued"]
+
+
+async def test_a_delayed_key_that_changes_meanwhile_comes_out_now() -> None:
+    q: WorkQueue[str] = WorkQueue("t")
+    q.add_after("k", 0.05)
+    q.add("k")
+    assert await asyncio.wait_for(q.get_with_priority(), 1) == ("k", Priority.CHANGE)
+    q.done("k")
+    await asyncio.sleep(0.1)  # the requeue it asked for still comes, once
+    assert await drain(q) == ["k"]
+
+
+async def test_a_failed_changes_retry_keeps_its_priority() -> None:
+    q: WorkQueue[str] = WorkQueue("t", rate_limit=RateLimit(base_delay=0.02, max_delay=1))
+    q.add_rate_limited("failed-change", Priority.CHANGE)
+    q.add_rate_limited("failed-requeue")
+    q.add("backlog", Priority.NEW)
+    await asyncio.sleep(0.1)  # both backoffs have passed
+    assert await drain(q) == ["failed-change", "backlog", "failed-requeue"]
+
+
+async def test_delay_heap_keeps_the_higher_priority() -> None:
+    heap: DelayHeap[str] = DelayHeap()
+    heap.push("a", 5.0, Priority.CHANGE)
+    heap.push("a", 3.0)
+    heap.push("b", 4.0, Priority.NEW)
+    heap.push("b", 6.0, Priority.CHANGE)
+    assert heap.pop_ready(10) == [("a", Priority.CHANGE), ("b", Priority.CHANGE)]
+
+
+async def test_many_promotions_leave_no_key_behind() -> None:
+    """Stale entries of promoted keys are skipped, never served, and the depth is right."""
+    q: WorkQueue[int] = WorkQueue("t")
+    for i in range(100):
+        q.add(i, Priority.ROUTINE)
+    for i in range(0, 100, 2):
+        q.add(i, Priority.NEW)
+    for i in range(0, 100, 4):
+        q.add(i, Priority.CHANGE)
+    assert len(q) == 100
+    out = []
+    while len(q):
+        key = await q.get()
+        out.append(key)
+        q.done(key)
+    assert out == [*range(0, 100, 4), *(i for i in range(0, 100, 2) if i % 4), *range(1, 100, 2)]
