@@ -104,3 +104,13 @@ class Faults:
 
     async def reasons(self, client: Client, name: str) -> list[str]:
         return [e["reason"] for e in await self.events(client, name)]
+
+    async def saw(self, client: Client, name: str, *reasons: str, within: float = 10) -> list[str]:
+        """Wait until Events with every one of ``reasons`` are recorded about ``name`` (they are
+        recorded after the status a test waited for); returns all reasons seen."""
+
+        async def seen() -> list[str] | None:
+            found = await self.reasons(client, name)
+            return found if set(reasons) <= set(found) else None
+
+        return await until(f"Events {', '.join(reasons)} about {name}", seen, within)

@@ -45,6 +45,7 @@ from kokpit.runtime import (
 from kokpit.runtime.resources import EVENTS, LEASES, NODES
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "faults-e2e"
@@ -222,8 +223,13 @@ async def test_an_npd_condition_is_one_fault_record_that_clears_and_flaps_in_pla
     assert "npd-1.kerneldeadlock" in table
     assert "KernelDeadlock" in table
     assert "Active" in table
-    events = await client.list(EVENTS, namespace=NS, field_selector="regarding.name=npd-1")
-    assert any(e["reason"] == "FaultDetected" for e in events.items)
+
+    async def detected() -> bool:
+        """A FaultDetected Event (recorded just after the record is written)."""
+        events = await client.list(EVENTS, namespace=NS, field_selector="regarding.name=npd-1")
+        return any(e["reason"] == "FaultDetected" for e in events.items)
+
+    await until("a FaultDetected Event", detected, 10)
 
     # The same fault reported again (NPD re-reports with a new message): the record is not
     # written (writes follow transitions). Then it clears: Cleared, nothing in between.
