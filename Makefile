@@ -97,6 +97,7 @@ bench: assets host-deps $(BENCH_STAMP)
 	$(PY) -m bench.cluster $(BENCH_FLAGS)
 	$(PY) -m bench.clustercache $(BENCH_FLAGS)
 	$(PY) -m bench.machines $(BENCH_FLAGS)
+	$(PY) -m bench.healing $(BENCH_FLAGS)
 
 # Re-pin dependencies after editing pyproject.toml.
 lock: $(STAMP)

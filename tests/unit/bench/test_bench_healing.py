@@ -1,0 +1,76 @@
+"""The healing benchmark's choices that its figures rest on: which nodes fail (1 %, spread over
+the failure domains, other nodes each round), which fail in the storm (beyond the policy's
+minimum healthy share of one domain), latency percentiles by nearest rank, and its plots."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+from bench import healing, plot, stats
+
+
+def test_one_percent_fails_spread_evenly_over_the_zones() -> None:
+    for size in (100, 1000, 3000, 10000):
+        nodes = healing.failing(size, 0)
+        assert len(nodes) == len(set(nodes)) == size // 100
+        assert all(0 <= i < size for i in nodes)
+        zones = Counter(healing.zone_of(i) for i in nodes)
+        assert max(zones.values()) - min(zones.values()) <= 1
+        if size >= 1000:
+            assert len(zones) == healing.ZONES
+
+
+def test_each_round_fails_other_nodes() -> None:
+    rounds = [set(healing.failing(10000, r)) for r in range(3)]
+    assert not rounds[0] & rounds[1] and not rounds[1] & rounds[2]
+
+
+def test_a_small_fleet_still_fails_one_node() -> None:
+    assert healing.failing(40, 0) == [0]
+
+
+def test_the_storm_takes_one_zone_below_its_minimum_healthy_share() -> None:
+    for size in (100, 1000, 10000):
+        nodes, zone = healing.storm_nodes(size)
+        assert {healing.zone_of(i) for i in nodes} == {f"z{healing.STORM_ZONE}"}
+        assert zone == size // healing.ZONES
+        assert 100 * (zone - len(nodes)) / zone < healing.MIN_HEALTHY
+
+
+def test_percentiles_are_nearest_rank_samples() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert stats.percentiles(values) == {"p50": 50.0, "p99": 99.0, "max": 100.0, "n": 100}
+    # Fewer samples than a hundred: the p99 is the slowest one, never below it.
+    assert stats.percentiles([3.0, 1.0, 2.0])["p99"] == 3.0
+    assert stats.percentiles([]) == {"n": 0}
+
+
+def test_healing_plots_draw_latency_and_cost_by_node_count(tmp_path: Path) -> None:
+    steps = [
+        {
+            "nodes": n,
+            "idle": {"rss_mib_idle": 80 + n / 100, "idle_mcpu": n / 50},
+            "healing": {
+                "detection_seconds": {"p50": 0.2, "p99": 0.9, "n": n // 100},
+                "cordon_seconds": {"p50": 2.2, "p99": 3.0, "n": n // 100},
+                "busy_mcpu": 400.0,
+                "api_requests_per_remediation": 14.0,
+                "remediations_per_minute": 300.0,
+            },
+            "storm": {"stop_seconds": 3.5},
+        }
+        for n in (1000, 3000, 10000)
+    ]
+    paths = plot.healing({"steps": steps}, tmp_path)
+    assert [p.name for p in paths] == [
+        "healing-latency-seconds.svg",
+        "healing-operator-cost.svg",
+        "healing-remediations-per-minute.svg",
+    ]
+    latency = ET.parse(paths[0]).getroot()
+    lines = latency.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 5
+    assert all(len(line.get("points", "").split()) == 3 for line in lines)
+    assert "healing" in plot.PLOTTERS
