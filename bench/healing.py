@@ -39,16 +39,19 @@ import argparse
 import asyncio
 import contextlib
 import math
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -193,13 +196,17 @@ def policy() -> dict[str, Any]:
     }
 
 
-def requests_made(port: int) -> float:
+def requests_made(port: int, hosts: dict[str, str]) -> Counter[str]:
+    """The operator's API requests so far, by ``"<cluster> <method>"``: ``hosts`` names the
+    API servers (host:port → meta or business)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("rest_client_requests_total{")
-    )
+    made: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("rest_client_requests_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            cluster = hosts.get(labels.get("host", ""), labels.get("host", ""))
+            made[f"{cluster} {labels.get('method', '')}"] += int(float(line.rsplit(" ", 1)[1]))
+    return made
 
 
 def stamp() -> str:
@@ -440,11 +447,13 @@ async def create_if_missing(client: Client, resource: Resource, body: dict[str, 
 class Operator:
     pid: int
     port: int
+    hosts: dict[str, str]
 
-    def sample(self) -> tuple[float, float, float, float]:
-        """CPU seconds, RSS and peak RSS (MiB), API requests made so far."""
+    def sample(self) -> tuple[float, float, float, Counter[str]]:
+        """CPU seconds, RSS and peak RSS (MiB), API requests made so far (by cluster and
+        method)."""
         cpu, rss, peak = proc_stats(self.pid)
-        return cpu, rss, peak, requests_made(self.port)
+        return cpu, rss, peak, requests_made(self.port, self.hosts)
 
 
 async def idle(op: Operator, seconds: float) -> dict[str, float]:
@@ -454,7 +463,7 @@ async def idle(op: Operator, seconds: float) -> dict[str, float]:
     return {
         "idle_seconds": seconds,
         "idle_mcpu": round((cpu1 - cpu0) / seconds * 1000, 1),
-        "idle_api_requests_per_second": round((req1 - req0) / seconds, 2),
+        "idle_api_requests_per_second": round((req1.total() - req0.total()) / seconds, 2),
         "rss_mib_idle": round(rss, 1),
     }
 
@@ -530,10 +539,17 @@ async def heal(
         if n in seen.cordoned_at and n in seen.active_at
     ]
     done = [done_at[n] - written[n] for n in names]
-    requests = req1 - req0
+    requests = req1.total() - req0.total()
+    by_kind = {k: round(v / len(names), 2) for k, v in sorted((req1 - req0).items()) if v}
     window = max(done_at.values()) - min(written.values())
     return {
         "faults": len(names),
+        "samples": {
+            "detection": [round(v, 3) for v in detection],
+            "cordon": [round(v, 3) for v in cordon],
+            "detection_to_cordon": [round(v, 3) for v in to_cordon],
+            "done": [round(v, 3) for v in done],
+        },
         "detection_seconds": stats.percentiles(detection),
         "cordon_seconds": stats.percentiles(cordon),
         "detection_to_cordon_seconds": stats.percentiles(to_cordon),
@@ -542,6 +558,7 @@ async def heal(
         "round_seconds": round(elapsed, 2),
         "remediations_per_minute": round(len(names) / window * 60, 1),
         "api_requests_per_remediation": round(requests / len(names), 2),
+        "api_requests_per_remediation_by_cluster_and_method": by_kind,
         "api_requests_per_remediation_above_idle": round(
             (requests - idle_rate * elapsed) / len(names), 2
         ),
@@ -634,6 +651,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 lease_seconds=LEASE_SECONDS,
             ) as biz:
                 port = free_port()
+                meta_config = ClientConfig.from_kubeconfig(meta.kubeconfig, qps=2000, burst=4000)
+                biz_config = ClientConfig.from_kubeconfig(biz.kubeconfig, qps=1000, burst=2000)
                 log = Path(args.log_dir or tmp) / "remediation-operator.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("wb") as out:
@@ -646,9 +665,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
-                op = Operator(process.pid, port)
-                meta_config = ClientConfig.from_kubeconfig(meta.kubeconfig, qps=2000, burst=4000)
-                biz_config = ClientConfig.from_kubeconfig(biz.kubeconfig, qps=1000, burst=2000)
+                hosts = {
+                    urlsplit(meta_config.server).netloc: "meta",
+                    urlsplit(biz_config.server).netloc: "business",
+                }
+                op = Operator(process.pid, port, hosts)
                 async with Client(meta_config) as client, Client(biz_config) as business:
                     await client.create(MACHINE_PACKAGE_VERSIONS, package_version())
                     await client.create(REMEDIATION_POLICIES, policy())
@@ -697,15 +718,21 @@ async def one_size(
     ]
     quiet = await idle(op, args.idle)
     print(f"  idle: {quiet}", flush=True)
-    healing = await heal(
-        watches,
-        business,
-        op,
-        failing(size, index),
-        quiet["idle_api_requests_per_second"],
-        args.timeout,
-    )
-    print(f"  healing: {healing}", flush=True)
+    rounds = []
+    for r in range(args.rounds):
+        rounds.append(
+            await heal(
+                watches,
+                business,
+                op,
+                failing(size, index * args.rounds + r),
+                quiet["idle_api_requests_per_second"],
+                args.timeout,
+            )
+        )
+        print(f"  healing {r + 1}/{args.rounds}: {rounds[-1]}", flush=True)
+        await asyncio.sleep(args.pause)
+    healing = summarize_rounds(rounds)
     stormed = await storm(watches, business, size, args.storm_hold, args.timeout)
     print(f"  storm: {stormed}", flush=True)
     return {
@@ -714,8 +741,29 @@ async def one_size(
         "faults_active_before": len(active),
         "idle": quiet,
         "healing": healing,
+        "healing_rounds": rounds,
         "storm": stormed,
     }
+
+
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one size in one record: the latency percentiles over every fault of every
+    round, and each per-round figure as the median of the rounds with its spread."""
+    flat = [
+        {k: v for k, v in r.items() if isinstance(v, int | float) and k != "faults"} for r in rounds
+    ]
+    summary: dict[str, Any] = {
+        "rounds": len(rounds),
+        "faults": sum(r["faults"] for r in rounds),
+    }
+    for key in ("detection", "cordon", "detection_to_cordon", "done"):
+        summary[f"{key}_seconds"] = stats.percentiles(
+            [v for r in rounds for v in r["samples"][key]]
+        )
+    for key, spread in stats.summarize(flat).items():
+        summary[key] = spread["median"]
+        summary[f"{key}_spread"] = spread
+    return summary
 
 
 def main() -> None:
@@ -729,6 +777,8 @@ def main() -> None:
     )
     parser.add_argument("--settle", type=float, default=60.0, help="seconds after joining")
     parser.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")
+    parser.add_argument("--rounds", type=int, default=3, help="healing rounds per size")
+    parser.add_argument("--pause", type=float, default=5.0, help="seconds between rounds")
     parser.add_argument(
         "--storm-hold", type=float, default=15.0, help="seconds the storm is held after the stop"
     )

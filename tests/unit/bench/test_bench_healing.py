@@ -76,3 +76,23 @@ def test_healing_plots_draw_latency_and_cost_by_node_count(tmp_path: Path) -> No
     assert len(lines) == 5
     assert all(len(line.get("points", "").split()) == 3 for line in lines)
     assert "healing" in plot.PLOTTERS
+
+
+def test_rounds_pool_latencies_and_give_each_figure_its_spread() -> None:
+    def round_(latencies: list[float], per_minute: float) -> dict[str, object]:
+        samples = {k: latencies for k in ("detection", "cordon", "detection_to_cordon", "done")}
+        return {"faults": len(latencies), "samples": samples, "remediations_per_minute": per_minute}
+
+    summary = healing.summarize_rounds(
+        [round_([0.1, 0.2], 100.0), round_([0.3, 5.0], 300.0), round_([0.4, 0.5], 200.0)]
+    )
+    assert summary["faults"] == 6
+    # Percentiles over the faults of every round: the slowest fault of any round is the p99.
+    assert summary["detection_seconds"]["p99"] == 5.0
+    assert summary["remediations_per_minute"] == 200.0
+    assert summary["remediations_per_minute_spread"] == {
+        "median": 200.0,
+        "min": 100.0,
+        "max": 300.0,
+        "n": 3,
+    }
