@@ -631,6 +631,34 @@ async def storm(
     return result
 
 
+def record(
+    kubernetes: str, args: argparse.Namespace, steps: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The result so far: written after every size, so a run cut short (a size that does not
+    fit in the time, an interrupt) keeps the sizes it finished and says which are missing."""
+    return {
+        "kubernetes": kubernetes,
+        "meaning": MEANING,
+        "operator_flags": list(OPERATOR_FLAGS),
+        "zones": ZONES,
+        "failing_share": FAILING_SHARE,
+        "storm_share_of_zone": STORM_SHARE,
+        "healing_rounds_per_size": args.rounds,
+        "sizes_asked": args.nodes,
+        "sizes_missing": [n for n in args.nodes if n not in {s["nodes"] for s in steps}],
+        "steps": steps,
+        "operator_rss_mib_per_node": stats.slope(
+            [(s["nodes"], s["idle"]["rss_mib_idle"]) for s in steps]
+        ),
+    }
+
+
+def save(result: dict[str, Any], quick: bool) -> Path:
+    path = machine_info.write("healing", result, quick=quick)
+    plot.healing(result, path.parent / "plots")
+    return path
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     assets = ensure_assets(release(None))
     steps: list[dict[str, Any]] = []
@@ -681,23 +709,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             )
                             steps.append(step)
                             made = size
+                            save(record(assets.kubernetes_version, args, steps), args.quick)
         finally:
             if process is not None:
                 process.terminate()
                 process.wait(30)
             meta.down()
-    return {
-        "kubernetes": assets.kubernetes_version,
-        "meaning": MEANING,
-        "operator_flags": list(OPERATOR_FLAGS),
-        "zones": ZONES,
-        "failing_share": FAILING_SHARE,
-        "storm_share_of_zone": STORM_SHARE,
-        "steps": steps,
-        "operator_rss_mib_per_node": stats.slope(
-            [(s["nodes"], s["idle"]["rss_mib_idle"]) for s in steps]
-        ),
-    }
+    return record(assets.kubernetes_version, args, steps)
 
 
 async def one_size(
@@ -730,7 +748,8 @@ async def one_size(
                 args.timeout,
             )
         )
-        print(f"  healing {r + 1}/{args.rounds}: {rounds[-1]}", flush=True)
+        shown = {k: v for k, v in rounds[-1].items() if k != "samples"}
+        print(f"  healing {r + 1}/{args.rounds}: {shown}", flush=True)
         await asyncio.sleep(args.pause)
     healing = summarize_rounds(rounds)
     stormed = await storm(watches, business, size, args.storm_hold, args.timeout)
@@ -788,9 +807,7 @@ def main() -> None:
         parser, quick={"nodes": [100, 200, 400], "settle": 10.0, "idle": 10.0, "storm_hold": 5.0}
     )
     result = asyncio.run(run(args))
-    path = machine_info.write("healing", result, quick=args.quick)
-    plot.healing(result, path.parent / "plots")
-    print(f"wrote {path}")
+    print(f"wrote {save(result, args.quick)}")
 
 
 if __name__ == "__main__":
