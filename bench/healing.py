@@ -125,7 +125,9 @@ MEANING = {
     "storm": "40 % of one zone's nodes report the fault at once; stop_seconds is the first "
     "write to the watch event of the policy's StormStopped=True; cordoned and repairs_started "
     "count those nodes' remediations that got past Pending, --storm-hold seconds after the "
-    "stop (the storm stop promises zero).",
+    "stop (the storm stop promises zero). below_min_seconds: when the hub's record of the "
+    "fault that takes the zone below minHealthyPercent (fault number below_min_at_fault) "
+    "turned Active; all_detected_seconds: the last; both from the first write.",
 }
 
 
@@ -577,6 +579,9 @@ async def storm(
     names = [name_of(i) for i in nodes]
     before = earlier(seen, names)
     seen.storm_stopped_at = None
+    for n in names:
+        seen.active_at.pop(n, None)
+        seen.cordoned_at.pop(n, None)
 
     def current(n: str) -> dict[str, Any] | None:
         obj = seen.remediations.get(remediation_name(n))
@@ -611,6 +616,18 @@ async def storm(
     result["left_pending"] = sum(phase(current(n)) == "Pending" for n in names)
     result["repairs_started"] = sum(repair_started(current(n)) for n in names)
     result["nodes_unschedulable"] = sum(seen.unschedulable.get(n, False) for n in names)
+    # When the zone fell below its minimum as the hub saw it: the fault that takes the healthy
+    # share below minHealthyPercent. Remediations admitted before that were within the limit.
+    due = math.floor(zone_size * (100 - MIN_HEALTHY) / 100) + 1
+    detected = sorted(seen.active_at[n] - first for n in names if n in seen.active_at)
+    cordons = sorted(seen.cordoned_at[n] - first for n in names if n in seen.cordoned_at)
+    result["detection_seconds"] = stats.percentiles(
+        [seen.active_at[n] - written[n] for n in names if n in seen.active_at]
+    )
+    result["all_detected_seconds"] = round(detected[-1], 3) if detected else None
+    result["below_min_at_fault"] = due
+    result["below_min_seconds"] = round(detected[due - 1], 3) if len(detected) >= due else None
+    result["cordon_seconds_after_first_write"] = [round(c, 3) for c in cordons]
     # Over: the nodes recover by themselves; every held remediation ends without a repair.
     await write_all(business, nodes, "False")
     result["recovered_seconds"] = round(
