@@ -94,6 +94,9 @@ LEASE_SECONDS = 600
 #: Flags the operator runs with besides --kubeconfig and --health-port; the rest are defaults.
 OPERATOR_FLAGS = ("--executors", "sim", "--lease-grace", "900")
 
+#: The key of :func:`requests_made`'s count that is a time, not requests.
+WAITED = "rate limiter wait ms"
+
 MEANING = {
     "joined": "Machines (sim executor) and their KWOK Nodes are created directly in the "
     "joined state the Machine-Operator leaves (status.nodeName, phase Running; the Node "
@@ -119,6 +122,9 @@ MEANING = {
     "api_requests_per_remediation": "the operator's rest_client_requests_total (meta-cluster "
     "and business cluster) during the round / faults; above_idle subtracts the idle rate "
     "over the round's duration.",
+    "rate_limiter_wait": "seconds the operator's requests of a round waited for its own "
+    "client-side rate limit (--qps, 200 by default), summed over the requests, per "
+    "remediation: above zero, the operator throttles itself.",
     "cpu": "the operator process's CPU (utime + stime) over the interval, in mCPU "
     "(thousandths of one core): idle over --idle seconds with nothing failing, busy over "
     "the healing round.",
@@ -200,10 +206,13 @@ def policy() -> dict[str, Any]:
 
 def requests_made(port: int, hosts: dict[str, str]) -> Counter[str]:
     """The operator's API requests so far, by ``"<cluster> <method>"``: ``hosts`` names the
-    API servers (host:port → meta or business)."""
+    API servers (host:port → meta or business); and under ``"rate limiter wait ms"``, the time
+    its requests spent waiting for its own client-side rate limit (``--qps``), summed."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     made: Counter[str] = Counter()
     for line in text.splitlines():
+        if line.startswith("rest_client_rate_limiter_duration_seconds_sum{"):
+            made[WAITED] += int(float(line.rsplit(" ", 1)[1]) * 1000)
         if line.startswith("rest_client_requests_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
             cluster = hosts.get(labels.get("host", ""), labels.get("host", ""))
@@ -445,6 +454,10 @@ async def create_if_missing(client: Client, resource: Resource, body: dict[str, 
         await client.create(resource, body)
 
 
+def requests_total(made: Counter[str]) -> int:
+    return sum(v for k, v in made.items() if k != WAITED)
+
+
 @dataclass
 class Operator:
     pid: int
@@ -465,7 +478,9 @@ async def idle(op: Operator, seconds: float) -> dict[str, float]:
     return {
         "idle_seconds": seconds,
         "idle_mcpu": round((cpu1 - cpu0) / seconds * 1000, 1),
-        "idle_api_requests_per_second": round((req1.total() - req0.total()) / seconds, 2),
+        "idle_api_requests_per_second": round(
+            (requests_total(req1) - requests_total(req0)) / seconds, 2
+        ),
         "rss_mib_idle": round(rss, 1),
     }
 
@@ -541,8 +556,10 @@ async def heal(
         if n in seen.cordoned_at and n in seen.active_at
     ]
     done = [done_at[n] - written[n] for n in names]
-    requests = req1.total() - req0.total()
-    by_kind = {k: round(v / len(names), 2) for k, v in sorted((req1 - req0).items()) if v}
+    requests = requests_total(req1) - requests_total(req0)
+    by_kind = {
+        k: round(v / len(names), 2) for k, v in sorted((req1 - req0).items()) if v and k != WAITED
+    }
     window = max(done_at.values()) - min(written.values())
     return {
         "faults": len(names),
@@ -565,6 +582,9 @@ async def heal(
             (requests - idle_rate * elapsed) / len(names), 2
         ),
         "busy_mcpu": round((cpu1 - cpu0) / elapsed * 1000, 1),
+        "rate_limiter_wait_seconds_per_remediation": round(
+            (req1[WAITED] - req0[WAITED]) / 1000 / len(names), 3
+        ),
         "rss_mib_after": round(rss, 1),
         "peak_rss_mib": round(peak, 1),
     }
@@ -656,7 +676,7 @@ def record(
     return {
         "kubernetes": kubernetes,
         "meaning": MEANING,
-        "operator_flags": list(OPERATOR_FLAGS),
+        "operator_flags": [*OPERATOR_FLAGS, *args.operator_args],
         "zones": ZONES,
         "failing_share": FAILING_SHARE,
         "storm_share_of_zone": STORM_SHARE,
@@ -670,8 +690,8 @@ def record(
     }
 
 
-def save(result: dict[str, Any], quick: bool) -> Path:
-    path = machine_info.write("healing", result, quick=quick)
+def save(result: dict[str, Any], args: argparse.Namespace) -> Path:
+    path = machine_info.write(args.name, result, quick=args.quick)
     plot.healing(result, path.parent / "plots")
     return path
 
@@ -706,6 +726,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             *(sys.executable, "-m", "kokpit", "operator", "remediation"),
                             *("--kubeconfig", str(meta.kubeconfig)),
                             *("--health-port", str(port), *OPERATOR_FLAGS),
+                            *args.operator_args,
                         ],
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -726,7 +747,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             )
                             steps.append(step)
                             made = size
-                            save(record(assets.kubernetes_version, args, steps), args.quick)
+                            save(record(assets.kubernetes_version, args, steps), args)
         finally:
             if process is not None:
                 process.terminate()
@@ -820,11 +841,23 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="per wait")
     parser.add_argument("--log-dir", default=None, help="keep the operator's log here")
+    parser.add_argument(
+        "--operator-args",
+        type=str.split,
+        default=[],
+        help='more flags for the operator, as one string ("--qps 1000"); recorded in the result',
+    )
+    parser.add_argument(
+        "--name",
+        default="healing",
+        help="the result's name (bench/results/NAME.json): a run with other operator flags "
+        "is written beside the one the docs quote, not over it",
+    )
     args = machine_info.parse_args(
         parser, quick={"nodes": [100, 200, 400], "settle": 10.0, "idle": 10.0, "storm_hold": 5.0}
     )
     result = asyncio.run(run(args))
-    print(f"wrote {save(result, args.quick)}")
+    print(f"wrote {save(result, args)}")
 
 
 if __name__ == "__main__":
