@@ -94,8 +94,11 @@ LEASE_SECONDS = 600
 #: Flags the operator runs with besides --kubeconfig and --health-port; the rest are defaults.
 OPERATOR_FLAGS = ("--executors", "sim", "--lease-grace", "900")
 
-#: The key of :func:`requests_made`'s count that is a time, not requests.
-WAITED = "rate limiter wait ms"
+#: Keys of :func:`requests_made`'s counts that are times or other counts, not requests.
+TIMES = "time: "
+WAITED = TIMES + "rate limiter wait ms"
+API_MS, API_COUNT = TIMES + "api ms", TIMES + "api count"
+QUEUE_MS, QUEUE_COUNT = TIMES + "queue ms ", TIMES + "queue count "
 
 MEANING = {
     "joined": "Machines (sim executor) and their KWOK Nodes are created directly in the "
@@ -125,6 +128,9 @@ MEANING = {
     "rate_limiter_wait": "seconds the operator's requests of a round waited for its own "
     "client-side rate limit (--qps, 200 by default), summed over the requests, per "
     "remediation: above zero, the operator throttles itself.",
+    "where_time_went": "over a round: api_request_ms_mean, the mean duration of the "
+    "operator's API requests (both clusters, watches not counted); queue_wait_seconds_mean, "
+    "per controller, the mean time a key waited in its work queue for a worker.",
     "cpu": "the operator process's CPU (utime + stime) over the interval, in mCPU "
     "(thousandths of one core): idle over --idle seconds with nothing failing, busy over "
     "the healing round.",
@@ -206,13 +212,29 @@ def policy() -> dict[str, Any]:
 
 def requests_made(port: int, hosts: dict[str, str]) -> Counter[str]:
     """The operator's API requests so far, by ``"<cluster> <method>"``: ``hosts`` names the
-    API servers (host:port → meta or business); and under ``"rate limiter wait ms"``, the time
-    its requests spent waiting for its own client-side rate limit (``--qps``), summed."""
+    API servers (host:port → meta or business); and under keys that start with :data:`TIMES`,
+    in milliseconds, where the time went: waiting for its own client-side rate limit
+    (``--qps``), in API requests (not watches), and in each controller's work queue before a
+    worker took the key (with their counts)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     made: Counter[str] = Counter()
     for line in text.splitlines():
-        if line.startswith("rest_client_rate_limiter_duration_seconds_sum{"):
-            made[WAITED] += int(float(line.rsplit(" ", 1)[1]) * 1000)
+        name, _, rest = line.partition("{")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', rest.split("}", 1)[0]))
+        value = float(line.rsplit(" ", 1)[-1]) if rest else 0.0
+        if name == "rest_client_rate_limiter_duration_seconds_sum":
+            made[WAITED] += int(value * 1000)
+        elif name.startswith("rest_client_request_duration_seconds_") and labels.get("verb") != (
+            "WATCH"
+        ):
+            if name.endswith("_sum"):
+                made[API_MS] += int(value * 1000)
+            elif name.endswith("_count"):
+                made[API_COUNT] += int(value)
+        elif name == "workqueue_queue_duration_seconds_sum":
+            made[QUEUE_MS + labels.get("name", "")] += int(value * 1000)
+        elif name == "workqueue_queue_duration_seconds_count":
+            made[QUEUE_COUNT + labels.get("name", "")] += int(value)
         if line.startswith("rest_client_requests_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
             cluster = hosts.get(labels.get("host", ""), labels.get("host", ""))
@@ -455,7 +477,24 @@ async def create_if_missing(client: Client, resource: Resource, body: dict[str, 
 
 
 def requests_total(made: Counter[str]) -> int:
-    return sum(v for k, v in made.items() if k != WAITED)
+    return sum(v for k, v in made.items() if not k.startswith(TIMES))
+
+
+def where_time_went(before: Counter[str], after: Counter[str]) -> dict[str, Any]:
+    """Between two samples: the mean API request's duration, and the mean wait of a key in
+    each controller's work queue (the controllers that had keys)."""
+    delta = after - before
+    queued = {k.removeprefix(QUEUE_COUNT): v for k, v in delta.items() if k.startswith(QUEUE_COUNT)}
+    return {
+        "api_request_ms_mean": round(delta[API_MS] / delta[API_COUNT], 1)
+        if delta[API_COUNT]
+        else None,
+        "queue_wait_seconds_mean": {
+            name: round(delta[QUEUE_MS + name] / count / 1000, 3)
+            for name, count in sorted(queued.items())
+            if count
+        },
+    }
 
 
 @dataclass
@@ -558,7 +597,9 @@ async def heal(
     done = [done_at[n] - written[n] for n in names]
     requests = requests_total(req1) - requests_total(req0)
     by_kind = {
-        k: round(v / len(names), 2) for k, v in sorted((req1 - req0).items()) if v and k != WAITED
+        k: round(v / len(names), 2)
+        for k, v in sorted((req1 - req0).items())
+        if v and not k.startswith(TIMES)
     }
     window = max(done_at.values()) - min(written.values())
     return {
@@ -585,6 +626,7 @@ async def heal(
         "rate_limiter_wait_seconds_per_remediation": round(
             (req1[WAITED] - req0[WAITED]) / 1000 / len(names), 3
         ),
+        **where_time_went(req0, req1),
         "rss_mib_after": round(rss, 1),
         "peak_rss_mib": round(peak, 1),
     }
@@ -691,8 +733,11 @@ def record(
 
 
 def save(result: dict[str, Any], args: argparse.Namespace) -> Path:
+    """Write the result; its plots only for the result the docs quote (``bench.plot`` draws
+    them from ``healing.json``), so a run under another name leaves them alone."""
     path = machine_info.write(args.name, result, quick=args.quick)
-    plot.healing(result, path.parent / "plots")
+    if args.name == "healing":
+        plot.healing(result, path.parent / "plots")
     return path
 
 
