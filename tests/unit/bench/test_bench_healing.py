@@ -4,9 +4,14 @@ minimum healthy share of one domain), latency percentiles by nearest rank, and i
 
 from __future__ import annotations
 
+import http.server
+import threading
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from bench import healing, plot, stats
 
@@ -96,3 +101,50 @@ def test_rounds_pool_latencies_and_give_each_figure_its_spread() -> None:
         "max": 300.0,
         "n": 3,
     }
+
+
+METRICS = b"""# HELP rest_client_requests_total Number of HTTP requests.
+rest_client_requests_total{code="200",method="GET",host="127.0.0.1:1"} 5.0
+rest_client_requests_total{code="201",method="POST",host="127.0.0.1:2"} 3.0
+rest_client_rate_limiter_duration_seconds_sum{verb="GET",host="127.0.0.1:1"} 1.5
+rest_client_request_duration_seconds_sum{host="127.0.0.1:1",verb="GET"} 0.8
+rest_client_request_duration_seconds_count{host="127.0.0.1:1",verb="GET"} 8.0
+rest_client_request_duration_seconds_sum{host="127.0.0.1:1",verb="WATCH"} 900.0
+rest_client_request_duration_seconds_count{host="127.0.0.1:1",verb="WATCH"} 2.0
+workqueue_queue_duration_seconds_sum{controller="remediation",name="remediation"} 3.0
+workqueue_queue_duration_seconds_count{controller="remediation",name="remediation"} 2.0
+"""
+
+
+@pytest.fixture
+def metrics_port() -> Iterator[int]:
+    """An HTTP server that answers every GET with :data:`METRICS`, as an operator's
+    ``/metrics`` does."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(METRICS)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+def test_requests_are_counted_by_cluster_and_method_apart_from_times(metrics_port: int) -> None:
+    made = healing.requests_made(metrics_port, {"127.0.0.1:1": "meta", "127.0.0.1:2": "business"})
+    assert made["meta GET"] == 5
+    assert made["business POST"] == 3
+    assert healing.requests_total(made) == 8
+    assert made[healing.WAITED] == 1500
+    went = healing.where_time_went(Counter(), made)
+    # Watches are open for minutes by design: not requests that took long.
+    assert went["api_request_ms_mean"] == 100.0
+    assert went["queue_wait_seconds_mean"] == {"remediation": 1.5}
