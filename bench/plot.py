@@ -287,6 +287,58 @@ def risk(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
     )
 
 
+def healing(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The self-healing loop by node count: its latencies, and what the operator costs."""
+    steps = result.get("steps") or []
+
+    def point(path: Sequence[str], scale: float = 1.0) -> list[tuple[float, float]]:
+        points = []
+        for step in steps:
+            value: Any = step
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if isinstance(value, int | float):
+                points.append((float(step["nodes"]), float(value) * scale))
+        return points
+
+    paths = _cost(
+        "healing-latency-seconds",
+        "Fault → NodeFault Active, → cordon; storm → stop",
+        "Nodes",
+        "seconds",
+        {
+            "detection p50": point(("healing", "detection_seconds", "p50")),
+            "detection p99": point(("healing", "detection_seconds", "p99")),
+            "cordon p50": point(("healing", "cordon_seconds", "p50")),
+            "cordon p99": point(("healing", "cordon_seconds", "p99")),
+            "storm stop": point(("storm", "stop_seconds")),
+        },
+        directory,
+    )
+    paths += _cost(
+        "healing-operator-cost",
+        "Remediation operator by node count",
+        "Nodes",
+        "MiB, mCPU, requests",
+        {
+            "RSS, MiB": point(("idle", "rss_mib_idle")),
+            "idle mCPU": point(("idle", "idle_mcpu")),
+            "busy mCPU": point(("healing", "busy_mcpu")),
+            "API requests / remediation": point(("healing", "api_requests_per_remediation")),
+        },
+        directory,
+    )
+    paths += _cost(
+        "healing-remediations-per-minute",
+        "Remediations completed per minute (1 % of nodes failing)",
+        "Nodes",
+        "per minute",
+        {"completed": point(("healing", "remediations_per_minute"))},
+        directory,
+    )
+    return paths
+
+
 #: Result file → its plots.
 PLOTTERS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
     "runtime": runtime,
@@ -295,6 +347,7 @@ PLOTTERS: dict[str, Callable[[Mapping[str, Any], Path], list[Path]]] = {
     "clustercache": clustercache,
     "local": local,
     "risk": risk,
+    "healing": healing,
 }
 
 

@@ -8,6 +8,7 @@ under the same conditions) and then summarized the same way.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,3 +52,22 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
     covariance = sum((x - mean_x) * (y - mean_y) for x, y in points)
     variance = sum((x - mean_x) ** 2 for x, _ in points)
     return round(covariance / variance, 4)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """``{"p50", "p99", "max", "n"}`` of latencies ``values`` (nearest rank: the value at or
+    above which that share of the samples lies, never an interpolation between two samples,
+    so a p99 of 100 samples is the second-slowest, and of fewer it is the slowest)."""
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+
+    def rank(share: float) -> float:
+        return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+    return {
+        "p50": round(rank(0.50), 3),
+        "p99": round(rank(0.99), 3),
+        "max": round(ordered[-1], 3),
+        "n": len(ordered),
+    }
