@@ -12,12 +12,14 @@ The policy's reconcile is the only place that admits its remediations (a control
 one key at a time), so two admissions never race past the limit. What it admitted is also
 remembered until the cache shows it, so a cache that lags its own writes cannot over-admit;
 a restarted process forgets that, and counts from the API server's state again. A remediation
-is admitted no sooner than ``admission_delay`` after it was created, so the faults of a storm,
-which arrive within seconds of each other, are all counted before any of them starts.
+starts only once no remediation of its scope is younger than ``admission_delay``: the faults of a
+storm arrive over seconds (tens of seconds at ten thousand nodes), and all are counted before
+any of them starts. A pass counts each scope's health once, and admits at once what it admits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -108,15 +110,28 @@ class Admission:
         at = datetime.now(UTC)
         stopped: dict[storm.Scope, storm.Health] = {}
         waiting = False
+        # Each pending remediation's scope and its health, counted once per scope and pass.
+        judged: list[tuple[Object, storm.Health]] = []
+        healths: dict[storm.Scope, storm.Health] = {}
+        youngest: dict[storm.Scope, float] = {}
         for remediation in pending:
-            if len(in_progress) >= max_concurrent:
-                waiting = True
-                break
-            if age(remediation, at) < self._options.admission_delay:
+            verdict = await self._health(remediation, limits.get("scopeLabel"), healths)
+            if verdict is None:  # the cluster's nodes are not known yet
                 waiting = True
                 continue
-            verdict = await self._health(remediation, limits.get("scopeLabel"))
-            if verdict is None:  # the cluster's nodes are not known yet
+            judged.append((remediation, verdict))
+            youngest[verdict.scope] = min(
+                youngest.get(verdict.scope, float("inf")), age(remediation, at)
+            )
+        to_admit: list[Object] = []
+        for remediation, verdict in judged:
+            if len(in_progress) + len(to_admit) >= max_concurrent:
+                waiting = True
+                break
+            # A scope's faults arrive over seconds (and over tens of seconds at ten thousand
+            # nodes): nothing in it starts until none has arrived for the admission delay, so
+            # a storm is counted whole before any of it is repaired.
+            if youngest[verdict.scope] < self._options.admission_delay:
                 waiting = True
                 continue
             if verdict.below(min_healthy):
@@ -129,7 +144,11 @@ class Admission:
                     f"waiting: {verdict.describe(min_healthy)}",
                 )
                 continue
-            if await self._admit(remediation):
+            to_admit.append(remediation)
+        # Admitted at once: one status write each, none waiting for another's.
+        results = await asyncio.gather(*(self._admit(r) for r in to_admit))
+        for remediation, done in zip(to_admit, results, strict=True):
+            if done:
                 admitted.add(_key(remediation))
                 in_progress.add(_key(remediation))
         await self._write_status(policy, len(in_progress), stopped.values(), min_healthy)
@@ -137,8 +156,14 @@ class Admission:
             return Result(requeue_after=self._options.admission_recheck)
         return Result()
 
-    async def _health(self, remediation: Object, scope_label: str | None) -> storm.Health | None:
-        """The health of the scope the remediation's node is in (None: not known yet)."""
+    async def _health(
+        self,
+        remediation: Object,
+        scope_label: str | None,
+        known: dict[storm.Scope, storm.Health],
+    ) -> storm.Health | None:
+        """The health of the scope the remediation's node is in (None: not known yet), from
+        ``known`` when this pass has counted that scope already."""
         status = remediation.get("status") or {}
         namespace = remediation["metadata"]["namespace"]
         cluster = f"{namespace}/{status.get('clusterName') or ''}"
@@ -152,7 +177,9 @@ class Admission:
         nodes = informer.store.list()
         node = informer.store.get(str(status.get("nodeName") or ""))
         scope = storm.scope_of(cluster, node, scope_label)
-        return storm.health(scope, nodes, self._faulty(namespace, cluster))
+        if scope not in known:
+            known[scope] = storm.health(scope, nodes, self._faulty(namespace, cluster))
+        return known[scope]
 
     def _faulty(self, namespace: str, cluster: str) -> set[str]:
         """The nodes of ``cluster`` with an Active fault (of any policy, any type)."""

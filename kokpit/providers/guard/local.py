@@ -88,6 +88,8 @@ class LocalGuard:
         self._health = health
         self._clock = clock
         self._pending: dict[str, list[_Op]] = {}
+        #: Per ledger: the versions this guard's writes replaced, and its last write.
+        self._own: dict[str, tuple[set[str], Object]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._log = get_logger("kokpit.guard")
 
@@ -131,13 +133,11 @@ class LocalGuard:
         reasons = []
         for name in self._governing(request):
             policy = await self._read(RISK_POLICIES, self._policies, name, False)
-            ledger = (
-                None
-                if policy is None
-                else await self._read(RISK_LEDGERS, self._ledgers, name, False)
-            )
             if policy is None:
                 continue
+            ledger = self._own_write(name) or await self._read(
+                RISK_LEDGERS, self._ledgers, name, False
+            )
             spec = policy["spec"]
             key = _scope_key(spec, request)
             if key is None:
@@ -210,17 +210,43 @@ class LocalGuard:
             if not changed and reset is None:
                 # Releases of actions it never granted, or a denial repeated: nothing new.
                 return answers
+            read = ledger["metadata"].get("resourceVersion")
             try:
-                await self._client.replace(RISK_LEDGERS, ledger, subresource="status")
+                written = await self._client.replace(RISK_LEDGERS, ledger, subresource="status")
             except (Conflict, NotFound):
+                self._own.pop(name, None)
                 fresh = True
                 continue
+            self._remember(name, read, written)
             if reset is not None:
                 await self._patch_status(policy, {"reset": reset})
             for op, answer in zip(batch, answers, strict=True):
                 await self._event(policy, op.request, answer, op.outcome)
             return answers
         return [Answer(False, "the ledger kept changing under this guard; ask again")] * len(batch)
+
+    def _remember(self, name: str, read: str | None, written: Object) -> None:
+        """This guard replaced version ``read`` of the ledger ``name`` by ``written``: until
+        its cache shows ``written`` (or another writer's version), decide on ``written``.
+        Without this the cache, a moment behind each write, would make every next write of a
+        single writer conflict."""
+        versions = self._own[name][0] if name in self._own else set()
+        if read is not None:
+            versions = versions | {read}
+        self._own[name] = (versions, written)
+
+    def _own_write(self, name: str) -> Object | None:
+        """The ledger as this guard last wrote it, while its cache still shows a version that
+        write replaced; None once the cache has caught up (or shows another writer's)."""
+        own = self._own.get(name)
+        if own is None:
+            return None
+        versions, latest = own
+        cached = self._ledgers.get(name) if self._ledgers is not None else None
+        if cached is None or cached["metadata"].get("resourceVersion") in versions:
+            return copy.deepcopy(latest)
+        del self._own[name]
+        return None
 
     async def _read(
         self, resource: Resource, store: Store | None, name: str, fresh: bool
@@ -298,7 +324,9 @@ class LocalGuard:
         name, uid = meta["name"], meta["uid"]
         known = status.get("ledgerUID")
         resetting = _pending_reset(policy) is not None
-        ledger = await self._read(RISK_LEDGERS, self._ledgers, name, fresh)
+        ledger = None if fresh else self._own_write(name)
+        if ledger is None:
+            ledger = await self._read(RISK_LEDGERS, self._ledgers, name, fresh)
         if ledger is None:
             if known and not resetting:
                 return (

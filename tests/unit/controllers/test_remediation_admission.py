@@ -187,3 +187,22 @@ async def test_a_new_remediation_waits_the_admission_delay() -> None:
     world.remediations.upsert(remediation("n0", age=31))
     await world.reconcile()
     assert world.client.admitted() == ["n0.kerneldeadlock"]
+
+
+async def test_nothing_in_a_scope_starts_while_its_faults_are_still_arriving() -> None:
+    """A storm recorded over many seconds (as at ten thousand nodes): the first faults of a
+    scope are not admitted while later ones keep arriving; once none has come for the
+    admission delay, the scope is judged whole, and stopped."""
+    world = World(nodes=10, max_concurrent=100, delay=5)
+    world.faulty("n0", "n1", age=60)  # 2 of 10 down: on their own, healthy enough
+    world.faulty("n2", age=1)  # the storm is still being recorded
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == [], "held while the scope's faults keep arriving"
+    world.faulty("n3", age=4)
+    for name in ("n2", "n3"):
+        world.remediations.upsert(remediation(name, age=6))
+    await world.reconcile()
+    assert world.client.admitted() == [], "4 of 10 down: a storm, stopped"
+    stopped = get(world.client.policy_status()["conditions"], "StormStopped")
+    assert stopped is not None
+    assert "6 of 10 nodes healthy" in stopped["message"]
