@@ -41,14 +41,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # is started: real nodes share the machine's iptables chains (one kube-proxy at a time).
     alone = [item for item in items if item.get_closest_marker("real_node_alone")]
     items[:] = alone + [item for item in items if item not in alone]
-    # Under `pytest -n N --dist loadgroup` (make test): every real-node test in one worker, in
-    # this order; any other module whole in one worker (its module-scoped fixtures, such as a
-    # business cluster, are made once).
-    for item in items:
-        real = item.get_closest_marker("real_node") is not None
-        item.add_marker(
-            pytest.mark.xdist_group("real-node" if real else item.nodeid.split("::")[0])
-        )
 
 
 @pytest.fixture(scope="session")
