@@ -39,6 +39,8 @@ class Answer:
     reason: str
     #: When asking again could be allowed (None: not before something changes).
     retry_after: float | None = None
+    #: Whether this answer spent anything (a grant asked for again spends nothing).
+    spent: bool = True
 
 
 def stamp(t: datetime) -> str:
@@ -98,7 +100,7 @@ def decide(spec: Object, entry: Object, ask: Ask, now: datetime) -> Answer:
     holds: list[Object] = entry.setdefault("inFlight", [])
     for hold in holds:
         if hold["id"] == ask.id:
-            return Answer(True, f"granted already at {hold['since']}")
+            return Answer(True, f"granted already at {hold['since']}", spent=False)
     denied = _why_not(spec, entry, ask, now)
     if denied is not None and not spec.get("dryRun"):
         return denied

@@ -155,10 +155,6 @@ class LocalGuard:
         for name in self._governing(request):
             await self._submit(name, request, outcome)
 
-    async def close(self) -> None:
-        for task in list(self._writers.values()):
-            task.cancel()
-
     # -- one writer per policy -------------------------------------------------------------
 
     def _governing(self, request: RiskRequest) -> list[str]:
@@ -291,6 +287,8 @@ class LocalGuard:
             ask = self._ask(spec, key, op.request)
             answer = budget.decide(spec, entry, ask, now)
             answers.append(answer)
+            if answer.allowed and not answer.spent:
+                continue  # asked again for what it holds (a drain's every pass): on record
             if not answer.allowed and _repeated(decisions, ask.id, answer.reason[:1024]):
                 continue  # the same refusal as last time: on record already
             changed = True

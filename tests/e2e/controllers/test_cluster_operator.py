@@ -406,13 +406,11 @@ def release_of(run: ComponentRun) -> str:
     return Path(run.binary).parent.name
 
 
-async def test_an_upgrade_step_waits_for_the_guard_and_goes_on_once_allowed(
-    client: Client, namespace: str, cluster_operator: OperatorProcess
-) -> None:
-    """A RiskPolicy of one upgrade step per ten minutes: the operator (its own process, its
-    shipped RBAC) takes one step, is refused the next and says so; once the policy is gone the
-    upgrade finishes. Creating the cluster asked nothing."""
-    op = cluster_operator
+async def upgradable_cluster(
+    client: Client, namespace: str, op: OperatorProcess, name: str = "biz"
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Package versions of v1.35.4 and v1.36.3 (named for this test), and a ``process``
+    Cluster ``name`` Running the first: (old, new, the Cluster)."""
     tag = secrets.token_hex(3)
     old, new = package(f"old-{tag}", Release("v1.35.4")), package(f"new-{tag}", Release("v1.36.3"))
     for pv in (old, new):
@@ -422,11 +420,23 @@ async def test_an_upgrade_step_waits_for_the_guard_and_goes_on_once_allowed(
         {
             "apiVersion": "kokpit.io/v1alpha1",
             "kind": "Cluster",
-            "metadata": {"name": "guarded", "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"packageVersion": old["metadata"]["name"], "runtime": "process"},
         },
     )
-    await op.wait(cluster_where(client, namespace, running("v1.35.4"), "guarded"), "v1.35.4", 180)
+    obj = await op.wait(cluster_where(client, namespace, running("v1.35.4"), name), "v1.35.4", 180)
+    return old, new, obj
+
+
+async def test_an_upgrade_step_waits_for_the_guard_and_goes_on_once_allowed(
+    client: Client, namespace: str, cluster_operator: OperatorProcess
+) -> None:
+    """A RiskPolicy of one upgrade step per ten minutes: the operator (its own process, its
+    shipped RBAC) takes one step, is refused the next and says so; once the policy is gone the
+    upgrade finishes. Creating the cluster asked nothing."""
+    op = cluster_operator
+    _, new, _ = await upgradable_cluster(client, namespace, op, "guarded")
+    tag = secrets.token_hex(3)  # the policy's name
     with pytest.raises(NotFound):
         await client.get(RISK_LEDGERS, f"steps-{tag}")
     policy = {
@@ -479,20 +489,7 @@ async def test_the_operator_sigkilled_mid_upgrade_step_finishes_the_upgrade_once
     tmp_path: Path,
 ) -> None:
     op = cluster_operator
-    tag = secrets.token_hex(3)
-    old, new = package(f"old-{tag}", Release("v1.35.4")), package(f"new-{tag}", Release("v1.36.3"))
-    for pv in (old, new):
-        await client.create(PACKAGE_VERSIONS, pv)
-    await client.create(
-        CLUSTERS,
-        {
-            "apiVersion": "kokpit.io/v1alpha1",
-            "kind": "Cluster",
-            "metadata": {"name": "biz", "namespace": namespace},
-            "spec": {"packageVersion": old["metadata"]["name"], "runtime": "process"},
-        },
-    )
-    obj = await op.wait(cluster_where(client, namespace, running("v1.35.4")), "v1.35.4", 180)
+    old, new, obj = await upgradable_cluster(client, namespace, op)
     biz = await business_kubectl(client, kubectl, namespace, "biz", tmp_path)
     biz.run("create", "configmap", "keep", "--from-literal=answer=42")
     etcd_changes = old["spec"]["components"]["etcd"] != new["spec"]["components"]["etcd"]

@@ -164,10 +164,9 @@ async def test_a_caller_asks_tries_and_reports_and_the_ledger_names_it(
     assert {d["requester"] for d in decisions} == {f"system:serviceaccount:{NS}:asker"}
     assert [(d["id"], d["allowed"]) for d in decisions] == [
         ("job-1", True),
-        ("job-1", True),
         ("job-2", True),
         ("job-3", False),
-    ], "a dry run records nothing"
+    ], "a dry run, and asking again for a grant held, record nothing"
     (scope,) = ledger["status"]["scopes"]
     assert [h["id"] for h in scope["inFlight"]] == ["job-2"]
 

@@ -463,6 +463,14 @@ def installs(host: SimulatedHost) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+async def machine_gone(client: Client, name: str) -> bool:
+    try:
+        await machine(client, name)
+    except NotFound:
+        return True
+    return False
+
+
 async def machine(client: Client, name: str) -> Object:
     return await client.get(MACHINES, name, namespace=NS)
 
@@ -553,14 +561,7 @@ async def test_reprovision_reinstalls_the_packages_once_across_a_sigkill_of_the_
 
     await client.delete(MACHINES, name, namespace=NS)
 
-    async def gone() -> bool:
-        try:
-            await machine(client, name)
-        except NotFound:
-            return True
-        return False
-
-    await machine_operator.wait(gone, "the Machine to be deleted", 90)
+    await machine_operator.wait(lambda: machine_gone(client, name), "the Machine deleted", 90)
 
 
 async def test_the_machine_operator_serves_a_request_once_even_when_killed_midway(
@@ -629,14 +630,7 @@ async def test_the_machine_operator_serves_a_request_once_even_when_killed_midwa
     assert [line.split()[1] for line in installs(host)] == ["no", "true", "true"]
     await client.delete(MACHINES, name, namespace=NS)
 
-    async def gone() -> bool:
-        try:
-            await machine(client, name)
-        except NotFound:
-            return True
-        return False
-
-    await op.wait(gone, "the Machine to be deleted", 90)
+    await op.wait(lambda: machine_gone(client, name), "the Machine deleted", 90)
 
 
 async def test_the_remediation_operator_may_change_only_the_request_annotation_of_a_machine(

@@ -44,6 +44,7 @@ def test_asking_again_with_the_same_id_is_the_same_grant() -> None:
     again = decide(spec, entry, ask("a"), at(1))
     assert again.allowed
     assert "granted already" in again.reason
+    assert not again.spent
     assert len(entry["grants"]) == 1
     assert not step(spec, entry, ask("b"), seconds=2)
 
