@@ -31,6 +31,7 @@ from kokpit.runtime import Client, ClientConfig, NotFound
 from kokpit.runtime.resources import EVENTS, PODS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
+from tests.e2e.support import until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -151,6 +152,16 @@ class Watcher:
         items = (await self.client.list(EVENTS, namespace=self.namespace)).items
         return [e["note"] for e in items if e["reason"] == reason]
 
+    async def recorded(self, reason: str, starting: str = "") -> list[str]:
+        """The notes of the Events of ``reason``, once one of them starts with ``starting``:
+        Events are recorded after the status a test waited for."""
+
+        async def found() -> list[str] | None:
+            notes = await self.events(reason)
+            return notes if any(n.startswith(starting) for n in notes) else None
+
+        return await until(f"a {reason} Event {starting}", found, 10)
+
 
 @pytest.mark.slow  # about 90 s
 async def test_each_component_killed_is_noticed_within_seconds_and_restarted(
@@ -200,8 +211,7 @@ async def test_each_component_killed_is_noticed_within_seconds_and_restarted(
         # down long enough exits when it loses its leader lease).
         assert len(component(obj, name)["restarts"]) == before + 1, component(obj, name)
         assert cond(obj, "Degraded")["status"] == "False"
-        restarts = await watch.events("ComponentRestarted")
-        assert any(n.startswith(f"{name}: {name} is not running; restart ") for n in restarts)
+        await watch.recorded("ComponentRestarted", f"{name}: {name} is not running; restart ")
     report = ", ".join(
         f"{n}: detected {d:.1f} s, restarted {s:.1f} s, Ready {r:.1f} s"
         for n, (d, s, r) in timings.items()
@@ -274,7 +284,7 @@ async def test_a_component_dying_at_every_start_spends_its_budget_even_across_op
         entry = component(obj, "kube-scheduler")
         assert len(entry["restarts"]) == 2, entry
         assert "restart budget spent" in entry["message"]
-        events = await watch.events("RestartBudgetExhausted")
+        events = await watch.recorded("RestartBudgetExhausted")
         assert len(events) == 1, events
         assert "kube-scheduler" in events[0]
         last = watch.pid("kube-scheduler")
@@ -373,7 +383,7 @@ async def test_a_kube_on_kube_component_going_unready_is_reported_at_once(
     assert entry["reason"] == "CrashLoopBackOff"
     assert "restarts" not in entry, "kokpit restarts nothing of the kubernetes runtime"
     assert component(obj, "etcd")["ready"] is True
-    assert len(await watch.events("CrashLoopBackOff")) == 1
+    assert len(await watch.recorded("CrashLoopBackOff")) == 1
 
     await client.patch(
         PODS,
