@@ -56,6 +56,7 @@ from tests.e2e.operators import (
     write_kubeconfig,
 )
 from tests.e2e.rbac import bind_namespaced, operator_identity
+from tests.e2e.support import until as happens
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 
@@ -899,8 +900,13 @@ async def test_a_cluster_asking_for_a_disabled_runtime_is_told_which_flag_enable
         assert not op.root.exists() or not list(op.root.iterdir()), "nothing was started"
         with pytest.raises(NotFound):  # nor made for it
             await client.get(SECRETS, "local-pki", namespace=namespace)
-        events = (await client.list(EVENTS, namespace=namespace)).items
-        assert any(e["reason"] == "RuntimeNotEnabled" for e in events)
+
+        async def refused() -> bool:
+            """The Event (recorded after the status the test waited for)."""
+            events = (await client.list(EVENTS, namespace=namespace)).items
+            return any(e["reason"] == "RuntimeNotEnabled" for e in events)
+
+        await happens("a RuntimeNotEnabled Event", refused, 10)
         # Nothing was ever applied: it can be deleted without the runtime.
         await deleted(client, namespace, "local")
     finally:
