@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import agent, demo, local, operator, remediation, risk
+from kokpit.cli import agent, demo, local, operator, remediation, risk, rollout
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     operator.register(sub)
     remediation.register(sub)
     risk.register(sub)
+    rollout.register(sub)
     agent.register(sub)
     return p
 

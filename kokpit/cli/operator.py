@@ -1,4 +1,4 @@
-"""``kokpit operator cluster|machine|remediation``: run one of kokpit's operators.
+"""``kokpit operator cluster|machine|remediation|guard|rollout``: run one of kokpit's operators.
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--restart-budget N]
@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from kokpit.api.v1alpha1 import MACHINES
-from kokpit.controllers import cluster, fault, guard, machine, remediation
+from kokpit.controllers import cluster, fault, guard, machine, remediation, rollout
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
+from kokpit.controllers.rollout import RolloutOptions
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.clients import business_clusters
 from kokpit.providers.controlplane.kubernetes import (
@@ -167,6 +168,7 @@ def register(sub: Any) -> None:
     _guard_service_args(
         which.add_parser("guard", help="the guard over HTTPS, for operators that ask remotely")
     )
+    _rollout(which.add_parser("rollout", help="gray-scale rollouts of package versions"))
 
 
 def _remediation(r: argparse.ArgumentParser) -> None:
@@ -217,6 +219,25 @@ def _remediation(r: argparse.ArgumentParser) -> None:
         "are all counted first",
     )
     r.set_defaults(run=run_remediation)
+
+
+def _rollout(r: argparse.ArgumentParser) -> None:
+    d = RolloutOptions()
+    _common(r, workers=d.max_concurrent_reconciles)
+    r.add_argument(
+        "--max-concurrent-changes",
+        type=_positive(int),
+        default=d.max_concurrent_changes,
+        help=f"objects one rollout changes at once (default: {d.max_concurrent_changes})",
+    )
+    r.add_argument(
+        "--poll-interval",
+        type=_positive(float),
+        default=d.poll_interval,
+        metavar="SECONDS",
+        help=f"how often a waiting rollout looks again (default: {d.poll_interval:g})",
+    )
+    r.set_defaults(run=run_rollout)
 
 
 def _guard_service_args(g: argparse.ArgumentParser) -> None:
@@ -402,6 +423,23 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
             await webhooks.close()
             for executor in available.values():
                 await executor.close()
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    configure()
+    asyncio.run(_rollout_operator(args))
+    return 0
+
+
+async def _rollout_operator(args: argparse.Namespace) -> None:
+    async with _manager(args, "rollout") as (manager, recorder):
+        options = RolloutOptions(
+            max_concurrent_reconciles=args.workers,
+            max_concurrent_changes=args.max_concurrent_changes,
+            poll_interval=args.poll_interval,
+        )
+        rollout.setup(manager, recorder, None, options)
+        await manager.start()
 
 
 def run_guard(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ from typing import Any
 
 from kokpit.api.v1alpha1 import REMEDIATIONS
 from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
-from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError, NotFound
+from kokpit.cli.annotate import annotate, columns
+from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError
 
 COMMANDS = ("resume", "close")
 
@@ -54,18 +55,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 async def _command(args: argparse.Namespace) -> int:
-    patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: args.command}}}
-    try:
-        async with Client(ClientConfig.load(args.kubeconfig)) as client:
-            await client.patch(REMEDIATIONS, args.name, patch, namespace=args.namespace)
-    except NotFound:
-        print(f"kokpit: no Remediation {args.name} in namespace {args.namespace}", file=sys.stderr)
-        return 1
-    except (ApiError, ConfigError, OSError) as e:
-        print(f"kokpit: {e}", file=sys.stderr)
-        return 1
-    print(f"remediation {args.namespace}/{args.name}: {args.command} requested")
-    return 0
+    return await annotate(
+        args.kubeconfig, REMEDIATIONS, args.name, args.namespace, COMMAND_ANNOTATION, args.command
+    )
 
 
 async def _list(args: argparse.Namespace) -> int:
@@ -99,8 +91,4 @@ def table(items: list[dict[str, Any]]) -> str:
                 action,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return columns(rows)

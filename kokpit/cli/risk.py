@@ -20,6 +20,7 @@ from typing import Any
 
 from kokpit.api.v1alpha1 import RISK_LEDGERS, RISK_POLICIES
 from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
+from kokpit.cli.annotate import annotate
 from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError, NotFound
 
 Object = dict[str, Any]
@@ -44,18 +45,9 @@ def register(sub: Any) -> None:
 
 async def _reset(args: argparse.Namespace) -> int:
     value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    patch = {"metadata": {"annotations": {RESET_ANNOTATION: value}}}
-    try:
-        async with Client(ClientConfig.load(args.kubeconfig)) as client:
-            await client.patch(RISK_POLICIES, args.policy, patch)
-    except NotFound:
-        print(f"kokpit: no RiskPolicy {args.policy}", file=sys.stderr)
-        return 1
-    except (ApiError, ConfigError, OSError) as e:
-        print(f"kokpit: {e}", file=sys.stderr)
-        return 1
-    print(f"riskpolicy {args.policy}: reset requested ({value})")
-    return 0
+    return await annotate(
+        args.kubeconfig, RISK_POLICIES, args.policy, None, RESET_ANNOTATION, value
+    )
 
 
 async def _status(args: argparse.Namespace) -> int:

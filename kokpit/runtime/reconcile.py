@@ -134,8 +134,9 @@ class Outline(Generic[S]):
     """What one operator's reconcile is made of."""
 
     resource: Resource
-    #: Added before any phase runs; removed once every delete phase is done.
-    finalizer: str
+    #: Added before any phase runs; removed once every delete phase is done. None: the
+    #: operator has nothing to clean up, and a deleted object simply goes.
+    finalizer: str | None
     #: A scope around the private copy of the object.
     scope: Callable[[Object], S]
     phases: Sequence[Phase[S]]
@@ -177,9 +178,9 @@ class ObjectReconciler(Generic[S]):
         scope._persist = persist
         if scope.deleting:
             return await self._delete(scope, helper)
-        finalizers: list[str] = scope.metadata.setdefault("finalizers", [])
-        if self._outline.finalizer not in finalizers:
-            finalizers.append(self._outline.finalizer)
+        finalizer = self._outline.finalizer
+        if finalizer is not None and finalizer not in scope.metadata.get("finalizers", []):
+            scope.metadata.setdefault("finalizers", []).append(finalizer)
             await helper.patch(obj)  # before anything exists that must be cleaned up
         if self._outline.paused(scope):
             return Result()
@@ -190,7 +191,7 @@ class ObjectReconciler(Generic[S]):
 
     async def _delete(self, scope: S, helper: PatchHelper) -> Result:
         finalizers: list[str] = scope.metadata.get("finalizers") or []
-        if self._outline.finalizer not in finalizers:
+        if self._outline.finalizer is None or self._outline.finalizer not in finalizers:
             return Result()
         if await self._run(scope, self._outline.delete_phases):
             finalizers.remove(self._outline.finalizer)

@@ -19,6 +19,7 @@ from kokpit.api.v1alpha1.remediationpolicy import (
 )
 from kokpit.api.v1alpha1.riskledger import RISK_LEDGER, RiskLedgerSpec, RiskLedgerStatus
 from kokpit.api.v1alpha1.riskpolicy import RISK_POLICY, RiskPolicySpec, RiskPolicyStatus
+from kokpit.api.v1alpha1.rollout import ROLLOUT, RolloutSpec, RolloutStatus
 
 GROUP = "kokpit.io"
 VERSION = "v1alpha1"
@@ -32,6 +33,7 @@ KINDS = (
     REMEDIATION,
     RISK_POLICY,
     RISK_LEDGER,
+    ROLLOUT,
 )
 
 # The descriptors the client addresses these kinds with, derived from the types.
@@ -44,6 +46,7 @@ REMEDIATION_POLICIES = REMEDIATION_POLICY.resource
 REMEDIATIONS = REMEDIATION.resource
 RISK_POLICIES = RISK_POLICY.resource
 RISK_LEDGERS = RISK_LEDGER.resource
+ROLLOUTS = ROLLOUT.resource
 
 __all__ = [
     "CLUSTER",
@@ -66,6 +69,8 @@ __all__ = [
     "RISK_LEDGERS",
     "RISK_POLICIES",
     "RISK_POLICY",
+    "ROLLOUT",
+    "ROLLOUTS",
     "VERSION",
     "ClusterPackageVersionSpec",
     "ClusterSpec",
@@ -83,4 +88,6 @@ __all__ = [
     "RiskLedgerStatus",
     "RiskPolicySpec",
     "RiskPolicyStatus",
+    "RolloutSpec",
+    "RolloutStatus",
 ]

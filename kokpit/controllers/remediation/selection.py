@@ -9,34 +9,12 @@ sorts first wins: a stable choice a person can predict from ``kubectl get rp`` (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
+from kokpit.api.v1alpha1.selector import matches
+
 Object = dict[str, Any]
-
-
-def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """Whether ``labels`` satisfy a ``metav1.LabelSelector`` (matchLabels and
-    matchExpressions); an empty selector matches everything."""
-    selector = selector or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator = requirement.get("key", ""), requirement.get("operator")
-        values = requirement.get("values") or []
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False  # unknown: match nothing rather than everything
-    return True
 
 
 def choose_policy(policies: Iterable[Object], machine: Object, fault_type: str) -> Object | None:

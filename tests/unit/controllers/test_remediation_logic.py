@@ -14,6 +14,7 @@ import pytest
 
 from kokpit.api.conditions import get
 from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
+from kokpit.api.v1alpha1.selector import matches
 from kokpit.cli.main import parser
 from kokpit.cli.remediation import table
 from kokpit.controllers.remediation import metrics, status
@@ -21,7 +22,7 @@ from kokpit.controllers.remediation.commands import Commands
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.phases import Workflow, recovery
 from kokpit.controllers.remediation.scope import RemediationScope
-from kokpit.controllers.remediation.selection import choose_policy, matches
+from kokpit.controllers.remediation.selection import choose_policy
 from kokpit.controllers.remediation.start import became_active_at, initial_status
 from kokpit.controllers.remediation.storm import Scope, health, node_summary, scope_of
 from kokpit.providers.guard import Outcome, RiskRequest, Verdict
