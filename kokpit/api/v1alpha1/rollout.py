@@ -96,6 +96,7 @@ class Batch:
     size: str = field(
         "How many objects the batch moves: a count (5) or a share of the objects selected when "
         "the rollout started (25%, rounded up).",
+        max_length=5,
         rules=(
             Rule(
                 f"self.matches(r'{BATCH_SIZE_PATTERN}')",

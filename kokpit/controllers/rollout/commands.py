@@ -61,7 +61,8 @@ class Commands:
             scope.event("Normal", "Paused", "paused by a person")
         elif command == "resume":
             self._restart_checks(scope)
-            scope.batch["approved"] = True  # past a manual gate, if it waits at one
+            if scope.batch["state"] == "Pausing":
+                scope.batch["approved"] = True  # past its manual gate
             status.update(phase="Progressing", pausedReason=None)
             scope.event("Normal", "Resumed", f"resumed by a person at batch {scope.index}")
         elif command == "skip":
@@ -72,9 +73,11 @@ class Commands:
             await self._progress.abort(scope, "aborted by a person")
         elif command == "retry":
             attempt = scope.attempt + 1
-            for key in ("phase", "total", "abortReason", "abortedAt", "pausedReason"):
+            for key in ("total", "abortReason", "abortedAt", "pausedReason"):
                 status.pop(key, None)
-            status.update(attempt=attempt, currentBatch=0, batches=[], updated=0, conditions=[])
+            status.update(
+                phase="Progressing", attempt=attempt, currentBatch=0, batches=[], conditions=[]
+            )
             scope.event(
                 "Normal", "Retried", f"started again from the first batch (attempt {attempt})"
             )

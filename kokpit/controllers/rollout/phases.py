@@ -71,7 +71,7 @@ class Progress:
             change = change_of(obj)
             if change is not None and change.uid == scope.uid and change.attempt == scope.attempt:
                 scope.changed.append((obj, change))
-        if scope.phase is None:
+        if scope.status.get("total") is None:
             self._start(scope)
         return True
 
@@ -93,7 +93,8 @@ class Progress:
     def _start(self, scope: RolloutScope) -> None:
         total = len(self._candidates(scope))
         batches = len(scope.spec["batches"])
-        scope.status.update(phase="Progressing", total=total, currentBatch=0, updated=0, batches=[])
+        scope.status.update(total=total, currentBatch=0, updated=0, batches=[])
+        scope.status.setdefault("phase", "Progressing")  # or Paused, by a command first
         kind = scope.spec["target"]["kind"]
         scope.event(
             "Normal",

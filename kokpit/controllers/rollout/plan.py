@@ -47,7 +47,7 @@ def change_of(obj: Object) -> Change | None:
     match = _MARK.fullmatch(value)
     if match is None:
         return None
-    uid, attempt, batch, previous = match.groups()
+    uid, attempt, batch, previous = match.group(1, 2, 3, 4)
     return Change(uid, int(attempt), int(batch), previous)
 
 
