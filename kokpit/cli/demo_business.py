@@ -18,7 +18,7 @@ from typing import Any
 
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import CLUSTERS, KINDS
-from kokpit.controllers import machine
+from kokpit.controllers import machine, rollout
 from kokpit.controllers.cluster import ClusterOptions, setup
 from kokpit.local import Kubectl, LocalCluster, component_images, realnode
 from kokpit.local.assets import find
@@ -79,6 +79,8 @@ class OperatorThread:
         # KWOK plays the kubelets of the ``sim`` hosts; an ``ssh`` host runs its own.
         self.executors = {"sim": SimExecutor(latency=0.3), "ssh": SSHExecutor()}
         self.machines = machine.setup(manager, self.executors, machines)
+        rollouts = EventRecorder(self.client, "kokpit.io/rollout-operator", "demo")
+        rollout.setup(manager, rollouts, options=rollout.RolloutOptions(poll_interval=1))
         self.task = asyncio.create_task(manager.start())
 
     def call(self, fn: Callable[[], Any]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import subprocess
 import time
@@ -89,14 +90,54 @@ def story(
     nodes = business.get("nodes")["items"]
     free = [n["metadata"]["name"] for n in nodes if not _tainted(n)]
     say(f"   every gate passes: {len(free)} nodes schedulable; kubectl get machines -n {NAMESPACE}")
+    roll_out(kubectl, package_version, say)
     return kwok
+
+
+def roll_out(kubectl: Kubectl, current: dict[str, Any], say: Callable[[str], None]) -> None:
+    """A gray-scale rollout of a new sysctl package to the hosts: a canary, then the rest."""
+    newer = copy.deepcopy(current)
+    newer["metadata"]["name"] = "hosts-v2"
+    newer["spec"]["packages"][0] = script_package("sysctl", "SystemConfig", "2")
+    replace_package_versions(kubectl, [newer])
+    # Afresh: one a previous run left in the kept data has finished already.
+    kubectl.run("delete", "rollout", "hosts-v2", "-n", NAMESPACE, "--ignore-not-found")
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "kokpit.io/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": "hosts-v2", "namespace": NAMESPACE},
+                "spec": {
+                    "target": {
+                        "kind": "Machine",
+                        "selector": {"matchLabels": {"kokpit.io/demo": "hosts"}},
+                        "packageVersion": "hosts-v2",
+                    },
+                    "batches": [{"size": "1"}, {"size": "100%"}],
+                },
+            }
+        ]
+    )
+    say("   Rollout hosts-v2: sysctl 1 → 2, a canary first, then the rest (kubectl get ro)")
+    deadline = time.monotonic() + 120
+    while (status := kubectl.get("rollout", "hosts-v2", "-n", NAMESPACE).get("status") or {}).get(
+        "phase"
+    ) not in ("Succeeded", "Aborted"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the rollout did not finish: {json.dumps(status)}")
+        time.sleep(0.5)
+    if status["phase"] != "Succeeded":
+        raise RuntimeError(f"the rollout aborted: {status.get('abortReason')}")
+    sizes = [b["changed"] for b in status["batches"]]
+    say(f"   rolled out in batches of {sizes}: every host runs hosts-v2 and is Ready")
 
 
 def machine(name: str, cluster: str) -> dict[str, Any]:
     return {
         "apiVersion": "kokpit.io/v1alpha1",
         "kind": "Machine",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"kokpit.io/demo": "hosts"}},
         "spec": {
             "clusterRef": {"name": cluster},
             "executor": "sim",

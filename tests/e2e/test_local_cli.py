@@ -158,6 +158,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, assets: Assets) -> None:
     assert "Ready at v1.36.3; the data is still there" in demo.stderr
     assert "3 nodes joined the business cluster, 3 held unschedulable" in demo.stderr
     assert "every gate passes: 3 nodes schedulable" in demo.stderr
+    assert "rolled out in batches of [1, 2]: every host runs hosts-v2" in demo.stderr
     assert "reconcile failed" not in demo.stderr  # operator logs go to a file, not the story
     assert "Task was destroyed" not in demo.stderr
     assert f"export KUBECONFIG={data / 'kubeconfig'}" in demo.stdout
