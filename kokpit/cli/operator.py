@@ -438,7 +438,7 @@ async def _rollout_operator(args: argparse.Namespace) -> None:
             max_concurrent_changes=args.max_concurrent_changes,
             poll_interval=args.poll_interval,
         )
-        rollout.setup(manager, recorder, None, options)
+        rollout.setup(manager, recorder, None, _guard(manager, recorder), options)
         await manager.start()
 
 

@@ -2,9 +2,9 @@
 
 Every operator asks the guard (:mod:`kokpit.providers.guard`) before a risky action (deleting a
 node, draining it, rebooting, power-cycling, reinstalling or re-provisioning a host, a step of a
-control-plane upgrade). Every policy that names the action must allow it; a policy counts per
-scope: the whole fleet, each Cluster, or each failure domain (the value of a node label such as
-``topology.kubernetes.io/zone``). Within a scope it holds
+control-plane upgrade, a batch of a gray-scale rollout). Every policy that names the action
+must allow it; a policy counts per scope: the whole fleet, each Cluster, or each failure domain
+(the value of a node label such as ``topology.kubernetes.io/zone``). Within a scope it holds
 
 - a rate limit: at most ``count`` grants per ``windowSeconds``;
 - a maximum in flight: grants not yet reported done;
@@ -35,6 +35,7 @@ RiskyAction = Literal[
     "Reinstall",
     "Reprovision",
     "ControlPlaneUpgradeStep",
+    "RolloutBatch",
 ]
 RiskScope = Literal["Fleet", "Cluster", "FailureDomain"]
 

@@ -223,6 +223,23 @@ class Analysis:
 
 
 @dataclass(kw_only=True)
+class Approval:
+    """When a rollout's blast radius is large enough that a person must approve it first."""
+
+    above_objects: int | None = field(
+        "A rollout moving more objects than this waits for a person's approval (kokpit "
+        "rollout resume) before its first batch.",
+        default=None,
+        minimum=0,
+    )
+    above_clusters: int | None = field(
+        "A rollout touching more business clusters than this waits for a person's approval.",
+        default=None,
+        minimum=0,
+    )
+
+
+@dataclass(kw_only=True)
 class RolloutSpec:
     """The change and how carefully it moves. The target never changes: a new change is a new
     Rollout."""
@@ -234,6 +251,9 @@ class RolloutSpec:
     )
     analysis: Analysis | None = field(
         "Business metrics checked after each batch; unset: none.", default=None
+    )
+    approval: Approval | None = field(
+        "When a person must approve the rollout before it starts; unset: never.", default=None
     )
     __rules__ = (Rule("self.target == oldSelf.target", "a Rollout's target never changes"),)
 
@@ -291,6 +311,30 @@ class BatchStatus:
 
 
 @dataclass(kw_only=True)
+class Assessment:
+    """The risk of the change, assessed before its first batch."""
+
+    objects: int = field("Objects it moves.", minimum=0)
+    clusters: int = field(
+        "Business clusters affected: those of the Machines moved, or the Clusters moved.",
+        minimum=0,
+    )
+    nodes: int = field("Nodes among the Machines moved (those joined to a cluster).", minimum=0)
+    not_ready: int = field("Selected objects not Ready when it was assessed.", minimum=0)
+    guard: str = field(
+        "What the guard says of the first batch now (a dry run of RolloutBatch).",
+        default="",
+        max_length=1024,
+    )
+    decision: Literal["Allow", "NeedsApproval", "Deny"] = field(
+        "Allow; NeedsApproval (over spec.approval: waits for a person's resume); or Deny (the "
+        "guard refuses now: the first batch waits for it)."
+    )
+    reason: str = field("Why.", default="", max_length=1024)
+    assessed_at: str = field("When.", format="date-time")
+
+
+@dataclass(kw_only=True)
 class RolloutStatus:
     """Where the rollout is."""
 
@@ -306,12 +350,18 @@ class RolloutStatus:
         default=None,
         minimum=0,
     )
-    paused_reason: Literal["PausedByPerson", "AwaitingApproval", "AnalysisInconclusive"] | None = (
-        field(
-            "Why it is Paused: a person paused it, a batch's manual gate, or an analysis that "
-            "could not measure.",
-            default=None,
-        )
+    paused_reason: (
+        Literal["PausedByPerson", "NeedsApproval", "AwaitingApproval", "AnalysisInconclusive"]
+        | None
+    ) = field(
+        "Why it is Paused: a person paused it, its blast radius needs a person's approval, a "
+        "batch's manual gate, or an analysis that could not measure.",
+        default=None,
+    )
+    assessment: Assessment | None = field(
+        "The change's blast radius, the scope's health and the guard's budget, assessed at "
+        "the start.",
+        default=None,
     )
     attempt: int = field(
         "Which run of the rollout this is: a retry after an abort starts the next.",

@@ -24,6 +24,7 @@ from kokpit.controllers.rollout.commands import Commands
 from kokpit.controllers.rollout.options import RolloutOptions
 from kokpit.controllers.rollout.phases import Progress
 from kokpit.controllers.rollout.scope import FINISHED, RolloutScope
+from kokpit.providers.guard import Guard
 from kokpit.runtime import (
     Controller,
     ControllerOptions,
@@ -46,6 +47,7 @@ class RolloutOperator:
         manager: Manager,
         recorder: EventRecorder,
         metrics: MetricReader | None,
+        guard: Guard | None,
         options: RolloutOptions,
     ) -> None:
         cache = manager.cache
@@ -53,7 +55,7 @@ class RolloutOperator:
         self.machines = cache.informer(MACHINES)
         self.clusters = cache.informer(CLUSTERS)
         objects = {"Machine": self.machines.store, "Cluster": self.clusters.store}
-        self.progress = Progress(manager.client, objects, metrics, options)
+        self.progress = Progress(manager.client, objects, metrics, guard, options)
         outline: Outline[RolloutScope] = Outline(
             resource=ROLLOUTS,
             finalizer=None,  # deleting a rollout leaves every object where it is
@@ -69,12 +71,14 @@ def setup(
     manager: Manager,
     recorder: EventRecorder,
     metrics: MetricReader | None = None,
+    guard: Guard | None = None,
     options: RolloutOptions | None = None,
 ) -> RolloutOperator:
     """Create the operator's controller and watches on ``manager``. ``metrics`` measures the
-    analyses' queries (None: a rollout with an analysis pauses, saying none can be taken)."""
+    analyses' queries (None: a rollout with an analysis pauses, saying none can be taken);
+    ``guard`` is asked before each batch (``RolloutBatch``) and told how it ended."""
     options = options or RolloutOptions()
-    op = RolloutOperator(manager, recorder, metrics, options)
+    op = RolloutOperator(manager, recorder, metrics, guard, options)
     workers = ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles)
     controller = Controller("rollout", op.reconciler, workers)
     controller.watch(op.rollouts, predicate=_request_changed)

@@ -27,6 +27,7 @@ from kokpit.controllers.rollout.options import RolloutOptions
 from kokpit.controllers.rollout.plan import Change, change_of, next_members, planned_sizes
 from kokpit.controllers.rollout.scope import RolloutScope, seconds_since
 from kokpit.controllers.rollout.targets import ready
+from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
 from kokpit.runtime import Client, Conflict, NotFound
 from kokpit.runtime.store import Store
 
@@ -44,11 +45,13 @@ class Progress:
         client: Client,
         objects: Mapping[str, Store],
         metrics: MetricReader | None,
+        guard: Guard | None,
         options: RolloutOptions,
     ) -> None:
         self._client = client
         self._objects = objects
         self._metrics = metrics
+        self._guard = guard
         self._options = options
         #: Objects this process changed that the cache has not shown with their mark yet, by
         #: uid: read in their place (see :meth:`_fresh`).
@@ -72,7 +75,7 @@ class Progress:
             if change is not None and change.uid == scope.uid and change.attempt == scope.attempt:
                 scope.changed.append((obj, change))
         if scope.status.get("total") is None:
-            self._start(scope)
+            await self._start(scope)
         return True
 
     def _fresh(self, cached: Object) -> Object:
@@ -90,9 +93,11 @@ class Progress:
             return cached
         return written
 
-    def _start(self, scope: RolloutScope) -> None:
-        total = len(self._candidates(scope))
-        batches = len(scope.spec["batches"])
+    async def _start(self, scope: RolloutScope) -> None:
+        """Plan the rollout and assess its risk: blast radius, the scope's health, the guard's
+        budget; a blast radius over ``spec.approval`` waits for a person."""
+        candidates = self._candidates(scope)
+        total, batches = len(candidates), len(scope.spec["batches"])
         scope.status.update(total=total, currentBatch=0, updated=0, batches=[])
         scope.status.setdefault("phase", "Progressing")  # or Paused, by a command first
         kind = scope.spec["target"]["kind"]
@@ -101,6 +106,42 @@ class Progress:
             "Started",
             f"{total} {kind}(s) to move to {scope.version} in at most {batches} batch(es)",
         )
+        assessment = await self._assess(scope, candidates)
+        scope.status["assessment"] = assessment
+        if assessment["decision"] == "NeedsApproval" and scope.phase == "Progressing":
+            scope.status.update(phase="Paused", pausedReason="NeedsApproval")
+            scope.event("Warning", "NeedsApproval", f"{assessment['reason']}: resume to approve")
+
+    async def _assess(self, scope: RolloutScope, candidates: list[Object]) -> Object:
+        kind = scope.spec["target"]["kind"]
+        if kind == "Cluster":
+            clusters = {o["metadata"]["name"] for o in candidates}
+        else:
+            clusters = {str(o["spec"].get("clusterRef", {}).get("name")) for o in candidates}
+        nodes = sum(1 for o in candidates if (o.get("status") or {}).get("nodeName"))
+        assessment: Object = {
+            "objects": len(candidates),
+            "clusters": len(clusters),
+            "nodes": nodes,
+            "notReady": sum(1 for o in scope.selected if not ready(o)),
+            "decision": "Allow",
+            "reason": "within the approval limits",
+            "assessedAt": now(),
+        }
+        approval = scope.spec.get("approval") or {}
+        over = [
+            f"{assessment[what]} {what} (approval needed above {approval[limit]})"
+            for what, limit in (("objects", "aboveObjects"), ("clusters", "aboveClusters"))
+            if approval.get(limit) is not None and assessment[what] > approval[limit]
+        ]
+        if self._guard is not None:
+            verdict = await self._guard.assess(self._request(scope, 0))
+            assessment["guard"] = verdict.reason[:1024]
+            if not verdict.allowed:
+                assessment.update(decision="Deny", reason="the guard refuses the first batch now")
+        if over:
+            assessment.update(decision="NeedsApproval", reason="; ".join(over))
+        return assessment
 
     def _candidates(self, scope: RolloutScope) -> list[Object]:
         """Selected objects this run has not changed and that are not at the version yet."""
@@ -159,9 +200,31 @@ class Progress:
             scope.requeue(self._options.poll_interval)
             return False
         scope.unhealthy = None
+        if self._guard is not None:
+            verdict = await self._guard.acquire(self._request(scope, scope.index))
+            if not verdict.allowed:
+                message, retry = held(verdict, f"batch {scope.index}", at_least=1, at_most=30)
+                if batch["state"] != "Waiting" or batch.get("message") != message:
+                    scope.event("Warning", GUARD_DENIED, message)
+                batch.update(state="Waiting", message=message)
+                scope.requeue(retry)
+                return False
         batch.update(state="Verifying", startedAt=now(), message="")
         await scope.persist()  # the batch is started before any object of it is changed
         return True
+
+    def _request(self, scope: RolloutScope, index: int) -> RiskRequest:
+        """The guard's request for batch ``index`` of this run: one key per batch, stable
+        across restarts, so asking again after a crash spends nothing."""
+        return RiskRequest(
+            action="RolloutBatch",
+            id=f"{scope.uid}/{scope.attempt}/{index}",
+            target=f"Rollout {scope.key} batch {index}",
+        )
+
+    async def _release(self, scope: RolloutScope, outcome: Outcome) -> None:
+        if self._guard is not None:
+            await self._guard.release(self._request(scope, scope.index), outcome)
 
     async def _verify(self, scope: RolloutScope) -> bool:
         """Change the batch's objects (those not changed yet), then wait for all to be Ready
@@ -177,7 +240,7 @@ class Progress:
             if scope.spec.get("analysis") and not batch.get("skipped"):
                 batch.update(state="Analyzing", analysisStartedAt=now())
             else:
-                self._passed(scope)
+                await self._passed(scope)
             return True
         timeout = int((scope.spec.get("healthCheck") or {}).get("timeoutSeconds", 600))
         elapsed = seconds_since(batch.get("startedAt"))
@@ -235,12 +298,13 @@ class Progress:
             scope.event("Warning", "AnalysisInconclusive", message + "; resume to measure again")
             return False
         if batch["measured"] >= count:
-            self._passed(scope)
+            await self._passed(scope)
             return True
         scope.requeue(max(interval - (elapsed - due), 0.1))
         return False
 
-    def _passed(self, scope: RolloutScope) -> None:
+    async def _passed(self, scope: RolloutScope) -> None:
+        await self._release(scope, "Succeeded")
         batch = scope.batch
         batch.update(state="Pausing", finishedAt=now(), message="")
         how = "skipped by a person" if batch.get("skipped") else "passed"
@@ -354,11 +418,14 @@ class Progress:
     # -- abort and roll back ------------------------------------------------------------------
 
     async def abort(self, scope: RolloutScope, reason: str) -> None:
-        """Stop, store why, and start moving back what this run changed."""
-        await self._abort(scope, reason)
+        """A person's abort: stop, store why, and start moving back what this run changed
+        (the batch did not fail by itself: the guard counts it as cancelled)."""
+        await self._abort(scope, reason, "Cancelled")
 
-    async def _abort(self, scope: RolloutScope, reason: str) -> None:
+    async def _abort(self, scope: RolloutScope, reason: str, outcome: Outcome = "Failed") -> None:
         batch = scope.batch
+        if batch["state"] in ("Verifying", "Analyzing"):
+            await self._release(scope, outcome)
         if batch["state"] not in ("Succeeded", "Skipped"):
             batch.update(state="Failed", finishedAt=now(), message=reason[:4096])
         scope.status.update(

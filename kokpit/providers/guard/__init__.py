@@ -63,6 +63,10 @@ def held(verdict: Verdict, what: str, *, at_least: float, at_most: float) -> tup
 class Guard(Protocol):
     async def acquire(self, request: RiskRequest) -> Verdict: ...
 
+    async def assess(self, request: RiskRequest) -> Verdict:
+        """What :meth:`acquire` would answer now, spending nothing (a dry run)."""
+        ...
+
     async def release(self, request: RiskRequest, outcome: Outcome) -> None: ...
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, ROLLOUTS
+from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, RISK_POLICIES, ROLLOUTS
 from kokpit.api.v1alpha1.rollout import CHANGE_ANNOTATION
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.providers.machine.sshd import SimulatedHost
@@ -357,3 +357,50 @@ async def test_the_operator_sigkilled_mid_batch_changes_no_machine_twice_and_ski
     generations = {n: m["metadata"]["generation"] for n, m in back.items()}
     assert collections.Counter(generations.values()) == {2: 8, 4: 4}, generations
     assert all(ready(m, new) for m in back.values())
+
+
+async def test_a_large_rollout_waits_for_approval_and_its_batches_for_the_guard(
+    client: Client,
+    local_cluster: LocalCluster,
+    machine_operator: OperatorProcess,
+    rollout_operator: OperatorProcess,
+) -> None:
+    old, new = await package_versions(client, ("1", None), ("2", None))
+    await machines(client, "guarded", old, 6)
+    policy = {
+        "apiVersion": "kokpit.io/v1alpha1",
+        "kind": "RiskPolicy",
+        "metadata": {"name": "rollout-batches"},
+        "spec": {"actions": ["RolloutBatch"], "rateLimit": {"count": 2, "windowSeconds": 600}},
+    }
+    await client.create(RISK_POLICIES, policy)
+    try:
+        batches: list[Object] = [{"size": "1"}, {"size": "2"}, {"size": "100%"}]
+        spec = {"approval": {"aboveObjects": 5}}
+        await client.create(ROLLOUTS, rollout("guarded", "guarded", new, batches, **spec))
+
+        waiting = await rollout_where(client, "guarded", "Paused", reason="NeedsApproval")
+        assessment = waiting["status"]["assessment"]
+        assert assessment["decision"] == "NeedsApproval"
+        assert (assessment["objects"], assessment["clusters"], assessment["notReady"]) == (6, 1, 0)
+        assert "6 objects (approval needed above 5)" in assessment["reason"]
+        assert "within budget" in assessment["guard"]
+        assert not any(mark(m) for m in (await group_of(client, "guarded")).values())
+
+        kokpit_cli(local_cluster, "resume", "guarded", "-n", NS)  # a person approves
+
+        async def held() -> Object | None:
+            obj = await client.get(ROLLOUTS, "guarded", namespace=NS)
+            batch = (obj.get("status") or {}).get("batches", [{}])[-1]
+            return obj if batch.get("state") == "Waiting" and batch.get("index") == 2 else None
+
+        stopped = await until("the third batch to wait for the guard", held, 90)
+        assert "RiskPolicy rollout-batches" in stopped["status"]["batches"][2]["message"]
+        changed = [m for m in (await group_of(client, "guarded")).values() if mark(m)]
+        assert len(changed) == 3, "two batches (1 + 2) under a budget of two"
+        await until("a GuardDenied Event", lambda: _has(client, "guarded", "GuardDenied"), 30)
+    finally:
+        await client.delete(RISK_POLICIES, "rollout-batches")
+    await rollout_where(client, "guarded", "Succeeded", within=120)
+    now = await group_of(client, "guarded")
+    assert all(ready(m, new) for m in now.values())
