@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -133,11 +133,12 @@ def test_the_public_surface() -> None:
 
 # -- Prometheus answers ----------------------------------------------------------------------
 
-Handler = Callable[[web.Request], web.StreamResponse]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Start = Callable[[Handler], Awaitable[PrometheusClient]]
 
 
 @pytest.fixture
-async def prometheus() -> AsyncIterator[Callable[[Handler], Any]]:
+async def prometheus() -> AsyncIterator[Start]:
     """Start a loopback HTTP server answering /api/v1/query with a handler; returns a client
     for it (several per test are fine)."""
     servers: list[TestServer] = []
@@ -185,14 +186,12 @@ QUERY = 'sum(rate(kokpit_probe_pod_creations_total{result="success"}[1m]))'
         ({"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, "2.5"]}}, 2.5),
     ],
 )
-async def test_one_number_is_the_value(
-    prometheus: Callable[[Handler], Any], document: Any, value: float
-) -> None:
+async def test_one_number_is_the_value(prometheus: Start, document: Any, value: float) -> None:
     client = await prometheus(answer(document))
     assert await client.query(QUERY) == value
 
 
-async def test_the_query_is_sent_as_given(prometheus: Callable[[Handler], Any]) -> None:
+async def test_the_query_is_sent_as_given(prometheus: Start) -> None:
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -226,7 +225,7 @@ async def test_the_query_is_sent_as_given(prometheus: Callable[[Handler], Any]) 
     ],
 )
 async def test_anything_but_one_number_is_an_analysis_error(
-    prometheus: Callable[[Handler], Any], document: Any, status: int, says: str
+    prometheus: Start, document: Any, status: int, says: str
 ) -> None:
     client = await prometheus(answer(document, status))
     with pytest.raises(AnalysisError) as failed:
@@ -236,7 +235,7 @@ async def test_anything_but_one_number_is_an_analysis_error(
 
 
 async def test_a_server_that_does_not_answer_in_time_is_an_analysis_error(
-    prometheus: Callable[[Handler], Any],
+    prometheus: Start,
 ) -> None:
     import asyncio
 
