@@ -50,7 +50,7 @@ from kokpit.runtime import ClientConfig
 
 T = TypeVar("T")
 #: The operators ``kokpit operator`` runs (a new operator adds its name here).
-Which = Literal["machine", "cluster", "remediation", "guard"]
+Which = Literal["machine", "cluster", "remediation", "guard", "probe"]
 
 #: How long a fresh process may take to list its informers and say it is ready.
 READY_TIMEOUT = 60.0
