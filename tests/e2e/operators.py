@@ -82,6 +82,11 @@ class OperatorProcess:
         return self._process.pid if self._process is not None else None
 
     @property
+    def health_port(self) -> int:
+        """Where the running process serves ``/healthz``, ``/readyz`` and ``/metrics``."""
+        return self._health_port
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
