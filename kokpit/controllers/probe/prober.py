@@ -32,17 +32,23 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
 from kokpit.controllers.probe import metrics
 from kokpit.controllers.probe.options import PROBE_LABEL, ProbeOptions
 from kokpit.controllers.probe.pod import Object, pod_phase, probe_pod, probed
-from kokpit.runtime import ApiError, Client, ClusterCache, ClusterNotReady, ClusterUnreachable
-from kokpit.runtime.informer import Informer
+from kokpit.runtime import (
+    ApiError,
+    Client,
+    ClusterAccessor,
+    ClusterNotReady,
+    ClusterUnreachable,
+)
 from kokpit.runtime.log import get_logger
 from kokpit.runtime.resources import PODS
-from kokpit.runtime.store import object_key
+from kokpit.runtime.store import Store, object_key
 
 #: Why a probe failed, each a ``reason`` label value.
 REASONS = {
@@ -58,6 +64,20 @@ REASONS = {
 }
 #: How long a probe pod's delete may take before it is left to the sweep.
 DELETE_TIMEOUT = 10.0
+
+
+class Clusters(Protocol):
+    """The Clusters to probe: the manager's Cluster informer."""
+
+    store: Store
+    synced: asyncio.Event
+
+
+class Connections(Protocol):
+    """How a business cluster is reached: the process's
+    :class:`~kokpit.runtime.ClusterCache`."""
+
+    async def get(self, cluster_key: str) -> ClusterAccessor: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,7 @@ class PodProbe:
 
     needs_leader = True
 
-    def __init__(self, clusters: Informer, cache: ClusterCache, options: ProbeOptions) -> None:
+    def __init__(self, clusters: Clusters, cache: Connections, options: ProbeOptions) -> None:
         self._clusters = clusters
         self._cache = cache
         self.options = options
