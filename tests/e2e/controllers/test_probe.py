@@ -20,6 +20,8 @@ from fixtures.business import BusinessCluster
 from fixtures.probe_faults import MESSAGE, deny_probe_pods
 from fixtures.prometheus import PrometheusServer, prometheus_server, stop
 from fixtures.samples import cluster
+from kokpit.controllers.probe import ProbeOptions
+from kokpit.controllers.probe.pod import probe_pod
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.local import nodes as kwok_nodes
 from kokpit.providers.analysis import AnalysisError, PrometheusClient, measure
@@ -27,6 +29,7 @@ from kokpit.runtime import Client, ClientConfig, Forbidden
 from kokpit.runtime.resources import SECRETS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import apply_rbac, bind_namespaced, service_account
+from tests.e2e.support import eventually
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 NS = "probe-e2e"
@@ -72,6 +75,23 @@ def probe_identity(kubectl: Kubectl, local_cluster: LocalCluster) -> ClientConfi
 
 
 @pytest.fixture
+def leftover(biz: BusinessCluster, probe_nodes: list[str]) -> str:
+    """A probe pod as a probe process that died mid-probe leaves it (made before the probe
+    starts, when a test asks for it ahead of ``probing``)."""
+    name = "kokpit-probe-leftover"
+    # The Cluster-Operator makes the namespace when it grants kokpit's access.
+    eventually(
+        lambda: "kokpit-probe" in biz.kubectl.run("get", "namespaces", "-o", "name"),
+        timeout=30,
+        what="the namespace kokpit-probe",
+    )
+    pod = probe_pod(ProbeOptions())
+    pod["metadata"]["name"] = name
+    biz.kubectl.apply([pod])
+    return name
+
+
+@pytest.fixture
 async def probing(
     biz: BusinessCluster, probe_nodes: list[str], probe_identity: ClientConfig, tmp_path: Path
 ) -> AsyncIterator[Probing]:
@@ -107,7 +127,7 @@ async def value_until(probing: Probing, query: str, good: str, within: float) ->
 
 
 async def test_every_probe_pod_runs_and_prometheus_sees_it(
-    probing: Probing, biz: BusinessCluster
+    leftover: str, probing: Probing, biz: BusinessCluster
 ) -> None:
     ratio = await value_until(probing, SUCCESS_RATIO, "result == 1", within=45)
     assert ratio == 1
@@ -119,6 +139,8 @@ async def test_every_probe_pod_runs_and_prometheus_sees_it(
     # One probe at a time, each pod deleted after it: never a pile of probe pods.
     pods = biz.kubectl.get("pods", "-n", "kokpit-probe", "-l", "kokpit.io/probe=true")
     assert len(pods["items"]) <= 1
+    # What a crashed probe left was swept at the first probe.
+    assert leftover not in [p["metadata"]["name"] for p in pods["items"]]
 
 
 async def test_injected_failures_fail_the_analysis_and_it_recovers(
@@ -177,13 +199,14 @@ async def test_the_probe_may_not_read_what_it_does_not_need(probe_identity: Clie
             await client.get(SECRETS, "anything", namespace="default")
 
 
-async def test_a_prometheus_that_is_down_is_an_error_measurement(tmp_path: Path) -> None:
-    with prometheus_server(tmp_path / "prometheus") as server:
-        async with PrometheusClient(server.url) as client:
-            assert await client.query("vector(1)") == 1
-            stop(server.process)
-            measurement = await measure(client, SUCCESS_RATIO, "result >= 0.9")
+async def test_a_prometheus_that_is_down_is_an_error_measurement(
+    prometheus: PrometheusServer,
+) -> None:
+    async with PrometheusClient(prometheus.url) as client:
+        assert await client.query("vector(1)") == 1
+        stop(prometheus.process)
+        measurement = await measure(client, SUCCESS_RATIO, "result >= 0.9")
     assert measurement.phase == "Error"
     assert measurement.value is None
-    assert measurement.message.startswith(f"cannot reach Prometheus at {server.url} for query")
+    assert measurement.message.startswith(f"cannot reach Prometheus at {prometheus.url} for query")
     assert "kokpit_probe_pod_creations_total" in measurement.message
