@@ -7,8 +7,9 @@ of them over a window. ``kokpit_probe_pod_creation_duration_seconds{namespace,cl
 the create request to the pod seen Running, successes only (a failure's time is the timeout or
 nothing: it would only blur the latency of the pods that did start).
 
-``namespace`` and ``cluster`` are the Cluster's in the meta-cluster. A Cluster that is gone
-takes its series with it, so a deleted cluster does not linger in sums.
+``namespace`` and ``cluster`` are the Cluster's in the meta-cluster. Each cluster's series
+exist, at zero, from its first probe on (for ``increase()``); a Cluster that is gone takes its
+series with it, so a deleted cluster does not linger in sums.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class PodProbe:
         #: Clusters swept of leftover pods since this start.
         self._swept: set[str] = set()
         #: The label sets each cluster has counted, so a gone Cluster's series can go too.
-        self._series: dict[str, set[tuple[str, ...]]] = {}
+        self._series: dict[str, set[tuple[str, str, str, str]]] = {}
         self._log = get_logger("kokpit.probe")
 
     async def start(self) -> None:
@@ -150,8 +150,9 @@ class PodProbe:
                 self._log.exception("probe failed unexpectedly", extra={"cluster": key})
                 outcome = Outcome("Error", type(e).__name__)
         result = "success" if outcome.success else "failure"
+        self._initialise(key)
         metrics.CREATIONS.labels(namespace, name, result, outcome.reason).inc()
-        self._series.setdefault(key, set()).add((namespace, name, result, outcome.reason))
+        self._series[key].add((namespace, name, result, outcome.reason))
         if outcome.seconds is not None:
             metrics.DURATION.labels(namespace, name).observe(outcome.seconds)
         if outcome.success:
@@ -171,8 +172,7 @@ class PodProbe:
         except ClusterNotReady as e:
             return Outcome("NotConnected", str(e))
         client = accessor.client
-        if key not in self._swept:
-            await self._sweep(client)
+        if key not in self._swept and await self._sweep(client):
             self._swept.add(key)
         return await self._create_and_watch(client)
 
@@ -214,17 +214,33 @@ class PodProbe:
                     "probe pod not deleted", extra={"pod": meta["name"], "e": _first_line(e)}
                 )
 
-    async def _sweep(self, client: Client) -> None:
-        """Delete the probe pods a previous process left (it died between create and delete)."""
+    async def _sweep(self, client: Client) -> bool:
+        """Delete the probe pods a previous process left (it died between create and delete);
+        whether they could be listed (if not, the next probe tries again)."""
         try:
             async with asyncio.timeout(DELETE_TIMEOUT):
                 pods = await client.list(
                     PODS, namespace=self.options.namespace, label_selector=f"{PROBE_LABEL}=true"
                 )
         except (ApiError, aiohttp.ClientError, TimeoutError):
-            return  # the probe itself will tell what is wrong
+            return False  # the probe itself will tell what is wrong
         for pod in pods.items:
             await self._delete(client, pod)
+        return True
+
+    def _initialise(self, key: str) -> None:
+        """Every series of a cluster, at zero, from its first probe on: Prometheus'
+        ``increase()`` needs a sample before the first count, or it loses that count (the
+        first failure of a kind would not move a success ratio)."""
+        if key in self._series:
+            return
+        namespace, name = key.split("/", 1)
+        series = {(namespace, name, "success", "Running")}
+        series |= {(namespace, name, "failure", reason) for reason in REASONS}
+        for labels in series:
+            metrics.CREATIONS.labels(*labels)
+        metrics.DURATION.labels(namespace, name)
+        self._series[key] = series
 
     def _forget(self, key: str) -> None:
         namespace, name = key.split("/", 1)

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 
 __all__ = ["CONDITION_PATTERN", "Comparison", "Condition", "ConditionError", "evaluate", "parse"]
 
-_NUMBER = r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"
+_NUMBER = r"-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?"
 _OPERATOR = r"(>=|<=|==|!=|>|<)"
 _COMPARISON = rf" *result *{_OPERATOR} *{_NUMBER} *"
-#: The grammar of a condition, anchored: only spaces as blanks, only the characters above,
-#: and nothing that RE2 and Python read differently (no ``\s``, no lookarounds).
-CONDITION_PATTERN = rf"^{_COMPARISON}((&&|\|\|){_COMPARISON})*$"
+#: The grammar of a condition, anchored: only spaces as blanks, nothing that RE2 and Python
+#: read differently (no ``\s``, no lookarounds), and no backslash at all, so it goes into a
+#: CEL string literal or YAML as it is, without a second layer of escaping.
+CONDITION_PATTERN = rf"^{_COMPARISON}((&&|[|][|]){_COMPARISON})*$"
 #: Conditions longer than this are refused (a CRD states it as maxLength too).
 MAX_LENGTH = 256
 

@@ -9,6 +9,7 @@ probe's pods (:func:`fixtures.probe_faults.deny_probe_pods`)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,13 +21,22 @@ from fixtures.business import BusinessCluster
 from fixtures.probe_faults import MESSAGE, deny_probe_pods
 from fixtures.prometheus import PrometheusServer, prometheus_server, stop
 from fixtures.samples import cluster
+from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
 from kokpit.controllers.probe import ProbeOptions
 from kokpit.controllers.probe.pod import probe_pod
-from kokpit.local import Kubectl, LocalCluster
+from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.local import nodes as kwok_nodes
-from kokpit.providers.analysis import AnalysisError, PrometheusClient, measure
+from kokpit.providers.analysis import (
+    CONDITION_PATTERN,
+    AnalysisError,
+    ConditionError,
+    PrometheusClient,
+    measure,
+    parse,
+)
+from kokpit.providers.analysis.condition import MAX_LENGTH
 from kokpit.runtime import Client, ClientConfig, Forbidden
-from kokpit.runtime.resources import SECRETS
+from kokpit.runtime.resources import NAMESPACES, PODS, SECRETS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
 from tests.e2e.rbac import apply_rbac, bind_namespaced, service_account
 from tests.e2e.support import eventually
@@ -190,13 +200,28 @@ async def test_a_cluster_kokpit_cannot_reach_is_a_failure_and_the_others_go_on(
         kubectl.run("delete", "cluster", "-n", NS, "ghost", "--wait=false", "--ignore-not-found")
 
 
-async def test_the_probe_may_not_read_what_it_does_not_need(probe_identity: ClientConfig) -> None:
-    """Least privilege: its Secrets only by name, in bound namespaces; no list."""
+async def test_the_probe_may_not_do_what_it_does_not_need(
+    probe_identity: ClientConfig, kubectl: Kubectl, biz: BusinessCluster
+) -> None:
+    """Least privilege. In the meta-cluster: Secrets only by name, in bound namespaces, no
+    list. In the business cluster, kokpit's identity may run pods in kokpit-probe only, and
+    may not make namespaces."""
     async with Client(probe_identity) as client:
         with pytest.raises(Forbidden):
             await client.list(SECRETS, namespace=NS)
         with pytest.raises(Forbidden):
             await client.get(SECRETS, "anything", namespace="default")
+    secret = kubectl.get("secret", "-n", NS, operator_kubeconfig_secret(biz.name))
+    identity = ClientConfig.from_kubeconfig_data(base64.b64decode(secret["data"]["value"]))
+    elsewhere = probe_pod(ProbeOptions())
+    elsewhere["metadata"]["namespace"] = "default"
+    async with Client(identity) as business:
+        with pytest.raises(Forbidden):
+            await business.create(PODS, elsewhere)
+        with pytest.raises(Forbidden):
+            await business.create(
+                NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+            )
 
 
 async def test_a_prometheus_that_is_down_is_an_error_measurement(
@@ -210,3 +235,90 @@ async def test_a_prometheus_that_is_down_is_an_error_measurement(
     assert measurement.value is None
     assert measurement.message.startswith(f"cannot reach Prometheus at {prometheus.url} for query")
     assert "kokpit_probe_pod_creations_total" in measurement.message
+
+
+GOOD_CONDITIONS = [
+    "result >= 0.95",
+    "result<2.5",
+    "result >= 0.9 && result <= 1",
+    "result < 0.1 || result > 1e3 && result != -2",
+]
+BAD_CONDITIONS = [
+    "",
+    "result",
+    "0.95 <= result",
+    "result >= 0.95 &&",
+    "result >= .5",
+    "x result > 1",
+]
+
+
+def test_the_api_server_checks_conditions_as_python_does(kubectl: Kubectl) -> None:
+    """CONDITION_PATTERN in a CRD's CEL rule (RE2, in the real API server) accepts and refuses
+    what :func:`~kokpit.providers.analysis.parse` does, with the rule's message."""
+    message = "must be comparisons of result with a number, such as 'result >= 0.95'"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "conditionchecks.test.kokpit.io"},
+        "spec": {
+            "group": "test.kokpit.io",
+            "scope": "Cluster",
+            "names": {
+                "plural": "conditionchecks",
+                "singular": "conditioncheck",
+                "kind": "ConditionCheck",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "condition": {
+                                    "type": "string",
+                                    "maxLength": MAX_LENGTH,
+                                    "x-kubernetes-validations": [
+                                        {
+                                            "rule": f"self.matches('{CONDITION_PATTERN}')",
+                                            "message": message,
+                                        }
+                                    ],
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    kubectl.apply([crd])
+    kubectl.wait_established("conditionchecks.test.kokpit.io")
+
+    def refusal(condition: str) -> str | None:
+        """The API server's refusal of an object with ``condition`` (a dry-run), or None."""
+        obj = {
+            "apiVersion": "test.kokpit.io/v1",
+            "kind": "ConditionCheck",
+            "metadata": {"generateName": "check-"},
+            "condition": condition,
+        }
+        try:
+            kubectl.run("create", "--dry-run=server", "-f", "-", stdin=json.dumps(obj))
+        except KubectlError as e:
+            return e.stderr
+        return None
+
+    try:
+        for condition in GOOD_CONDITIONS:
+            parse(condition)
+            assert refusal(condition) is None, condition
+        for condition in BAD_CONDITIONS:
+            with pytest.raises(ConditionError):
+                parse(condition)
+            assert message in (refusal(condition) or ""), condition
+    finally:
+        kubectl.run("delete", "crd", "conditionchecks.test.kokpit.io", "--wait=false")

@@ -113,9 +113,13 @@ class Cache:
         raise answer
 
 
-def count(cluster: str, result: str, reason: str) -> float:
+def sample(cluster: str, result: str, reason: str) -> float | None:
     labels = {"namespace": "fleet", "cluster": cluster, "result": result, "reason": reason}
-    return REGISTRY.get_sample_value("kokpit_probe_pod_creations_total", labels) or 0.0
+    return REGISTRY.get_sample_value("kokpit_probe_pod_creations_total", labels)
+
+
+def count(cluster: str, result: str, reason: str) -> float:
+    return sample(cluster, result, reason) or 0.0
 
 
 async def settle(probe: PodProbe) -> None:
@@ -162,16 +166,21 @@ async def test_one_probe_per_cluster_at_a_time_and_only_probed_clusters() -> Non
     assert cache.asked == ["fleet/slow", "fleet/slow"]
 
 
-async def test_a_gone_cluster_takes_its_series_with_it() -> None:
+async def test_a_clusters_series_exist_from_its_first_probe_and_go_with_it() -> None:
+    """Every reason's series at zero from the first probe (Prometheus' increase() loses the
+    first count of a series it has no earlier sample of), and none left once it is gone."""
     cache = Cache({"fleet/old": ClusterUnreachable("down")})
     clusters = Clusters(a_cluster("old"))
     probe = PodProbe(clusters, cache, ProbeOptions())
     probe.round()
     await settle(probe)
-    assert count("old", "failure", "Unreachable") >= 1
+    assert count("old", "failure", "Unreachable") == 1
+    assert sample("old", "success", "Running") == 0
+    assert sample("old", "failure", "Rejected") == 0
     clusters.store.delete("fleet/old")
     probe.round()
-    assert count("old", "failure", "Unreachable") == 0
+    assert sample("old", "failure", "Unreachable") is None
+    assert sample("old", "success", "Running") is None
 
 
 async def test_concurrency_is_bounded() -> None:
