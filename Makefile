@@ -38,11 +38,13 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # Real nodes (kokpit/local/realnode.py) need containerd, runc, the CNI plugins in /usr/lib/cni,
-# iptables and conntrack.
-HOST_PACKAGES := openssh-server containerd runc containernetworking-plugins iptables conntrack
+# iptables and conntrack. The rollouts' analysis tests query a real Prometheus server
+# (fixtures/prometheus.py starts its own; the package's service is not used).
+HOST_PACKAGES := openssh-server containerd runc containernetworking-plugins iptables conntrack \
+	prometheus
 HOST_FILES    := /usr/sbin/sshd /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc \
 	/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/sbin/iptables \
-	/usr/sbin/conntrack
+	/usr/sbin/conntrack /usr/bin/prometheus
 
 host-deps:
 	@for f in $(HOST_FILES); do test -x $$f || missing=1; done; \

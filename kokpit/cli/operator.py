@@ -1,4 +1,5 @@
-"""``kokpit operator cluster|machine|remediation|guard|rollout``: run one of kokpit's operators.
+"""``kokpit operator OPERATOR``: run one of kokpit's operators (cluster, machine, remediation,
+guard, probe, rollout).
 
     kokpit operator cluster [--kubeconfig PATH] [--runtimes kubernetes[,process]]
                             [--process-root DIR] [--restart-budget N]
@@ -11,6 +12,8 @@
                             [--not-ready-grace S] [--lease-grace S] [--probe-period S]
                             [--probe-concurrency N] [--retention S] [--admission-delay S]
                             [--leader-elect] ...
+    kokpit operator probe   [--kubeconfig PATH] [--period S] [--timeout S] [--concurrency N]
+                            [--image IMAGE] [--leader-elect] [--health-port N] ...
 
 In a pod it uses the pod's service account; elsewhere ``--kubeconfig`` or ``$KUBECONFIG``.
 
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kokpit.api.v1alpha1 import MACHINES
-from kokpit.controllers import cluster, fault, guard, machine, remediation, rollout
+from kokpit.controllers import cluster, fault, guard, machine, probe, remediation, rollout
 from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
@@ -168,6 +171,7 @@ def register(sub: Any) -> None:
     _guard_service_args(
         which.add_parser("guard", help="the guard over HTTPS, for operators that ask remotely")
     )
+    _probe_args(which.add_parser("probe", help="the pod-creation probe of every business cluster"))
     _rollout(which.add_parser("rollout", help="gray-scale rollouts of package versions"))
 
 
@@ -247,6 +251,39 @@ def _guard_service_args(g: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-cert-file", type=Path, required=True, help="the serving certificate")
     g.add_argument("--tls-key-file", type=Path, required=True, help="its private key")
     g.set_defaults(run=run_guard)
+
+
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    _common(p, workers=1)
+    d = probe.ProbeOptions()
+    p.add_argument(
+        "--period",
+        type=_positive(float),
+        default=d.period,
+        metavar="SECONDS",
+        help=f"seconds between two probes of one cluster (default: {d.period:g})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=d.timeout,
+        metavar="SECONDS",
+        help=f"a pod not Running this long after its create is a failure (default: {d.timeout:g})",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=d.concurrency,
+        help=f"clusters probed at once (default: {d.concurrency})",
+    )
+    p.add_argument("--image", default=d.image, help=f"the probe pods' image (default: {d.image})")
+    p.add_argument(
+        "--cluster-qps",
+        type=float,
+        default=5.0,
+        help="API requests per second per business cluster",
+    )
+    p.set_defaults(run=run_probe)
 
 
 def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
@@ -458,6 +495,30 @@ async def _guard_service(args: argparse.Namespace) -> None:
             cert_file=args.tls_cert_file,
             key_file=args.tls_key_file,
         )
+        await manager.start()
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    configure()
+    asyncio.run(_probe(args))
+    return 0
+
+
+async def _probe(args: argparse.Namespace) -> None:
+    """The pod-creation probe, a process of its own: what it measures must not share a
+    process (and its event loop) with the operators whose changes it judges."""
+    async with _manager(args, "probe") as (manager, _):
+        # It may only get Secrets (its kubeconfigs), never list or watch them.
+        clusters = business_clusters(
+            manager, qps=args.cluster_qps, burst=int(args.cluster_qps * 2), watch_secrets=False
+        )
+        options = probe.ProbeOptions(
+            period=args.period,
+            timeout=args.timeout,
+            concurrency=args.concurrency,
+            image=args.image,
+        )
+        probe.setup(manager, clusters, options)
         await manager.start()
 
 

@@ -238,3 +238,16 @@ def webhook_receiver(tmp_path: Path) -> Iterator[WebhookReceiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+# Imported here, not at the top, so the fixture below is one self-contained addition.
+from fixtures.prometheus import PrometheusServer, prometheus_server  # noqa: E402
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus (Debian's, :mod:`fixtures.prometheus`) scraping every second, on a
+    free loopback port; it scrapes nothing until the test calls ``prometheus.scrape([...])``
+    with ``host:port`` targets (such as an operator's health port)."""
+    with prometheus_server(tmp_path / "prometheus") as server:
+        yield server

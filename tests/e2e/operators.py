@@ -50,7 +50,7 @@ from kokpit.runtime import ClientConfig
 
 T = TypeVar("T")
 #: The operators ``kokpit operator`` runs (a new operator adds its name here).
-Which = Literal["machine", "cluster", "remediation", "guard", "rollout"]
+Which = Literal["machine", "cluster", "remediation", "guard", "probe", "rollout"]
 
 #: How long a fresh process may take to list its informers and say it is ready.
 READY_TIMEOUT = 60.0
@@ -80,6 +80,11 @@ class OperatorProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    @property
+    def health_port(self) -> int:
+        """Where the running process serves ``/healthz``, ``/readyz`` and ``/metrics``."""
+        return self._health_port
 
     @property
     def running(self) -> bool:

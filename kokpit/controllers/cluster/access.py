@@ -19,6 +19,10 @@ server ships let them, and no more:
 
 What a node may do once it is one is the API server's Node authorizer's business, not RBAC's.
 
+The pod-creation probe (:mod:`kokpit.controllers.probe`) runs its pods with the same identity:
+the namespace ``kokpit-probe`` is made here, with a Role there for pods (:data:`PROBE_RULES`),
+so that identity may create pods in that namespace only, and no namespaces at all.
+
 The fault hub reads the nodes' Leases in ``kube-node-lease`` with the same identity (a Role
 there, :data:`LEASE_RULES`). Node agents report faults of their own node with an identity of
 their own (:mod:`kokpit.pki.nodeagent`): its RBAC and the admission policy that holds each agent
@@ -32,11 +36,13 @@ from typing import Any
 
 from kokpit.pki import MACHINE_OPERATOR, nodeagent
 from kokpit.pki.bootstrap import GROUP as BOOTSTRAPPERS
+from kokpit.providers.controlplane.clients import PROBE_NAMESPACE
 from kokpit.runtime import ClientConfig, Resource
 from kokpit.runtime.config import Resolve
 from kokpit.runtime.resources import (
     CLUSTERROLEBINDINGS,
     CLUSTERROLES,
+    NAMESPACES,
     ROLEBINDINGS,
     ROLES,
     VALIDATING_ADMISSION_POLICIES,
@@ -84,10 +90,21 @@ LEASE_RULES: list[dict[str, Any]] = [
 ]
 NODE_LEASES = "kube-node-lease"
 
+#: In ``kokpit-probe``: the pod-creation probe creates a pod, watches it until it runs, deletes
+#: it, and lists (to delete) those a crashed probe left.
+PROBE_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+]
+
 #: Where each kind of object :func:`rbac` returns is applied.
 RESOURCES: dict[str, Resource] = {
     r.kind: r
     for r in (
+        NAMESPACES,
         CLUSTERROLES,
         CLUSTERROLEBINDINGS,
         ROLES,
@@ -107,9 +124,9 @@ NODE_BOOTSTRAP: list[tuple[str, str, str]] = [
 
 
 def rbac() -> list[dict[str, Any]]:
-    """The ClusterRole and its binding to the Machine-Operator's user (and its Role on the
-    node Leases), the bindings that let hosts' kubelets join by TLS bootstrap, and the node
-    agents' RBAC and admission policy."""
+    """The ClusterRole and its binding to the Machine-Operator's user (and its Roles on the
+    node Leases and on the probe's pods, with the probe's namespace), the bindings that let
+    hosts' kubelets join by TLS bootstrap, and the node agents' RBAC and admission policy."""
     labels = {"app.kubernetes.io/managed-by": "kokpit"}
     bootstrap = [
         {
@@ -149,16 +166,36 @@ def rbac() -> list[dict[str, Any]]:
                 }
             ],
         },
+        *_namespaced_role(NODE_LEASES, LEASE_RULES, labels),
+        # Made before its Role: a Role cannot be applied in a namespace that does not exist.
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": PROBE_NAMESPACE, "labels": labels},
+        },
+        *_namespaced_role(PROBE_NAMESPACE, PROBE_RULES, labels),
+        *bootstrap,
+        *nodeagent.rbac(),
+        *nodeagent.policy(),
+    ]
+
+
+def _namespaced_role(
+    namespace: str, rules: list[dict[str, Any]], labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    """A Role in ``namespace`` with ``rules``, bound to kokpit's user."""
+    meta = {"name": ROLE_NAME, "namespace": namespace, "labels": labels}
+    return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": {"name": ROLE_NAME, "namespace": NODE_LEASES, "labels": labels},
-            "rules": LEASE_RULES,
+            "metadata": meta,
+            "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": ROLE_NAME, "namespace": NODE_LEASES, "labels": labels},
+            "metadata": meta,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
             "subjects": [
                 {
@@ -168,7 +205,4 @@ def rbac() -> list[dict[str, Any]]:
                 }
             ],
         },
-        *bootstrap,
-        *nodeagent.rbac(),
-        *nodeagent.policy(),
     ]

@@ -18,6 +18,12 @@ from kokpit.api.v1alpha1.cluster import operator_kubeconfig_secret
 from kokpit.runtime import ClusterCache, ClusterCacheOptions, Manager
 from kokpit.runtime.services import ServiceAddresses
 
+#: The namespace in every business cluster where kokpit's identity may run pods: the
+#: pod-creation probe's (kokpit/controllers/probe). The Cluster-Operator makes it and grants
+#: pods there (kokpit/controllers/cluster/access.py), so that identity needs neither namespaces
+#: nor pods anywhere else.
+PROBE_NAMESPACE = "kokpit-probe"
+
 
 def kokpit_kubeconfig(cluster: dict[str, Any]) -> str:
     """The name of the Secret holding kokpit's own kubeconfig for ``cluster``."""
