@@ -42,6 +42,7 @@ from kokpit.controllers.cluster import ClusterOptions
 from kokpit.controllers.fault import FaultOptions
 from kokpit.controllers.machine import MachineOptions
 from kokpit.controllers.rollout import RolloutOptions
+from kokpit.providers.analysis import PrometheusReader
 from kokpit.providers.controlplane import ControlPlaneRuntime
 from kokpit.providers.controlplane.clients import business_clusters
 from kokpit.providers.controlplane.kubernetes import (
@@ -475,8 +476,12 @@ async def _rollout_operator(args: argparse.Namespace) -> None:
             max_concurrent_changes=args.max_concurrent_changes,
             poll_interval=args.poll_interval,
         )
-        rollout.setup(manager, recorder, None, _guard(manager, recorder), options)
-        await manager.start()
+        metrics = PrometheusReader()
+        rollout.setup(manager, recorder, metrics, _guard(manager, recorder), options)
+        try:
+            await manager.start()
+        finally:
+            await metrics.close()
 
 
 def run_guard(args: argparse.Namespace) -> int:

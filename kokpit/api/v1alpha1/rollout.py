@@ -58,11 +58,16 @@ ROLLED_BACK = "RolledBack"
 
 #: A batch size: a count, or a percentage of the objects the rollout selected at its start.
 BATCH_SIZE_PATTERN = r"^([1-9][0-9]{0,4}|([1-9][0-9]?|100)%)$"
-#: A success or failure condition: ``result`` compared with a number, joined by && or ||.
-CONDITION_PATTERN = (
-    r"^ *result *(<|<=|>|>=|==|!=) *-?[0-9]+(\.[0-9]+)?"
-    r"( *(&&|\|\|) *result *(<|<=|>|>=|==|!=) *-?[0-9]+(\.[0-9]+)?)* *$"
-)
+#: The condition language of an analysis (see :mod:`kokpit.providers.analysis.condition`):
+#: comparisons of ``result`` with a number, joined by ``&&`` and ``||``. One pattern that RE2
+#: (CEL's ``matches``) and Python read alike, with no backslash, so it goes into a CEL string
+#: as it is; the operator parses exactly what the API server let through.
+CONDITION_NUMBER = r"-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?"
+CONDITION_OPERATOR = r"(>=|<=|==|!=|>|<)"
+_COMPARISON = rf" *result *{CONDITION_OPERATOR} *{CONDITION_NUMBER} *"
+CONDITION_PATTERN = rf"^{_COMPARISON}((&&|[|][|]){_COMPARISON})*$"
+#: The longest condition accepted.
+CONDITION_MAX_LENGTH = 256
 
 
 @dataclass(kw_only=True)
@@ -155,10 +160,10 @@ class Metric:
     success_condition: str | None = field(
         "A measurement fails unless this holds, such as 'result >= 0.99'.",
         default=None,
-        max_length=256,
+        max_length=CONDITION_MAX_LENGTH,
         rules=(
             Rule(
-                f"self.matches(r'{CONDITION_PATTERN}')",
+                f"self.matches('{CONDITION_PATTERN}')",
                 "must compare result with a number, such as 'result >= 0.99' (joined by && "
                 "or || for several)",
             ),
@@ -167,10 +172,10 @@ class Metric:
     failure_condition: str | None = field(
         "A measurement fails when this holds, such as 'result > 2.5'.",
         default=None,
-        max_length=256,
+        max_length=CONDITION_MAX_LENGTH,
         rules=(
             Rule(
-                f"self.matches(r'{CONDITION_PATTERN}')",
+                f"self.matches('{CONDITION_PATTERN}')",
                 "must compare result with a number, such as 'result > 2.5' (joined by && or "
                 "|| for several)",
             ),

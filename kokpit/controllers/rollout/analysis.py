@@ -8,16 +8,16 @@ that turns a metric into a verdict, which keeps it testable without a Prometheus
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from kokpit.api.conditions import now
+from kokpit.providers.analysis import Measurement
 
 Object = dict[str, Any]
-Phase = Literal["Successful", "Failed", "Error"]
 
 
 class MetricReader(Protocol):
-    """Measures one metric: (phase, value, message)."""
+    """Measures one metric (:class:`kokpit.providers.analysis.PrometheusReader`)."""
 
     async def measure(
         self,
@@ -25,22 +25,26 @@ class MetricReader(Protocol):
         query: str,
         success_condition: str | None,
         failure_condition: str | None,
-    ) -> tuple[Phase, float | None, str]: ...
+    ) -> Measurement: ...
 
 
 async def measure_round(reader: MetricReader, analysis: Object) -> list[Object]:
     """Every metric of ``analysis`` measured once, as status measurements."""
 
     async def one(metric: Object) -> Object:
-        phase, value, message = await reader.measure(
+        result = await reader.measure(
             analysis["prometheus"],
             metric["query"],
             metric.get("successCondition"),
             metric.get("failureCondition"),
         )
-        taken: Object = {"metric": metric["name"], "phase": phase, "message": message[:1024]}
-        if value is not None:
-            taken["value"] = f"{value:g}"
+        taken: Object = {
+            "metric": metric["name"],
+            "phase": result.phase,
+            "message": result.message[:1024],
+        }
+        if result.value is not None:
+            taken["value"] = f"{result.value:g}"
         taken["at"] = now()
         return taken
 

@@ -5,7 +5,8 @@ and failure conditions, in the spirit of Argo Rollouts' AnalysisTemplate.
   pattern the API server checks it with;
 - :mod:`.prometheus`: instant queries reduced to one number, every other answer an
   :class:`AnalysisError` with a message a person understands;
-- :mod:`.measure`: one measurement, ``Successful``, ``Failed`` or ``Error``.
+- :mod:`.measure`: one measurement, ``Successful``, ``Failed`` or ``Error``;
+- :mod:`.reader`: measurements against the servers rollouts name, one client each.
 """
 
 from kokpit.providers.analysis.condition import (
@@ -17,6 +18,7 @@ from kokpit.providers.analysis.condition import (
 )
 from kokpit.providers.analysis.measure import Measurement, MetricSource, Phase, measure
 from kokpit.providers.analysis.prometheus import AnalysisError, PrometheusClient, PrometheusOptions
+from kokpit.providers.analysis.reader import PrometheusReader
 
 __all__ = [
     "CONDITION_PATTERN",
@@ -28,6 +30,7 @@ __all__ = [
     "Phase",
     "PrometheusClient",
     "PrometheusOptions",
+    "PrometheusReader",
     "evaluate",
     "measure",
     "parse",

@@ -13,7 +13,8 @@ is one or more comparisons of ``result`` with a number, joined by ``&&`` and ``|
 ``&&`` binds tighter than ``||`` (as in CEL, Go and C); there are no parentheses. Numbers are
 decimal, optionally signed and with an exponent (``1e-3``).
 
-:data:`CONDITION_PATTERN` is the whole grammar as one regular expression that means the same in
+:data:`CONDITION_PATTERN` (declared with the Rollout's API types) is the whole grammar as one
+regular expression that means the same in
 RE2 (a CRD's CEL ``self.matches(...)``) and in Python's :func:`re.fullmatch`, so the API server
 refuses a malformed condition when the object is written, with a message a person understands,
 and the operator parses exactly the language the API server let through.
@@ -27,19 +28,21 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kokpit.api.v1alpha1.rollout import (
+    CONDITION_MAX_LENGTH,
+    CONDITION_NUMBER,
+    CONDITION_OPERATOR,
+    CONDITION_PATTERN,
+)
+
 __all__ = ["CONDITION_PATTERN", "Comparison", "Condition", "ConditionError", "evaluate", "parse"]
 
-_NUMBER = r"-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?"
-_OPERATOR = r"(>=|<=|==|!=|>|<)"
-_COMPARISON = rf" *result *{_OPERATOR} *{_NUMBER} *"
-#: The grammar of a condition, anchored: only spaces as blanks, nothing that RE2 and Python
-#: read differently (no ``\s``, no lookarounds), and no backslash at all, so it goes into a
-#: CEL string literal or YAML as it is, without a second layer of escaping.
-CONDITION_PATTERN = rf"^{_COMPARISON}((&&|[|][|]){_COMPARISON})*$"
-#: Conditions longer than this are refused (a CRD states it as maxLength too).
-MAX_LENGTH = 256
+#: Conditions longer than this are refused (the CRD states it as maxLength too).
+MAX_LENGTH = CONDITION_MAX_LENGTH
 
-_COMPARISON_RE = re.compile(rf"^ *result *(?P<op>{_OPERATOR}) *(?P<number>{_NUMBER}) *$")
+_COMPARISON_RE = re.compile(
+    rf"^ *result *(?P<op>{CONDITION_OPERATOR}) *(?P<number>{CONDITION_NUMBER}) *$"
+)
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,

@@ -2,7 +2,9 @@
 Machine-Operator run as processes of their own under their RBAC (config/rbac), on real sshd
 hosts (a verify step that really fails on the canary) and on simulated hosts (``sim``: batches
 of many Machines). A person's commands go through the ``kokpit rollout`` CLI; the crash test
-SIGKILLs the Rollout-Operator mid-batch."""
+SIGKILLs the Rollout-Operator mid-batch. The analysis queries a real Prometheus that scrapes
+``kokpit operator probe``, whose pods the business cluster really refuses when a test says so
+(an admission policy)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,19 @@ from typing import Any
 
 import pytest
 
+from fixtures.business import BusinessCluster
+from fixtures.probe_faults import deny_probe_pods
+from fixtures.prometheus import PrometheusServer, prometheus_server
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, RISK_POLICIES, ROLLOUTS
 from kokpit.api.v1alpha1.rollout import CHANGE_ANNOTATION
 from kokpit.local import Kubectl, LocalCluster
+from kokpit.local import nodes as kwok_nodes
+from kokpit.providers.analysis import PrometheusClient, measure
 from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.runtime import Client, ClientConfig
 from kokpit.runtime.resources import EVENTS, SECRETS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
-from tests.e2e.rbac import operator_identity
+from tests.e2e.rbac import apply_rbac, bind_namespaced, operator_identity, service_account
 from tests.e2e.support import condition, until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "biz")
@@ -404,3 +411,87 @@ async def test_a_large_rollout_waits_for_approval_and_its_batches_for_the_guard(
     await rollout_where(client, "guarded", "Succeeded", within=120)
     now = await group_of(client, "guarded")
     assert all(ready(m, new) for m in now.values())
+
+
+# -- analysis: the probe's pod-creation success, through a real Prometheus --------------------
+
+#: The probe's success ratio over the last 15 s, as the rollout's analysis asks it.
+SUCCESS_RATIO = (
+    'sum(increase(kokpit_probe_pod_creations_total{cluster="biz",result="success"}[15s]))'
+    ' / sum(increase(kokpit_probe_pod_creations_total{cluster="biz"}[15s]))'
+)
+
+
+@pytest.fixture
+async def prometheus_of_probe(
+    biz: BusinessCluster, kubectl: Kubectl, local_cluster: LocalCluster, tmp_path: Path
+) -> AsyncIterator[PrometheusServer]:
+    """``kokpit operator probe`` (its RBAC bound in NS) probing the business cluster every
+    second on two KWOK nodes, and a real Prometheus scraping it."""
+    nodes = kwok_nodes.ensure_nodes(biz.kubectl, 2, prefix="probe-node")
+    kwok_nodes.wait_ready(biz.kubectl, nodes, timeout_s=60)
+    apply_rbac(kubectl, "probe-operator")
+    bind_namespaced(kubectl, "probe-operator", NS)
+    admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
+    identity = service_account(kubectl, admin, "kokpit-system", "kokpit-probe-operator")
+    kubeconfig = write_kubeconfig(identity, tmp_path / "probe.kubeconfig")
+    args = ["--period", "1", "--timeout", "10"]
+    with operator_process("probe", kubeconfig, tmp_path / "probe.log", args) as probe:
+        await probe.start()
+        target = f"127.0.0.1:{probe.health_port}"
+        with prometheus_server(tmp_path / "prometheus", [target]) as server:
+            async with PrometheusClient(server.url) as prometheus:
+
+                async def healthy() -> bool:
+                    taken = await measure(prometheus, SUCCESS_RATIO, "result >= 0.9")
+                    return taken.phase == "Successful"
+
+                await until("the probe's pods to run", healthy, 90, every=1)
+            yield server
+
+
+async def test_pod_creation_failing_mid_rollout_aborts_it_and_moves_every_changed_machine_back(
+    client: Client,
+    biz: BusinessCluster,
+    prometheus_of_probe: PrometheusServer,
+    machine_operator: OperatorProcess,
+    rollout_operator: OperatorProcess,
+) -> None:
+    old, new = await package_versions(client, ("1", None), ("2", None))
+    await machines(client, "analyzed", old, 9)
+    analysis = {
+        "prometheus": prometheus_of_probe.url,
+        "intervalSeconds": 3,
+        "count": 3,
+        "metrics": [
+            {"name": "pod-creation", "query": SUCCESS_RATIO, "successCondition": "result >= 0.9"}
+        ],
+    }
+    batches: list[Object] = [{"size": "1"}, {"size": "4"}, {"size": "100%"}]
+    await client.create(ROLLOUTS, rollout("analyzed", "analyzed", new, batches, analysis=analysis))
+
+    async def second_batch() -> Object | None:
+        obj = await client.get(ROLLOUTS, "analyzed", namespace=NS)
+        status = obj.get("status") or {}
+        return obj if status.get("currentBatch") == 1 else None
+
+    at_second = await until("the canary to pass its analysis", second_batch, 90)
+    canary = at_second["status"]["batches"][0]
+    assert canary["state"] == "Succeeded"
+    assert [m["phase"] for m in canary["measurements"]] == ["Successful"] * 3
+
+    with deny_probe_pods(biz.kubectl):  # the business cluster refuses the probe's pods
+        done = await rollout_where(client, "analyzed", "Aborted", within=120)
+    status = done["status"]
+    assert "metric pod-creation failed" in status["abortReason"]
+    assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed"]
+    failed = [m for m in status["batches"][1]["measurements"] if m["phase"] == "Failed"]
+    assert failed, status["batches"][1]
+    assert "does not meet the success condition result >= 0.9" in failed[0]["message"]
+    assert (condition(done, "AnalysisPassing") or {}).get("status") == "False"
+    assert (condition(done, "RolledBack") or {}).get("status") == "True"
+
+    now = await group_of(client, "analyzed")
+    generations = collections.Counter(m["metadata"]["generation"] for m in now.values())
+    assert generations == {3: 5, 1: 4}, "five changed and moved back once; four never touched"
+    assert all(ready(m, old) for m in now.values())

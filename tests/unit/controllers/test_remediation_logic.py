@@ -318,6 +318,9 @@ class RecordingGuard:
             return Verdict(False, "RiskPolicy reboots: 5 of 5 grants in the last 600s", 42.0)
         return Verdict(True, "within budget")
 
+    async def assess(self, request: RiskRequest) -> Verdict:
+        raise AssertionError("the workflow never asks for a dry run")
+
     async def release(self, request: RiskRequest, outcome: Outcome) -> None:
         self.released.append((request, outcome))
 

@@ -124,6 +124,7 @@ def test_the_public_surface() -> None:
             "Phase",
             "PrometheusClient",
             "PrometheusOptions",
+            "PrometheusReader",
             "evaluate",
             "measure",
             "parse",
