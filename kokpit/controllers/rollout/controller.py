@@ -22,7 +22,7 @@ from kokpit.controllers.rollout import status
 from kokpit.controllers.rollout.analysis import MetricReader
 from kokpit.controllers.rollout.commands import Commands
 from kokpit.controllers.rollout.options import RolloutOptions
-from kokpit.controllers.rollout.phases import Progress
+from kokpit.controllers.rollout.phases import BY_UID, Progress
 from kokpit.controllers.rollout.scope import FINISHED, RolloutScope
 from kokpit.providers.guard import Guard
 from kokpit.runtime import (
@@ -52,10 +52,13 @@ class RolloutOperator:
     ) -> None:
         cache = manager.cache
         self.rollouts = cache.informer(ROLLOUTS)
+        self.rollouts.add_indexers({BY_UID: lambda r: [r["metadata"]["uid"]]})
         self.machines = cache.informer(MACHINES)
         self.clusters = cache.informer(CLUSTERS)
         objects = {"Machine": self.machines.store, "Cluster": self.clusters.store}
-        self.progress = Progress(manager.client, objects, metrics, guard, options)
+        self.progress = Progress(
+            manager.client, self.rollouts.store, objects, metrics, guard, options
+        )
         outline: Outline[RolloutScope] = Outline(
             resource=ROLLOUTS,
             finalizer=None,  # deleting a rollout leaves every object where it is

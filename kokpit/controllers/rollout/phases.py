@@ -25,7 +25,7 @@ from kokpit.api.v1alpha1.selector import matches
 from kokpit.controllers.rollout.analysis import MetricReader, measure_round
 from kokpit.controllers.rollout.options import RolloutOptions
 from kokpit.controllers.rollout.plan import Change, change_of, next_members, planned_sizes
-from kokpit.controllers.rollout.scope import RolloutScope, seconds_since
+from kokpit.controllers.rollout.scope import FINISHED, RolloutScope, seconds_since
 from kokpit.controllers.rollout.targets import ready
 from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
 from kokpit.runtime import Client, Conflict, NotFound
@@ -33,6 +33,8 @@ from kokpit.runtime.store import Store
 
 Object = dict[str, Any]
 
+#: The index of Rollouts by uid (the marks on objects name a rollout by its uid).
+BY_UID = "uid"
 #: At most this many object names in one message.
 NAMES_SHOWN = 10
 
@@ -43,12 +45,14 @@ class Progress:
     def __init__(
         self,
         client: Client,
+        rollouts: Store,
         objects: Mapping[str, Store],
         metrics: MetricReader | None,
         guard: Guard | None,
         options: RolloutOptions,
     ) -> None:
         self._client = client
+        self._rollouts = rollouts
         self._objects = objects
         self._metrics = metrics
         self._guard = guard
@@ -72,8 +76,12 @@ class Progress:
         ]
         for obj in objects:
             change = change_of(obj)
-            if change is not None and change.uid == scope.uid and change.attempt == scope.attempt:
+            if change is None:
+                continue
+            if change.uid == scope.uid and change.attempt == scope.attempt:
                 scope.changed.append((obj, change))
+            elif change.uid != scope.uid and self._in_progress(change.uid):
+                scope.contested[obj["metadata"]["uid"]] = change.uid
         if scope.status.get("total") is None:
             await self._start(scope)
         return True
@@ -106,6 +114,14 @@ class Progress:
             "Started",
             f"{total} {kind}(s) to move to {scope.version} in at most {batches} batch(es)",
         )
+        if scope.contested:
+            held = [o for o in scope.selected if o["metadata"]["uid"] in scope.contested]
+            scope.event(
+                "Warning",
+                "Contested",
+                f"{len(held)} selected object(s) are being moved by another rollout and are "
+                f"left out: {_names(held)}",
+            )
         assessment = await self._assess(scope, candidates)
         scope.status["assessment"] = assessment
         if assessment["decision"] == "NeedsApproval" and scope.phase == "Progressing":
@@ -143,13 +159,23 @@ class Progress:
             assessment.update(decision="NeedsApproval", reason="; ".join(over))
         return assessment
 
+    def _in_progress(self, uid: str) -> bool:
+        """Whether the rollout of ``uid`` exists and has not finished."""
+        return any(
+            (r.get("status") or {}).get("phase") not in FINISHED
+            for r in self._rollouts.by_index(BY_UID, uid)
+        )
+
     def _candidates(self, scope: RolloutScope) -> list[Object]:
-        """Selected objects this run has not changed and that are not at the version yet."""
+        """Selected objects this run has not changed, that are not at the version yet, and
+        that no other unfinished rollout has changed (two rollouts never move one object at
+        once: this one waits until the other is done with it)."""
         changed = {obj["metadata"]["uid"] for obj, _ in scope.changed}
         return [
             o
             for o in scope.selected
             if o["metadata"]["uid"] not in changed
+            and o["metadata"]["uid"] not in scope.contested
             and o["spec"].get("packageVersion") != scope.version
         ]
 
@@ -331,10 +357,11 @@ class Progress:
         batch.update(state="Skipped" if batch.get("skipped") else "Succeeded", message="")
         if index + 1 >= len(scope.spec["batches"]) or not self._candidates(scope):
             scope.phase = "Succeeded"
+            left = f"; {len(scope.contested)} left to another rollout" if scope.contested else ""
             scope.event(
                 "Normal",
                 "Succeeded",
-                f"{len(scope.changed)} object(s) moved to {scope.version}",
+                f"{len(scope.changed)} object(s) moved to {scope.version}{left}",
             )
             return False
         scope.status["currentBatch"] = index + 1

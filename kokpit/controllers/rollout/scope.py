@@ -24,6 +24,8 @@ class RolloutScope(ObjectScope):
     selected: list[Object] = field(default_factory=list)
     #: Objects this run of the rollout changed, with its mark on each (selected or not).
     changed: list[tuple[Object, Change]] = field(default_factory=list)
+    #: Selected objects another unfinished rollout has changed: object uid → that rollout's.
+    contested: dict[str, str] = field(default_factory=dict)
     #: (reason, message) of what holds the scope's health check, for ScopeHealthy.
     unhealthy: tuple[str, str] | None = None
     #: After a rollback: "" when every object is back and Ready, else which are not (None: not

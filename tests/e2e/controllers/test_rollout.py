@@ -495,3 +495,33 @@ async def test_pod_creation_failing_mid_rollout_aborts_it_and_moves_every_change
     generations = collections.Counter(m["metadata"]["generation"] for m in now.values())
     assert generations == {3: 5, 1: 4}, "five changed and moved back once; four never touched"
     assert all(ready(m, old) for m in now.values())
+
+
+async def test_two_rollouts_never_move_one_machine_at_once(
+    client: Client,
+    local_cluster: LocalCluster,
+    machine_operator: OperatorProcess,
+    rollout_operator: OperatorProcess,
+) -> None:
+    v1, v2, v3 = await package_versions(client, ("1", None), ("2", None), ("3", None))
+    await machines(client, "shared", v1, 4)
+    first: list[Object] = [{"size": "1", "manualGate": True}, {"size": "100%"}]
+    await client.create(ROLLOUTS, rollout("first", "shared", v2, first))
+    await rollout_where(client, "first", "Paused", reason="AwaitingApproval")  # holds shared-00
+
+    await client.create(ROLLOUTS, rollout("second", "shared", v3, [{"size": "100%"}]))
+    second = await rollout_where(client, "second", "Succeeded")
+    assert second["status"]["total"] == 3
+    await until("the Contested Event", lambda: _has(client, "second", "Contested"), 30)
+    now = await group_of(client, "shared")
+    assert now["shared-00"]["spec"]["packageVersion"] == v2, "left to the first rollout"
+    assert all(ready(now[f"shared-0{i}"], v3) for i in (1, 2, 3))
+
+    kokpit_cli(local_cluster, "abort", "first", "-n", NS)
+    await rollout_where(client, "first", "Aborted")
+    back = (await group_of(client, "shared"))["shared-00"]
+    assert ready(back, v1)
+    versions = {
+        n: m["spec"]["packageVersion"] for n, m in (await group_of(client, "shared")).items()
+    }
+    assert versions == {"shared-00": v1, "shared-01": v3, "shared-02": v3, "shared-03": v3}
