@@ -3,6 +3,7 @@ the one setter every controller uses to write it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,6 +17,10 @@ CONDITION_TYPE_PATTERN = (
 )
 #: What a condition's reason must look like.
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+#: The longest condition message the schema allows.
+MESSAGE_MAX = 32768
 
 
 @dataclass(kw_only=True)
@@ -34,7 +39,7 @@ class Condition:
         max_length=1024,
         pattern=REASON_PATTERN,
     )
-    message: str = field("What happened, for a person.", max_length=32768)
+    message: str = field("What happened, for a person.", max_length=MESSAGE_MAX)
     last_transition_time: str = field(
         "When the status last changed (not when the condition was last written).",
         format="date-time",
@@ -94,3 +99,27 @@ def set_condition(
         new["observedGeneration"] = generation
     rest = [c for c in conditions if c.get("type") != type_]
     return sorted([*rest, new], key=lambda c: (c["type"] != READY, c["type"]))
+
+
+#: A condition as a condition function computes it: (type, status, reason, message); None when
+#: the function did not judge it in this reconcile (the stored one is kept).
+Computed = tuple[str, Literal["True", "False", "Unknown"], str, str] | None
+
+
+def set_conditions(
+    status: dict[str, Any], computed: Iterable[Computed], *, generation: int | None
+) -> None:
+    """Set every computed condition on ``status`` with :func:`set_condition` (messages cut to
+    the schema's bound), in the order given; None keeps what was stored."""
+    for condition in computed:
+        if condition is None:
+            continue
+        type_, value, reason, message = condition
+        status["conditions"] = set_condition(
+            status.get("conditions") or [],
+            type_,
+            value,
+            reason,
+            message[:MESSAGE_MAX],
+            generation=generation,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kokpit.api.conditions import READY, get, is_true, now, set_condition
+from kokpit.api.conditions import READY, get, is_true, now, set_conditions
 from kokpit.api.v1alpha1.cluster import (
     CONTROL_PLANE_AVAILABLE,
     DEGRADED,
@@ -102,23 +102,15 @@ def update(scope: ClusterScope) -> None:
     forget_restarts = spent.get("reason") == RESTART_BUDGET_EXHAUSTED and not scope.degraded
     if scope.blocked and scope.blocked[0] == "NotFound" and not status.get("packageVersion"):
         status["phase"] = "Pending"
-    for compute in (
+    conditions = (
         package_version_resolved,
         control_plane_available,
         degraded,
         upgrading,
         rolled_back,
         ready,
-    ):
-        type_, value, reason, message = compute(scope)
-        status["conditions"] = set_condition(
-            status.get("conditions") or [],
-            type_,
-            value,
-            reason,
-            message,
-            generation=generation,
-        )
+    )
+    set_conditions(status, (f(scope) for f in conditions), generation=generation)
     if scope.health:
         status["components"] = component_statuses(
             status.get("components") or [],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kokpit.api.conditions import READY, get, is_true, set_condition
+from kokpit.api.conditions import READY, get, is_true, set_condition, set_conditions
 from kokpit.api.v1alpha1.machine import (
     GATES_PASSED,
     HOST_REACHABLE,
@@ -112,13 +112,7 @@ def update(scope: MachineScope) -> None:
             report.message,
             generation=generation,
         )
-    for compute in (host_reachable, packages_installed, node_joined, gates_passed, ready):
-        condition = compute(scope)
-        if condition is None:
-            continue
-        type_, value, reason, message = condition
-        status["conditions"] = set_condition(
-            status.get("conditions") or [], type_, value, reason, message, generation=generation
-        )
+    computed = (host_reachable, packages_installed, node_joined, gates_passed, ready)
+    set_conditions(status, (f(scope) for f in computed), generation=generation)
     status["phase"] = phase(scope)
     status["observedGeneration"] = generation

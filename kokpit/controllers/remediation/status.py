@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kokpit.api.conditions import get, set_condition
+from kokpit.api.conditions import get, set_conditions
 from kokpit.api.v1alpha1.remediation import CORDONED, DRAINED, ESCALATED, REPAIRED
 from kokpit.controllers.remediation.scope import RemediationScope
 
@@ -104,17 +104,5 @@ def escalated(scope: RemediationScope) -> Condition | None:
 
 def update(scope: RemediationScope) -> None:
     """Write every condition into the scope's status."""
-    generation = scope.metadata.get("generation")
-    for compute in (cordoned, drained, repaired, escalated):
-        condition = compute(scope)
-        if condition is None:
-            continue
-        type_, value, reason, message = condition
-        scope.status["conditions"] = set_condition(
-            scope.status.get("conditions") or [],
-            type_,
-            value,
-            reason,
-            message[:32768],
-            generation=generation,
-        )
+    computed = (f(scope) for f in (cordoned, drained, repaired, escalated))
+    set_conditions(scope.status, computed, generation=scope.metadata.get("generation"))

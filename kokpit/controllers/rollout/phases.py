@@ -357,11 +357,11 @@ class Progress:
         batch.update(state="Skipped" if batch.get("skipped") else "Succeeded", message="")
         if index + 1 >= len(scope.spec["batches"]) or not self._candidates(scope):
             scope.phase = "Succeeded"
-            left = f"; {len(scope.contested)} left to another rollout" if scope.contested else ""
+            others = f"; {len(scope.contested)} left to another rollout" if scope.contested else ""
             scope.event(
                 "Normal",
                 "Succeeded",
-                f"{len(scope.changed)} object(s) moved to {scope.version}{left}",
+                f"{len(scope.changed)} object(s) moved to {scope.version}{others}",
             )
             return False
         scope.status["currentBatch"] = index + 1

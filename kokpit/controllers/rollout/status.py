@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from kokpit.api.conditions import get, set_condition
+from kokpit.api.conditions import get, set_conditions
 from kokpit.api.v1alpha1.rollout import (
     ANALYSIS_PASSING,
     PROGRESSING,
@@ -79,15 +79,8 @@ def rolled_back(scope: RolloutScope) -> Condition | None:
 
 def update(scope: RolloutScope) -> None:
     status = scope.status
-    generation = scope.metadata.get("generation")
-    for compute in (progressing, scope_healthy, analysis_passing, rolled_back):
-        condition = compute(scope)
-        if condition is None:
-            continue
-        type_, value, reason, message = condition
-        status["conditions"] = set_condition(
-            status.get("conditions") or [], type_, value, reason, message, generation=generation
-        )
+    computed = (f(scope) for f in (progressing, scope_healthy, analysis_passing, rolled_back))
+    set_conditions(status, computed, generation=scope.metadata.get("generation"))
     if scope.phase == "Progressing" and get(status.get("conditions") or [], ROLLED_BACK):
         status["conditions"] = [c for c in status["conditions"] if c["type"] != ROLLED_BACK]
-    status["observedGeneration"] = generation
+    status["observedGeneration"] = scope.metadata.get("generation")
