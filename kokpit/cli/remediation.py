@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from kokpit.api.v1alpha1 import REMEDIATIONS
 from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
-from kokpit.cli.annotate import annotate, columns
-from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError
+from kokpit.cli.objects import annotate, columns, show
 
 COMMANDS = ("resume", "close")
 
@@ -62,14 +60,7 @@ async def _command(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else args.namespace
-    try:
-        async with Client(ClientConfig.load(args.kubeconfig)) as client:
-            items = (await client.list(REMEDIATIONS, namespace=namespace)).items
-    except (ApiError, ConfigError, OSError) as e:
-        print(f"kokpit: {e}", file=sys.stderr)
-        return 1
-    print(table(items))
-    return 0
+    return await show(args.kubeconfig, REMEDIATIONS, namespace, table)
 
 
 def table(items: list[dict[str, Any]]) -> str:

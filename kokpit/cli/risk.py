@@ -20,7 +20,7 @@ from typing import Any
 
 from kokpit.api.v1alpha1 import RISK_LEDGERS, RISK_POLICIES
 from kokpit.api.v1alpha1.riskpolicy import RESET_ANNOTATION
-from kokpit.cli.annotate import annotate
+from kokpit.cli.objects import annotate
 from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError, NotFound
 
 Object = dict[str, Any]

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from kokpit.api.v1alpha1 import ROLLOUTS
 from kokpit.api.v1alpha1.rollout import COMMAND_ANNOTATION, COMMANDS
-from kokpit.cli.annotate import annotate, columns
-from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError
+from kokpit.cli.objects import annotate, columns, show
 
 
 def register(sub: Any) -> None:
@@ -55,14 +53,7 @@ async def _command(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else args.namespace
-    try:
-        async with Client(ClientConfig.load(args.kubeconfig)) as client:
-            items = (await client.list(ROLLOUTS, namespace=namespace)).items
-    except (ApiError, ConfigError, OSError) as e:
-        print(f"kokpit: {e}", file=sys.stderr)
-        return 1
-    print(table(items))
-    return 0
+    return await show(args.kubeconfig, ROLLOUTS, namespace, table)
 
 
 def table(items: list[dict[str, Any]]) -> str:

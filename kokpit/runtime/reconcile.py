@@ -83,6 +83,16 @@ class ObjectScope:
         return str(self.metadata["uid"])
 
     @property
+    def phase(self) -> str | None:
+        """``status.phase``, the one-word summary ``kubectl get`` shows (None: not set yet)."""
+        phase = self.status.get("phase")
+        return str(phase) if phase else None
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        self.status["phase"] = value
+
+    @property
     def deleting(self) -> bool:
         return bool(self.metadata.get("deletionTimestamp"))
 

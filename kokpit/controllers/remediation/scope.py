@@ -30,15 +30,6 @@ class RemediationScope(ObjectScope):
     problem: tuple[str, str] | None = None
 
     @property
-    def phase(self) -> str | None:
-        phase = self.status.get("phase")
-        return str(phase) if phase else None
-
-    @phase.setter
-    def phase(self, value: str) -> None:
-        self.status["phase"] = value
-
-    @property
     def ladder(self) -> list[Object]:
         return list(self.status.get("ladder") or [])
 

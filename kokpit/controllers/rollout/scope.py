@@ -37,15 +37,6 @@ class RolloutScope(ObjectScope):
         return TARGETS[self.spec["target"]["kind"]]
 
     @property
-    def phase(self) -> str | None:
-        phase = self.status.get("phase")
-        return str(phase) if phase else None
-
-    @phase.setter
-    def phase(self, value: str) -> None:
-        self.status["phase"] = value
-
-    @property
     def version(self) -> str:
         return str(self.spec["target"]["packageVersion"])
 

@@ -1,15 +1,16 @@
-"""How the CLI gives an operator a person's command: an annotation on the object.
+"""How the CLI shows kokpit's objects and gives an operator a person's command.
 
-The operator acts on it, records an Event and removes it, so ``kubectl annotate`` does the
-same as the CLI, RBAC on the object decides who may command it, and the audit log shows who
-did. The CLI returns once the annotation is set.
+A command is an annotation on the object: the operator acts on it, records an Event and
+removes it, so ``kubectl annotate`` does the same as the CLI, RBAC on the object decides who
+may command it, and the audit log shows who did. The CLI returns once the annotation is set.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kokpit.runtime import ApiError, Client, ClientConfig, ConfigError, NotFound, Resource
 
@@ -48,3 +49,21 @@ def columns(rows: Sequence[Sequence[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+async def show(
+    kubeconfig: Path | None,
+    resource: Resource,
+    namespace: str | None,
+    table: Callable[[list[dict[str, Any]]], str],
+) -> int:
+    """Print the objects of ``namespace`` (None: all) as ``table`` lays them out; or say why
+    not. Returns the exit code."""
+    try:
+        async with Client(ClientConfig.load(kubeconfig)) as client:
+            items = (await client.list(resource, namespace=namespace)).items
+    except (ApiError, ConfigError, OSError) as e:
+        print(f"kokpit: {e}", file=sys.stderr)
+        return 1
+    print(table(items))
+    return 0
