@@ -3,10 +3,13 @@ permissions of ``config/rbac``, never as cluster admin."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from kokpit.local import Kubectl
 from kokpit.runtime import ClientConfig
+from tests.e2e.operators import OperatorProcess, Which, operator_process, write_kubeconfig
 
 RBAC = Path(__file__).parents[2] / "config" / "rbac"
 
@@ -70,3 +73,21 @@ def operator_identity(
     for namespace in namespaces:
         bind_namespaced(kubectl, operator, namespace)
     return service_account(kubectl, admin, "kokpit-system", f"kokpit-{operator}")
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    which: Which,
+    kubectl: Kubectl,
+    admin: ClientConfig,
+    namespaces: list[str],
+    workdir: Path,
+    args: Sequence[str] = (),
+) -> AsyncIterator[OperatorProcess]:
+    """``kokpit operator <which>`` as a process of its own, ready, under exactly its shipped
+    RBAC (:func:`operator_identity`), its log in ``workdir``; stopped however the test ends."""
+    identity = operator_identity(kubectl, admin, f"{which}-operator", namespaces)
+    kubeconfig = write_kubeconfig(identity, workdir / f"{which}-operator.kubeconfig")
+    with operator_process(which, kubeconfig, workdir / f"{which}.log", args) as op:
+        await op.start()
+        yield op

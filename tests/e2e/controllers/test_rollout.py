@@ -30,7 +30,7 @@ from kokpit.providers.machine.sshd import SimulatedHost
 from kokpit.runtime import Client, ClientConfig
 from kokpit.runtime.resources import EVENTS, SECRETS
 from tests.e2e.operators import OperatorProcess, operator_process, write_kubeconfig
-from tests.e2e.rbac import apply_rbac, bind_namespaced, operator_identity, service_account
+from tests.e2e.rbac import apply_rbac, bind_namespaced, running_operator, service_account
 from tests.e2e.support import condition, until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "biz")
@@ -48,11 +48,8 @@ async def machine_operator(
 ) -> AsyncIterator[OperatorProcess]:
     """The Machine-Operator as a process, ssh and sim executors, its RBAC bound in NS."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    identity = operator_identity(kubectl, admin, "machine-operator", [NS])
-    kubeconfig = write_kubeconfig(identity, tmp_path / "machine-operator.kubeconfig")
     args = ["--executors", "ssh,sim", "--kwok-nodes", "ssh,sim", "--sim-latency", "0.5"]
-    with operator_process("machine", kubeconfig, tmp_path / "machine.log", args) as op:
-        await op.start()
+    async with running_operator("machine", kubectl, admin, [NS], tmp_path, args) as op:
         yield op
 
 
@@ -62,11 +59,8 @@ async def rollout_operator(
 ) -> AsyncIterator[OperatorProcess]:
     """The Rollout-Operator as a process, with exactly config/rbac/rollout-operator.yaml."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
-    identity = operator_identity(kubectl, admin, "rollout-operator", [NS])
-    kubeconfig = write_kubeconfig(identity, tmp_path / "rollout-operator.kubeconfig")
     args = ["--poll-interval", "1", "--max-concurrent-changes", "2"]
-    with operator_process("rollout", kubeconfig, tmp_path / "rollout.log", args) as op:
-        await op.start()
+    async with running_operator("rollout", kubectl, admin, [NS], tmp_path, args) as op:
         yield op
 
 

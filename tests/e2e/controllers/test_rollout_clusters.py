@@ -20,13 +20,13 @@ from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig
-from tests.e2e.operators import operator_process, write_kubeconfig
-from tests.e2e.rbac import operator_identity
+from tests.e2e.rbac import running_operator
 from tests.e2e.support import condition, until
 
 pytestmark = pytest.mark.usefixtures("kokpit_crds")
 Object = dict[str, Any]
 CLUSTER_COUNT = 5
+ROLLOUT_ARGS = ("--poll-interval", "1")
 
 
 @pytest.fixture
@@ -36,28 +36,14 @@ async def operators(
     """The Cluster-Operator (process runtime) and the Rollout-Operator, as processes."""
     admin = ClientConfig.from_kubeconfig(local_cluster.kubeconfig)
     root = tmp_path / "cp"
-    kubeconfigs = {
-        name: write_kubeconfig(
-            operator_identity(kubectl, admin, f"{name}-operator", [namespace]),
-            tmp_path / f"{name}.kubeconfig",
-        )
-        for name in ("cluster", "rollout")
-    }
     cluster_args = ["--runtimes", "process", "--process-root", str(root)]
     try:
-        with (
-            operator_process(
-                "cluster", kubeconfigs["cluster"], tmp_path / "cluster.log", cluster_args
-            ) as clusters,
-            operator_process(
-                "rollout",
-                kubeconfigs["rollout"],
-                tmp_path / "rollout.log",
-                ["--poll-interval", "1"],
-            ) as rollouts,
+        async with (
+            running_operator("cluster", kubectl, admin, [namespace], tmp_path, cluster_args),
+            running_operator(
+                "rollout", kubectl, admin, [namespace], tmp_path, ["--poll-interval", "1"]
+            ),
         ):
-            for op in (clusters, rollouts):
-                await op.start()
             yield
     finally:
         for directory in root.glob("*"):  # no control plane outlives the test
