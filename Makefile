@@ -54,19 +54,27 @@ host-deps:
 demo: assets host-deps
 	$(PY) -m kokpit demo
 
-# `make test` runs everything, the `slow` scenarios too (under 20 minutes on 2 cores once the
-# binaries are built), as two pytest sessions at once, each with a meta-cluster of its own:
+# `make test` runs everything, the `slow` scenarios too (about 20 minutes on 2 cores once the
+# binaries are built), as three pytest sessions at once, each with a meta-cluster of its own:
 # the tests that start real nodes (one after another: they share the machine's iptables
-# chains) beside all the others (most of whose time is waiting on API servers). The real-node
-# session's output follows the other's. test-e2e leaves the slow ones out, test-slow runs
-# only them.
+# chains), the Cluster-Operator, remediation and guard-service modules (E2E_BESIDE), and all
+# the others. Most of their time is waiting on API servers, so they overlap well. The other
+# sessions' output follows the main one's.
 REAL_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-real-node.log
+BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
+E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
+	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
+	test_rollout_clusters.py)
 test: lint assets host-deps
 	@$(PYTEST) -m real_node -p no:cacheprovider > $(REAL_LOG) 2>&1 & real=$$!; \
-	$(PYTEST) -m "not real_node"; rest=$$?; \
-	wait $$real; real_rc=$$?; \
+	$(PYTEST) -m "not real_node" -p no:cacheprovider $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
+	beside=$$!; \
+	$(PYTEST) -m "not real_node" $(addprefix --ignore=,$(E2E_BESIDE)); rest=$$?; \
+	wait $$beside; beside_rc=$$?; wait $$real; real_rc=$$?; \
+	echo "=== the Cluster-Operator, remediation and guard-service tests (run beside) ==="; \
+	cat $(BESIDE_LOG); \
 	echo "=== the real-node tests (run beside the others) ==="; cat $(REAL_LOG); \
-	test $$rest -eq 0 && test $$real_rc -eq 0
+	test $$rest -eq 0 && test $$beside_rc -eq 0 && test $$real_rc -eq 0
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
