@@ -28,7 +28,7 @@ from kokpit.controllers.rollout.plan import Change, change_of, next_members, pla
 from kokpit.controllers.rollout.scope import FINISHED, RolloutScope, seconds_since
 from kokpit.controllers.rollout.targets import ready
 from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
-from kokpit.runtime import Client, Conflict, NotFound
+from kokpit.runtime import ApiError, Client, Conflict, Forbidden, NotFound
 from kokpit.runtime.store import Store
 
 Object = dict[str, Any]
@@ -256,7 +256,8 @@ class Progress:
         """Change the batch's objects (those not changed yet), then wait for all to be Ready
         at the new version."""
         index, batch = scope.index, scope.batch
-        await self._apply(scope, index)
+        if not await self._apply(scope, index):
+            return False
         members = scope.members(index)
         if await self._failed(scope, members):
             return False
@@ -378,15 +379,16 @@ class Progress:
         sizes = planned_sizes([b["size"] for b in batches], int(scope.status.get("total") or 0))
         return sizes[index]
 
-    async def _apply(self, scope: RolloutScope, index: int) -> None:
-        """Change the batch's objects not changed yet, up to its size."""
+    async def _apply(self, scope: RolloutScope, index: int) -> bool:
+        """Change the batch's objects not changed yet, up to its size; False if the API
+        server refused some (the batch says why)."""
         batch = scope.batch
         if index >= len(scope.spec["batches"]) - 1:
             batch["size"] = self._size(scope)  # the last batch takes what joined since
         room = int(batch["size"]) - len(scope.members(index))
         members = next_members(self._candidates(scope), room)
         if not members:
-            return
+            return True
         semaphore = asyncio.Semaphore(self._options.max_concurrent_changes)
 
         async def change(obj: Object) -> tuple[Object, Change] | None:
@@ -395,7 +397,9 @@ class Progress:
                 patched = await self._patch(scope, obj, scope.version, mark)
             return None if patched is None else (patched, mark)
 
-        done = [c for c in await asyncio.gather(*(change(o) for o in members)) if c]
+        results = await asyncio.gather(*(change(o) for o in members), return_exceptions=True)
+        done = [r for r in results if isinstance(r, tuple)]
+        refused = [r for r in results if isinstance(r, ApiError)]
         scope.changed.extend(done)
         if len(done) < len(members):
             scope.requeue(1)  # conflicts: the cache was behind; look again with it
@@ -405,6 +409,28 @@ class Progress:
                 "BatchApplied",
                 f"batch {index}: {_names([o for o, _ in done])} moved to {scope.version}",
             )
+        for error in (r for r in results if isinstance(r, BaseException)):
+            if not isinstance(error, ApiError):
+                raise error  # a bug or a cancellation, not the API server's answer
+        if refused:
+            self._refused(scope, refused[0], len(refused))
+        return not refused
+
+    def _refused(self, scope: RolloutScope, error: ApiError, count: int) -> None:
+        """The API server refused changes: say why on the batch, and try again later (a
+        person has to bind a role or fix an object; nothing is gained by hurrying)."""
+        kind = scope.spec["target"]["kind"]
+        if isinstance(error, Forbidden):
+            why = (
+                f"the Rollout-Operator may not change {kind}s in namespace {scope.namespace}: "
+                "bind the ClusterRole kokpit-rollout-operator-namespaced there with a RoleBinding"
+            )
+        else:
+            why = f"the API server refused the change of {count} {kind}(s): {error.message}"
+        if scope.batch.get("message") != why:
+            scope.event("Warning", "ChangeRefused", why)
+        scope.batch["message"] = why[:4096]
+        scope.requeue(30)
 
     async def _patch(
         self, scope: RolloutScope, obj: Object, version: str, mark: Change
@@ -424,7 +450,7 @@ class Progress:
                 scope.target.resource, meta["name"], body, namespace=scope.namespace
             )
         except (Conflict, NotFound):
-            return None
+            return None  # changed or gone since it was read: the next pass sees it anew
         self._written[meta["uid"]] = patched
         return patched
 
@@ -468,8 +494,12 @@ class Progress:
         for obj, mark in scope.changed:
             if obj["spec"].get("packageVersion") != scope.version:
                 continue  # back already, or moved on by someone else: not ours to touch
-            if await self._patch(scope, obj, mark.previous, mark) is None:
-                scope.requeue(1)
+            try:
+                if await self._patch(scope, obj, mark.previous, mark) is None:
+                    scope.requeue(1)
+            except ApiError as error:
+                self._refused(scope, error, 1)
+                continue
             moved += 1
         if moved:
             scope.event("Normal", "RollingBack", f"{moved} object(s) moved back")

@@ -519,3 +519,31 @@ async def test_two_rollouts_never_move_one_machine_at_once(
         n: m["spec"]["packageVersion"] for n, m in (await group_of(client, "shared")).items()
     }
     assert versions == {"shared-00": v1, "shared-01": v3, "shared-02": v3, "shared-03": v3}
+
+
+async def test_a_namespace_the_operator_is_not_bound_in_is_a_message_naming_the_role(
+    client: Client, namespace: str, rollout_operator: OperatorProcess
+) -> None:
+    for name in ("unbound-0", "unbound-1"):
+        obj = machine(name, "app-1", "unbound")
+        obj["metadata"]["namespace"] = namespace
+        await client.create(MACHINES, obj)
+    obj = rollout("unbound", "unbound", "app-2", [{"size": "100%"}])
+    obj["metadata"]["namespace"] = namespace
+    obj["spec"]["healthCheck"] = {"maxUnavailable": 2}  # nobody keeps these Machines
+    await client.create(ROLLOUTS, obj)
+
+    async def refused() -> Object | None:
+        got = await client.get(ROLLOUTS, "unbound", namespace=namespace)
+        batches = (got.get("status") or {}).get("batches") or [{}]
+        return (
+            got if "kokpit-rollout-operator-namespaced" in batches[0].get("message", "") else None
+        )
+
+    said = await until("the batch to name the role to bind", refused, 60)
+    assert (
+        f"may not change Machines in namespace {namespace}"
+        in said["status"]["batches"][0]["message"]
+    )
+    items = (await client.list(MACHINES, namespace=namespace)).items
+    assert all(m["spec"]["packageVersion"] == "app-1" and not mark(m) for m in items)
