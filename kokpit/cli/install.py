@@ -100,6 +100,10 @@ ORDER: tuple[Resource, ...] = (
 IMAGE_PATTERN = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}", re.IGNORECASE)
 
 
+#: libyaml's loader where PyYAML has it (the CRDs make the manifests thousands of lines).
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class InstallError(RuntimeError):
     """The manifests cannot be read or hold something ``install`` cannot apply."""
 
@@ -179,7 +183,7 @@ def load(path: Path, *, image: str | None = None) -> list[Manifest]:
     """The objects of ``path`` in the order they are applied, the operators' image replaced
     by ``image`` if given. Raises :class:`InstallError` for a kind not in :data:`ORDER`."""
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        docs = [d for d in yaml.load_all(path.read_text(), Loader=_Loader) if d is not None]
     except (OSError, yaml.YAMLError) as e:
         raise InstallError(
             f"cannot read the manifests {path}: {e}. They live in kokpit's source tree "
