@@ -57,9 +57,7 @@ def test_the_image_tag_is_the_release() -> None:
         assert container["image"] == f"{install.IMAGE}:{kokpit.__version__}"
 
 
-def test_install_applies_the_crds_first_and_the_pods_after_their_rbac_and_network_policy() -> (
-    None
-):
+def test_install_applies_the_crds_first_and_the_pods_after_their_rbac_and_network_policy() -> None:
     kinds = [m.resource.kind for m in _manifests()]
     first_non_crd = kinds.index("Namespace")
     assert set(kinds[:first_non_crd]) == {"CustomResourceDefinition"}
@@ -200,9 +198,12 @@ def test_a_kind_install_does_not_know_is_refused_by_name(tmp_path: Path) -> None
 def test_dry_run_prints_the_manifests_with_the_image_asked_for(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert install.run_install(
-        parser().parse_args(["install", "--dry-run", "--image", "registry.test/kokpit:dev"])
-    ) == 0
+    assert (
+        install.run_install(
+            parser().parse_args(["install", "--dry-run", "--image", "registry.test/kokpit:dev"])
+        )
+        == 0
+    )
     printed = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [(o["kind"], o["metadata"]["name"]) for o in printed] == [
         (o["kind"], o["metadata"]["name"]) for o in objects()
