@@ -15,18 +15,22 @@ fails, so that the new lists are read before they are committed).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kokpit.cli import install
 from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster
 from kokpit.local import nodes as kwok_nodes
+from tests.e2e.support import install_crds
 
 CONFIG = Path(__file__).parents[2] / "config"
 EXPECTED = Path(__file__).parent / "expected-permissions"
@@ -288,3 +292,78 @@ def test_uninstall_removes_kokpit_and_leaves_the_users_objects_and_the_crds(k: K
     ):
         with pytest.raises(KubectlError, match="NotFound"):
             k.run("get", kind, name, "-n", "kokpit-system")
+
+
+def test_the_servicemonitor_component_scrapes_every_operators_metrics_service(
+    assets: Assets, tmp_path: Path
+) -> None:
+    """Rendered only: no Prometheus Operator (nor its CRD) runs here."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    # kustomize takes relative paths only, as a user's overlay has them.
+    default = os.path.relpath(CONFIG / "default", overlay)
+    component = os.path.relpath(CONFIG / "components" / "servicemonitor", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{default}]\ncomponents: [{component}]\n"
+    )
+    rendered = subprocess.run(
+        [str(assets.bin("kubectl")), "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    objects = list(yaml.safe_load_all(rendered))
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    spec = monitor["spec"]
+    selected = [
+        s
+        for s in services
+        if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        and all(e["key"] in s["metadata"]["labels"] for e in spec["selector"]["matchExpressions"])
+        and s["metadata"]["namespace"] in spec["namespaceSelector"]["matchNames"]
+    ]
+    assert sorted(s["metadata"]["name"] for s in selected) == sorted(
+        f"kokpit-{operator}-operator-metrics" for operator in OPERATORS
+    )
+    (endpoint,) = spec["endpoints"]
+    for service in selected:
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_an_operator_serves_health_and_metrics_on_the_address_it_is_given(
+    k: Kubectl, tmp_path: Path
+) -> None:
+    """The manifests run the operators with --health-bind-address=0.0.0.0 so that the kubelet
+    and Prometheus reach them; before that flag the manager listened on 127.0.0.1 only."""
+    install_crds(k)
+    port = kwok_nodes.free_port()
+    log = (tmp_path / "probe.log").open("wb")
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "kokpit", "operator", "probe"),
+            *("--kubeconfig", str(k.kubeconfig)),
+            *("--health-bind-address", "127.0.0.2", "--health-port", str(port)),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "probe.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / "probe.log").read_text()
+                time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
