@@ -385,8 +385,11 @@ async def _bindings_to_kokpit_roles(client: Client, manifests: Sequence[Manifest
     kokpit's own (an admin bound a ``-namespaced`` role in a namespace): they stay, and grant
     nothing until kokpit is installed again."""
     roles = {m.name for m in manifests if m.resource in (CLUSTERROLES, ROLES)}
-    ours = {(m.namespace, m.name) for m in manifests if m.resource in (ROLEBINDINGS,)}
-    ours |= {(None, m.name) for m in manifests if m.resource == CLUSTERROLEBINDINGS}
+    ours = {
+        (m.namespace, m.name)
+        for m in manifests
+        if m.resource in (ROLEBINDINGS, CLUSTERROLEBINDINGS)
+    }
     left = []
     for resource in (ROLEBINDINGS, CLUSTERROLEBINDINGS):
         for b in (await client.list(resource)).items:
