@@ -90,10 +90,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale).
+# Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale),
+# then config/install.yaml from config/default with the built kubectl of $(K8S), else the one on
+# PATH (an e2e test fails when it is stale).
 generate: $(STAMP)
 	$(PY) -m kokpit.api.generate
 	$(PY) -m kokpit.pki.nodeagent
+	$(PY) -m kokpit.cli.install --kubernetes $(K8S)
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

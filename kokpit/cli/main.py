@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import agent, demo, local, operator, remediation, risk, rollout
+from kokpit.cli import agent, demo, install, local, operator, remediation, risk, rollout
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     risk.register(sub)
     rollout.register(sub)
     agent.register(sub)
+    install.register(sub)
     return p
 
 

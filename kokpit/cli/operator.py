@@ -292,6 +292,12 @@ def _common(p: argparse.ArgumentParser, *, workers: int) -> None:
     p.add_argument("--leader-elect", action="store_true")
     p.add_argument("--namespace", default="kokpit-system", help="where the leader Lease lives")
     p.add_argument("--health-port", type=int, default=8081)
+    p.add_argument(
+        "--health-bind-address",
+        default="127.0.0.1",
+        help="where /healthz, /readyz and /metrics are served (default: this host only; in a "
+        "pod, 0.0.0.0, so the kubelet's probes and Prometheus reach them)",
+    )
     p.add_argument("--workers", type=int, default=workers)
     p.add_argument("--qps", type=float, default=200.0, help="API requests per second")
 
@@ -550,6 +556,11 @@ async def _manager(
             else None
         )
         manager = Manager(
-            client, ManagerOptions(leader_election=election, health_port=args.health_port)
+            client,
+            ManagerOptions(
+                leader_election=election,
+                health_host=args.health_bind_address,
+                health_port=args.health_port,
+            ),
         )
         yield manager, EventRecorder(client, f"kokpit.io/{name}-operator", identity)

@@ -149,7 +149,7 @@ def condition_reports_policy(kubectl: Kubectl) -> None:
     """The admission policy of config/admission (a ServiceAccount writes only its own key of a
     Condition ConfigMap), installed once per session and in force when this returns: an
     admin's write of a key is refused (the API server loads a new policy within a second or so)."""
-    kubectl.run("apply", "-f", str(ADMISSION))
+    kubectl.run("apply", "-k", str(ADMISSION))
     name, labels = "kokpit-policy-probe", {"kokpit.io/node-conditions": "true"}
     meta = {"name": name, "namespace": "default", "labels": labels}
     kubectl.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}])

@@ -19,8 +19,8 @@ CRDS = Path(__file__).parents[2] / "config" / "crd"
 
 def install_crds(kubectl: Kubectl) -> Kubectl:
     """kokpit's CRDs in ``kubectl``'s cluster, Established when this returns."""
-    kubectl.run("apply", "--server-side", "-f", str(CRDS))
-    kubectl.wait_established(*(path.stem for path in CRDS.glob("*.yaml")))
+    kubectl.run("apply", "--server-side", "-k", str(CRDS))
+    kubectl.wait_established(*(path.stem for path in CRDS.glob("*.kokpit.io.yaml")))
     return kubectl
 
 
