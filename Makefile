@@ -111,13 +111,16 @@ bench: assets host-deps $(BENCH_STAMP)
 	$(PY) -m bench.risk $(BENCH_FLAGS)
 	$(PY) -m bench.healing $(BENCH_FLAGS)
 
-# Re-pin dependencies after editing pyproject.toml.
+# Re-pin dependencies after editing pyproject.toml. The image's lock is the runtime subset of
+# requirements.lock (the same pins, constrained by it), without the test and lint tools.
 lock: $(STAMP)
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes \
 		--python-version 3.11 -o requirements-bench.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		-c requirements.lock -o requirements-image.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
