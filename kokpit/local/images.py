@@ -217,6 +217,36 @@ def image_digest(archive: Path) -> str:
     return digest
 
 
+def unpacked_size(archive: Path) -> int:
+    """The sum of the archive's layers' uncompressed sizes (what a node unpacks)."""
+    total = 0
+    with tarfile.open(archive) as tar:
+        index: dict[str, Any] = json.load(_member(tar, "index.json", archive))
+        digest = index["manifests"][0]["digest"]
+        manifest: dict[str, Any] = json.load(_member(tar, _blob_path(digest), archive))
+        for layer in manifest["layers"]:
+            stored = _member(tar, _blob_path(layer["digest"]), archive)
+            plain: IO[bytes] | gzip.GzipFile = (
+                gzip.GzipFile(fileobj=stored)
+                if layer["mediaType"] == GZIP_LAYER_MEDIA_TYPE
+                else stored
+            )
+            while chunk := plain.read(1 << 20):
+                total += len(chunk)
+    return total
+
+
+def _blob_path(digest: str) -> str:
+    return f"blobs/sha256/{digest.removeprefix('sha256:')}"
+
+
+def _member(tar: tarfile.TarFile, name: str, archive: Path) -> IO[bytes]:
+    member = tar.extractfile(name)
+    if member is None:
+        raise ImageError(f"{archive} has no file {name}")
+    return member
+
+
 def _valid_name(name: str) -> bool:
     host = name.split("/", 1)[0]
     return bool(NAME.match(name)) and ("." in host or ":" in host or host == "localhost")
