@@ -34,6 +34,9 @@ MTIME = 0
 PATH = "/usr/local/bin:/usr/bin:/bin"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
 GZIP_LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+#: gzip's own default: on kokpit's image, level 9 takes five times as long (35 s more on two
+#: cores) for a 1 % smaller archive.
+GZIP_LEVEL = 6
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -292,7 +295,9 @@ def _write_layer(path: Path, fill: Layer, compress: bool) -> _WrittenLayer:
     with path.open("wb") as f:
         stored = _Digesting(f.write)
         if compress:
-            with gzip.GzipFile(fileobj=stored, mode="wb", mtime=0) as zipped:
+            with gzip.GzipFile(
+                fileobj=stored, mode="wb", mtime=0, compresslevel=GZIP_LEVEL
+            ) as zipped:
                 plain = _Digesting(zipped.write)
                 with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     fill(tar)
