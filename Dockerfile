@@ -42,7 +42,7 @@ LABEL org.opencontainers.image.title="kokpit" \
 # No pip (nor setuptools and wheel, which the base image's own Python carries) at run time.
 RUN python -m pip uninstall -y -q pip setuptools wheel \
  && rm -rf /root/.cache \
- && echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >> /etc/passwd \
+ && echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'nonroot:x:65532:' >> /etc/group \
  && mkdir -p /home/nonroot && chown 65532:65532 /home/nonroot
 COPY --from=builder /opt/kokpit/venv /opt/kokpit/venv
