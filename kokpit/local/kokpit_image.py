@@ -167,8 +167,17 @@ def download_wheels(project: Path, wheels: Path) -> None:
     lock = project / "requirements-image.lock"
     _run([*pip, "download", "--require-hashes", "--no-deps", "--only-binary=:all:",
           "-r", str(lock), "-d", str(wheels)], "downloading the wheels")  # fmt: skip
+    # Built from a copy of what the Dockerfile copies: setuptools builds in the source tree,
+    # and a checkout's stale build/ would put modules deleted since into the wheel.
+    source = wheels.parent / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(project / name, source / name)
+    shutil.copytree(
+        project / "kokpit", source / "kokpit", ignore=shutil.ignore_patterns("__pycache__")
+    )
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-          "-w", str(wheels), str(project)], "building kokpit's wheel")  # fmt: skip
+          "-w", str(wheels), str(source)], "building kokpit's wheel")  # fmt: skip
     shutil.copy(lock, wheels / "requirements-image.lock")
 
 
