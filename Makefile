@@ -13,12 +13,13 @@ K8S_PREVIOUS ?= v1.35.4
 PYTEST  ?= $(PY) -m pytest
 
 .PHONY: help venv assets host-deps demo test test-unit test-e2e test-slow lint fmt generate bench \
-	lock clean
+	lock clean image
 
 help:
 	@echo "make demo   start the local meta-cluster and walk through kokpit"
 	@echo "make test   lint, unit tests and e2e tests (slow ones too) on a real local control plane"
 	@echo "other: venv assets host-deps test-unit test-e2e test-slow lint fmt generate bench lock clean"
+	@echo "       image (kokpit's image as an OCI archive, from the Debian mirror; see docs/image.md)"
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +51,21 @@ host-deps:
 	@for f in $(HOST_FILES); do test -x $$f || missing=1; done; \
 	test -z "$$missing" || $(APT) install -y -q $(HOST_PACKAGES) \
 		|| { $(APT) update -q && $(APT) install -y -q $(HOST_PACKAGES); }
+
+# kokpit's image, built here without a registry (docs/image.md; the Dockerfile is the same image
+# for Docker or BuildKit): a Debian root filesystem (mmdebstrap, installed only for this target)
+# plus the virtualenv, written as an OCI archive. `kokpit local load $(IMAGE)` imports it into
+# a running meta-cluster's real nodes.
+IMAGE        ?= dist/kokpit-image.oci.tar
+IMAGE_SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),unknown)
+IMAGE_COMMIT  = $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+
+image: $(STAMP)
+	@test -x /usr/bin/mmdebstrap || $(APT) install -y -q mmdebstrap \
+		|| { $(APT) update -q && $(APT) install -y -q mmdebstrap; }
+	$(SUDO) $(PY) -m kokpit local image --out $(IMAGE) --revision $(or $(IMAGE_COMMIT),unknown) \
+		--source $(IMAGE_SOURCE)
+	@ls -l $(IMAGE)
 
 demo: assets host-deps
 	$(PY) -m kokpit demo
@@ -122,13 +138,16 @@ bench: assets host-deps $(BENCH_STAMP)
 	$(PY) -m bench.risk $(BENCH_FLAGS)
 	$(PY) -m bench.healing $(BENCH_FLAGS)
 
-# Re-pin dependencies after editing pyproject.toml.
+# Re-pin dependencies after editing pyproject.toml. The image's lock is the runtime subset of
+# requirements.lock (the same pins, constrained by it), without the test and lint tools.
 lock: $(STAMP)
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --generate-hashes \
 		--python-version 3.11 -o requirements-bench.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		-c requirements.lock -o requirements-image.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

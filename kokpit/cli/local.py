@@ -8,6 +8,11 @@
     kokpit local down   [--wipe]                  stop it; --wipe deletes its data too
     kokpit local status                           components, pids, health, logs
     kokpit local env                              `eval $(kokpit local env)` sets KUBECONFIG/PATH
+    kokpit local image  [--out A] [--revision R] [--source S]
+                                                  build kokpit's own image as the OCI archive A
+                                                  (root; the Debian mirror and PyPI, no registry)
+    kokpit local load   ARCHIVE                   import an OCI archive into the running real
+                                                  nodes' containerd (root)
 
 The data directory is ``--data-dir``, else ``$KOKPIT_LOCAL_DIR``, else
 ``$XDG_DATA_HOME/kokpit/local`` (``~/.local/share/kokpit/local``).
@@ -19,6 +24,7 @@ import argparse
 import os
 import shlex
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +34,16 @@ from kokpit.local import (
     Kubectl,
     LocalCluster,
     ensure_assets,
+    kokpit_image,
     process,
+    realnode,
     release,
 )
 from kokpit.local import nodes as kwok_nodes
+from kokpit.local.images import ImageError, image_digest
+
+#: The checkout this kokpit runs from (an editable install): the image is built from it.
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir() -> Path:
@@ -72,6 +84,17 @@ def register(sub: Any) -> None:
 
     verbs.add_parser("status", help="show each component").set_defaults(run=run_status)
     verbs.add_parser("env", help="print shell exports for kubectl").set_defaults(run=run_env)
+
+    i = verbs.add_parser("image", help="build kokpit's image as an OCI archive (root)")
+    i.add_argument("--out", type=Path, default=Path("dist/kokpit-image.oci.tar"))
+    i.add_argument("--project", type=Path, default=CHECKOUT, help="the source checkout")
+    i.add_argument("--revision", default="unknown", help="the commit (a label)")
+    i.add_argument("--source", default="unknown", help="the source repository's URL (a label)")
+    i.set_defaults(run=run_image)
+
+    ld = verbs.add_parser("load", help="import an OCI archive into the running real nodes")
+    ld.add_argument("archive", type=Path)
+    ld.set_defaults(run=run_load)
 
 
 def cluster_of(args: argparse.Namespace) -> LocalCluster:
@@ -137,6 +160,43 @@ def run_env(args: argparse.Namespace) -> int:
         return 3
     version = status.kubernetes_version
     print_env(cluster, ensure_assets(release(version)).bin("kubectl").parent)
+    return 0
+
+
+def run_image(args: argparse.Namespace) -> int:
+    labels = kokpit_image.Labels(
+        version=kokpit_image.installed_version(), revision=args.revision, source=args.source
+    )
+    started = time.monotonic()
+    _say(f"building {kokpit_image.image_name(labels.version)} from {args.project}")
+    try:
+        archive = kokpit_image.build(args.out, project=args.project, labels=labels, progress=_say)
+    except kokpit_image.ImageBuildError as e:
+        print(f"kokpit: {e}", file=sys.stderr)
+        return 1
+    sizes = kokpit_image.sizes(archive)
+    print(f"{archive}: {sizes['compressed'] / 1e6:.1f} MB (layers gzipped), ", end="")
+    print(f"{sizes['uncompressed'] / 1e6:.1f} MB unpacked; ", end="")
+    print(f"built in {time.monotonic() - started:.0f} s; manifest {image_digest(archive)}")
+    return 0
+
+
+def run_load(args: argparse.Namespace) -> int:
+    cluster = cluster_of(args)
+    try:
+        image_digest(args.archive)
+    except (ImageError, OSError, KeyError, tarfile.TarError) as e:
+        print(f"kokpit: {args.archive} is not an OCI image archive: {e}", file=sys.stderr)
+        return 1
+    try:
+        nodes = realnode.load_image(cluster.supervisor, args.archive)
+    except realnode.RealNodeError as e:
+        print(f"kokpit: {e}", file=sys.stderr)
+        return 1
+    if not nodes:
+        print(f"kokpit: no real node of {cluster.layout.root} is running", file=sys.stderr)
+        return 3
+    print(f"imported {args.archive} into {', '.join(nodes)}")
     return 0
 
 

@@ -1,12 +1,21 @@
+import gzip
 import hashlib
+import io
 import json
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kokpit.local.images import ImageError, image_digest, write_image
+from kokpit.local.images import (
+    ImageError,
+    add_tree,
+    image_digest,
+    write_image,
+    write_layered_image,
+)
 
 
 def blob(tar: tarfile.TarFile, digest: str) -> bytes:
@@ -99,3 +108,64 @@ def test_image_paths_are_absolute_without_parent_steps(tmp_path: Path, path: str
         write_image(
             tmp_path / "x.tar", name="kokpit.local/x:1", files={path: b""}, entrypoint=["/a"]
         )
+
+
+def test_a_layered_image_stores_gzipped_trees_with_their_diff_ids(tmp_path: Path) -> None:
+    base = tmp_path / "rootfs"
+    (base / "usr" / "bin").mkdir(parents=True)
+    (base / "usr" / "bin" / "python3").write_bytes(b"\x7fELF python")
+    (base / "usr" / "bin" / "python3").chmod(0o755)
+    (base / "usr" / "bin" / "python").symlink_to("python3")
+    (base / "dev").mkdir()
+    (base / "dev" / "null-ish").write_bytes(b"left out")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "kokpit").write_bytes(b"#!/opt/kokpit/venv/bin/python\n")
+    os.link(venv / "bin" / "kokpit", venv / "bin" / "kokpit-again")
+
+    def fill_base(tar: tarfile.TarFile) -> None:
+        add_tree(tar, base, ".", skip=lambda name: name.startswith("./dev/"))
+
+    archive = write_layered_image(
+        tmp_path / "kokpit.tar",
+        name="localhost/kokpit/kokpit:0.1.0",
+        layers=[fill_base, lambda tar: add_tree(tar, venv, "opt/kokpit/venv")],
+        entrypoint=["kokpit"],
+        cmd=["--help"],
+        env=["PATH=/opt/kokpit/venv/bin:/usr/bin"],
+        labels={"org.opencontainers.image.version": "0.1.0"},
+    )
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.loads(blob(tar, index["manifests"][0]["digest"]))
+        config = json.loads(blob(tar, manifest["config"]["digest"]))
+        stored = [blob(tar, layer["digest"]) for layer in manifest["layers"]]
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    ] * 2
+    assert [len(s) for s in stored] == [layer["size"] for layer in manifest["layers"]]
+    plain = [gzip.decompress(s) for s in stored]
+    assert config["rootfs"]["diff_ids"] == [
+        f"sha256:{hashlib.sha256(p).hexdigest()}" for p in plain
+    ]
+    assert config["config"] == {
+        "Entrypoint": ["kokpit"],
+        "Cmd": ["--help"],
+        "User": "65532:65532",
+        "Env": ["PATH=/opt/kokpit/venv/bin:/usr/bin"],
+        "WorkingDir": "/",
+        "Labels": {"org.opencontainers.image.version": "0.1.0"},
+    }
+    with tarfile.open(fileobj=io.BytesIO(plain[0])) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["./usr/bin/python"].issym()
+    assert members["./usr/bin/python"].linkname == "python3"
+    assert members["./usr/bin/python3"].mode == 0o755
+    assert "./dev" in members
+    assert "./dev/null-ish" not in members
+    assert all(m.mtime == 0 and m.uname == "" for m in members.values())
+    with tarfile.open(fileobj=io.BytesIO(plain[1])) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["opt/kokpit/venv/bin/kokpit-again"].islnk()
+    assert members["opt/kokpit/venv/bin/kokpit-again"].linkname == "opt/kokpit/venv/bin/kokpit"
+    assert members["opt/kokpit/venv/bin/kokpit"].isfile()
