@@ -40,12 +40,13 @@ APT  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # Real nodes (kokpit/local/realnode.py) need containerd, runc, the CNI plugins in /usr/lib/cni,
 # iptables and conntrack. The rollouts' analysis tests query a real Prometheus server
-# (fixtures/prometheus.py starts its own; the package's service is not used).
+# (fixtures/prometheus.py starts its own; the package's service is not used). The image's test
+# builds it as `make image` does, with mmdebstrap.
 HOST_PACKAGES := openssh-server containerd runc containernetworking-plugins iptables conntrack \
-	prometheus
+	prometheus mmdebstrap
 HOST_FILES    := /usr/sbin/sshd /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc \
 	/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap /usr/sbin/iptables \
-	/usr/sbin/conntrack /usr/bin/prometheus
+	/usr/sbin/conntrack /usr/bin/prometheus /usr/bin/mmdebstrap
 
 host-deps:
 	@for f in $(HOST_FILES); do test -x $$f || missing=1; done; \
@@ -53,16 +54,14 @@ host-deps:
 		|| { $(APT) update -q && $(APT) install -y -q $(HOST_PACKAGES); }
 
 # kokpit's image, built here without a registry (docs/image.md; the Dockerfile is the same image
-# for Docker or BuildKit): a Debian root filesystem (mmdebstrap, installed only for this target)
-# plus the virtualenv, written as an OCI archive. `kokpit local load $(IMAGE)` imports it into
+# for Docker or BuildKit): a Debian root filesystem (mmdebstrap, from host-deps) plus the
+# virtualenv, written as an OCI archive. `kokpit local load $(IMAGE)` imports it into
 # a running meta-cluster's real nodes.
 IMAGE        ?= dist/kokpit-image.oci.tar
 IMAGE_SOURCE ?= $(or $(shell git remote get-url origin 2>/dev/null),unknown)
 IMAGE_COMMIT  = $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 
-image: $(STAMP)
-	@test -x /usr/bin/mmdebstrap || $(APT) install -y -q mmdebstrap \
-		|| { $(APT) update -q && $(APT) install -y -q mmdebstrap; }
+image: $(STAMP) host-deps
 	$(SUDO) $(PY) -m kokpit local image --out $(IMAGE) --revision $(or $(IMAGE_COMMIT),unknown) \
 		--source $(IMAGE_SOURCE)
 	@ls -l $(IMAGE)
@@ -80,7 +79,7 @@ REAL_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-real-node.log
 BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
 E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
 	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
-	test_rollout_clusters.py)
+	test_rollout_clusters.py) tests/e2e/test_kokpit_image.py
 test: lint assets host-deps
 	@$(PYTEST) -m real_node -p no:cacheprovider > $(REAL_LOG) 2>&1 & real=$$!; \
 	$(PYTEST) -m "not real_node" -p no:cacheprovider $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
