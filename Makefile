@@ -135,6 +135,7 @@ bench: assets host-deps $(BENCH_STAMP)
 	$(PY) -m bench.clustercache $(BENCH_FLAGS)
 	$(PY) -m bench.machines $(BENCH_FLAGS)
 	$(PY) -m bench.risk $(BENCH_FLAGS)
+	$(PY) -m bench.rollout $(BENCH_FLAGS)
 	$(PY) -m bench.healing $(BENCH_FLAGS)
 
 # Re-pin dependencies after editing pyproject.toml. The image's lock is the runtime subset of

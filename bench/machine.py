@@ -76,11 +76,31 @@ def run_record() -> dict[str, Any]:
     }
 
 
-def write(name: str, result: dict[str, Any], *, quick: bool = False) -> Path:
+def write(
+    name: str, result: dict[str, Any], *, quick: bool = False, keep: Iterable[str] = ()
+) -> Path:
+    """Write the result ``name``; the sections named in ``keep`` that another benchmark wrote
+    into the same file (:func:`write_section`) stay as they were."""
     directory = QUICK if quick else RESULTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    record = {"benchmark": name, **run_record(), **result}
+    earlier: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    kept = {k: earlier[k] for k in keep if k in earlier}
+    record = {"benchmark": name, **run_record(), **result, **kept}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def write_section(name: str, key: str, section: dict[str, Any], *, quick: bool = False) -> Path:
+    """Write ``section`` under ``key`` of the result ``name`` with its own ``run``
+    (:func:`run_record`), leaving everything else in the file as it was: a second benchmark
+    whose figures belong with another's (the rollout's beside the guard's in ``risk.json``)
+    must neither erase them nor claim their run."""
+    directory = QUICK if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"benchmark": name}
+    record[key] = {"run": run_record(), **section}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 

@@ -229,7 +229,7 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         return
     result = run(args)
-    path = machine_info.write("risk", result, quick=args.quick)
+    path = machine_info.write("risk", result, quick=args.quick, keep=("rollout",))
     plot.risk(result, path.parent / "plots")
     print(json.dumps({k: v["p99_ms"] for k, v in result["levels"].items()}), f"→ {path}")
 

@@ -86,3 +86,28 @@ def test_a_pod_is_found_by_its_uid_in_a_cgroup_path_of_either_driver(line: str) 
     found = pods.POD_UID.search(line)
     assert found is not None
     assert found.group(1).replace("_", "-") == "0a1b2c3d-0000-4111-8222-123456789abc"
+
+
+def test_the_rollout_and_the_guard_share_risk_json_without_erasing_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(machine, "RESULTS", tmp_path)
+    guard = {"levels": {"200x1": {"p99_ms": 61.6}}}
+    (tmp_path / "risk.json").write_text(
+        json.dumps({"benchmark": "risk", "commit": "guard-run", **guard})
+    )
+
+    path = machine.write_section("risk", "rollout", {"total_seconds": 80.0})
+
+    record = json.loads(path.read_text())
+    assert record["levels"] == guard["levels"]
+    assert record["commit"] == "guard-run"  # the guard's run, not the rollout's
+    assert record["rollout"]["total_seconds"] == 80.0
+    assert record["rollout"]["run"]["commit"] != "guard-run"
+
+    # The guard's benchmark rewrites the whole file, and keeps the rollout's section.
+    again = machine.write("risk", {"levels": {}}, keep=("rollout",))
+    record2 = json.loads(again.read_text())
+    assert record2["levels"] == {}
+    assert record2["rollout"] == record["rollout"]
+    assert record2["commit"] != "guard-run"

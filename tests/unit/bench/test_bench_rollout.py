@@ -1,0 +1,45 @@
+"""The rollout benchmark's arithmetic: an operator's requests read from its metrics text, and
+the requests per Machine taken between two scrapes."""
+
+from __future__ import annotations
+
+from bench import rollout
+
+METRICS = """\
+# HELP rest_client_requests_total Number of HTTP requests.
+rest_client_requests_total{code="200",host="127.0.0.1:6443",method="PATCH"} 2010.0
+rest_client_requests_total{code="409",host="127.0.0.1:6443",method="PATCH"} 4.0
+rest_client_requests_total{code="200",host="127.0.0.1:6443",method="GET"} 7.0
+rest_client_request_duration_seconds_sum{host="127.0.0.1:6443",verb="PATCH"} 700.0
+rest_client_request_duration_seconds_count{host="127.0.0.1:6443",verb="PATCH"} 2014.0
+rest_client_request_duration_seconds_count{host="127.0.0.1:6443",verb="WATCH"} 3.0
+controller_runtime_reconcile_total{controller="rollout",result="success"} 18.0
+controller_runtime_reconcile_total{controller="rollout",result="requeue_after"} 2.0
+workqueue_work_duration_seconds_sum{controller="rollout",name="rollout"} 230.0
+"""
+
+
+def test_requests_are_read_by_method_and_code_apart_from_the_other_figures() -> None:
+    found = rollout.parse_metrics(METRICS)
+    assert found["PATCH 200"] == 2010
+    assert found["PATCH 409"] == 4
+    assert found["GET 200"] == 7
+    assert found[rollout.RECONCILES] == 20
+    assert found[rollout.WORK_SECONDS] == 230
+    assert found[rollout.PATCHES] == 2014  # the WATCH durations are not patches
+    assert found[rollout.PATCH_SECONDS] == 700
+
+
+def test_requests_per_machine_are_what_was_made_between_the_scrapes() -> None:
+    before = {"PATCH 200": 10.0, "GET 200": 7.0, rollout.RECONCILES: 3.0}
+    after = rollout.parse_metrics(METRICS)
+    per = rollout.requests_per_machine(before, after, 2000)
+    assert per["by_method"] == {"PATCH 200": 1.0, "PATCH 409": 0.002}  # no GET was made since
+    assert per["total"] == 1.002
+
+
+def test_the_batches_are_equal_shares_with_the_canary_first() -> None:
+    spec = rollout.rollout("to-v2", "bench-v2", 5, 3600)["spec"]
+    assert [b["size"] for b in spec["batches"]] == ["20%"] * 5
+    assert all(set(b) == {"size"} for b in spec["batches"])  # no pause, no manual gate
+    assert "analysis" not in spec
