@@ -189,6 +189,19 @@ async def test_a_new_remediation_waits_the_admission_delay() -> None:
     assert world.client.admitted() == ["n0.kerneldeadlock"]
 
 
+async def test_a_waiting_remediation_is_looked_at_again_when_its_delay_ends() -> None:
+    """Not a fixed recheck later: a remediation created 1 s ago under a 2 s delay is back in
+    about 1 s (creation times are whole seconds, so within one), never the full 2 s recheck."""
+    world = World(nodes=5, delay=2)
+    world.faulty("n0", age=1)
+    requeue = await world.reconcile()
+    assert requeue is not None
+    assert 0 < requeue <= 1.0
+    world = World(nodes=5, delay=30)  # longer than the recheck: the recheck bounds it
+    world.faulty("n0", age=1)
+    assert await world.reconcile() == RemediationOptions().admission_recheck
+
+
 async def test_nothing_in_a_scope_starts_while_its_faults_are_still_arriving() -> None:
     """A storm recorded over many seconds (as at ten thousand nodes): the first faults of a
     scope are not admitted while later ones keep arriving; once none has come for the

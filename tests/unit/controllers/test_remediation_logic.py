@@ -598,3 +598,82 @@ async def test_taking_the_node_out_of_service_asks_for_drain_and_escalation_repo
 async def _fresh_node(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
     """The business cluster's client and a schedulable node, as a fresh read gives them."""
     return Writes(), node("m1")
+
+
+# -- one pass of the workflow: what it stores, and when it gives the worker back ---------------
+
+
+async def test_a_pass_ends_after_the_cordon_with_the_cordon_stored_first() -> None:
+    """A burst of admitted remediations is taken out of service first: the pass that cordons
+    ends there (Draining, to go on at once in a later pass), and the cordon's intent was on
+    record before the node was cordoned."""
+    h = Harness()
+    writes = Writes()
+    stored_at_cordon: list[Object] = []
+
+    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+        async def cordon(resource: Any, name: str, body: Object, **kw: Any) -> Object:
+            stored_at_cordon.append(copy.deepcopy(h.stored[-1]))
+            return await Writes.patch(writes, resource, name, body)
+
+        writes.patch = cordon  # type: ignore[method-assign]
+        return writes, node("m1")
+
+    h.workflow._node = fresh  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.advance(scope)
+    assert writes.patches == [("m1", {"spec": {"unschedulable": True}})]
+    assert stored_at_cordon[0]["cordoned"] is True
+    assert scope.phase == "Draining"
+    assert scope.requeue_after == 0.0
+    assert "attempts" not in scope.status, "no drain or repair in the pass that cordons"
+
+
+async def test_a_pass_stores_before_each_risky_step_not_after_each_step() -> None:
+    """Repairing → Verifying: the attempt is stored Started before it runs, and the move to
+    Verifying is left to the write that ends the pass. Verifying → Uncordoning: the phase is
+    stored before the node is given back."""
+    h = Harness()
+    scope = h.scope(remediation(phase="Repairing"), fault_obj=fault())  # the fault still Active
+    assert await h.workflow.advance(scope)
+    assert [s.get("phase") for s in h.stored[1:]] == ["Repairing"]
+    assert h.stored[-1]["attempts"][-1]["state"] == "Started"
+    assert scope.phase == "Verifying"
+
+    h = Harness()
+    phase_at_uncordon: list[str | None] = []
+
+    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+        phase_at_uncordon.append(h.stored[-1].get("phase"))
+        cordoned = copy.deepcopy(node("m1"))
+        cordoned["spec"]["unschedulable"] = True
+        return Writes(), cordoned
+
+    h.workflow._node = fresh  # type: ignore[method-assign]
+    started = {"step": 0, "action": "RestartKubelet", "state": "Started", "startedAt": ago(30)}
+    scope = h.scope(remediation(phase="Verifying", attempts=[started]), fault_obj=cleared_at(T0))
+    assert await h.workflow.advance(scope)
+    assert phase_at_uncordon == ["Uncordoning"]
+    assert [s.get("phase") for s in h.stored[1:]] == ["Uncordoning"]
+    assert scope.phase == "Succeeded"
+
+
+async def test_a_young_remediation_without_status_is_left_to_its_starter() -> None:
+    """The starter writes a new remediation's status right after creating it; the workflow
+    writing it too would only make one of them fail with a Conflict. One left without status
+    for long (the starter crashed in between) is started by the workflow."""
+    h = Harness()
+    young = remediation()
+    young["status"] = {}
+    young["metadata"]["creationTimestamp"] = ago(1)
+    scope = h.scope(young, fault_obj=fault())
+    assert not await h.workflow.start(scope)
+    assert scope.status == {}
+    assert scope.requeue_after is not None
+    assert 0 < scope.requeue_after <= 10
+    old = remediation()
+    old["status"] = {}
+    old["metadata"]["creationTimestamp"] = ago(60)
+    scope = h.scope(old, fault_obj=fault())
+    assert await h.workflow.start(scope)
+    assert scope.phase == "Pending"
