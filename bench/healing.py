@@ -141,8 +141,9 @@ MEANING = {
     "cpu": "the operator process's CPU (utime + stime) over the interval, in mCPU "
     "(thousandths of one core): idle over --idle seconds with nothing failing, busy over "
     "the healing round.",
-    "storm": "40 % of one zone's nodes report the fault at once; stop_seconds is the first "
-    "write to the watch event of the policy's StormStopped=True; cordoned and repairs_started "
+    "storm": "40 % of one zone's nodes in one cluster (biz-0: one storm-stop scope) report the "
+    "fault at once; stop_seconds is the first write to the watch event of the policy's "
+    "StormStopped=True; cordoned and repairs_started "
     "count those nodes' remediations that got past Pending, --storm-hold seconds after the "
     "stop (the storm stop promises zero). below_min_seconds: when the hub's record of the "
     "fault that takes the zone below minHealthyPercent (fault number below_min_at_fault) "
@@ -168,9 +169,10 @@ def failing(size: int, round_index: int) -> list[int]:
     return picked
 
 
-def storm_nodes(size: int) -> tuple[list[int], int]:
-    """The nodes of the storm zone that fail (40 %, rounded up), and the zone's node count."""
-    zone = [i for i in range(size) if i % ZONES == STORM_ZONE]
+def storm_nodes(size: int, clusters: int) -> tuple[list[int], int]:
+    """The nodes of the storm zone of the first cluster (one failure domain, the storm stop's
+    scope) that fail (40 %, rounded up), and the zone's node count there."""
+    zone = [i for i in range(size) if i % ZONES == STORM_ZONE and cluster_index(i, clusters) == 0]
     return zone[: math.ceil(len(zone) * STORM_SHARE)], len(zone)
 
 
@@ -663,7 +665,7 @@ async def storm(
 ) -> dict[str, Any]:
     """Fail 40 % of one zone; the time to StormStopped, and what started regardless."""
     seen = watches.seen
-    nodes, zone_size = storm_nodes(size)
+    nodes, zone_size = storm_nodes(size, len(business.clients))
     names = [name_of(i) for i in nodes]
     before = earlier(seen, names)
     seen.storm_stopped_at = None
