@@ -102,9 +102,9 @@ class Admission:
         at = datetime.now(UTC)
         stopped: dict[storm.Scope, storm.Health] = {}
         waiting = False
-        # Each pending remediation's scope and its health, counted once per scope and pass.
+        # Each pending remediation's scope and its health, counted once per cluster and pass.
         judged: list[tuple[Object, storm.Health]] = []
-        healths: dict[storm.Scope, storm.Health] = {}
+        healths: dict[str, dict[storm.Scope, storm.Health]] = {}
         youngest: dict[storm.Scope, float] = {}
         for remediation in pending:
             verdict = await self._health(remediation, limits.get("scopeLabel"), healths)
@@ -156,10 +156,10 @@ class Admission:
         self,
         remediation: Object,
         scope_label: str | None,
-        known: dict[storm.Scope, storm.Health],
+        known: dict[str, dict[storm.Scope, storm.Health]],
     ) -> storm.Health | None:
         """The health of the scope the remediation's node is in (None: not known yet), from
-        ``known`` when this pass has counted that scope already."""
+        ``known`` when this pass has counted that cluster's scopes already."""
         status = remediation.get("status") or {}
         namespace = remediation["metadata"]["namespace"]
         cluster = f"{namespace}/{status.get('clusterName') or ''}"
@@ -170,12 +170,13 @@ class Admission:
         informer = accessor.informer(NODES, transform=storm.node_summary)
         if not informer.synced.is_set():
             return None
-        nodes = informer.store.list()
         node = informer.store.get(str(status.get("nodeName") or ""))
         scope = storm.scope_of(cluster, node, scope_label)
-        if scope not in known:
-            known[scope] = storm.health(scope, nodes, self._faulty(namespace, cluster))
-        return known[scope]
+        if cluster not in known:
+            faulty = self._faulty(namespace, cluster)
+            known[cluster] = storm.healths(cluster, informer.store.list(), faulty, scope_label)
+        # A scope without nodes (its node gone) has none unhealthy: it is not stopped.
+        return known[cluster].get(scope) or storm.Health(scope, 0, 0)
 
     def _faulty(self, namespace: str, cluster: str) -> set[str]:
         """The nodes of ``cluster`` with an Active fault (of any policy, any type)."""

@@ -10,6 +10,7 @@ healthy nodes is below ``minHealthyPercent`` is stopped. Everything here is pure
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any
@@ -94,11 +95,18 @@ class Health:
         )
 
 
-def health(scope: Scope, nodes: Iterable[Object], faulty: Set[str]) -> Health:
-    """The health of ``scope``: its nodes (of its Cluster) that are Ready and not in
-    ``faulty`` (the names of its Cluster's nodes with an Active fault)."""
-    members = [n for n in nodes if scope.holds(n)]
-    healthy = sum(
-        1 for n in members if ready_since(n) is not None and n["metadata"]["name"] not in faulty
-    )
-    return Health(scope, healthy, len(members))
+def healths(
+    cluster: str, nodes: Iterable[Object], faulty: Set[str], scope_label: str | None
+) -> dict[Scope, Health]:
+    """The health of every scope of ``cluster`` (namespace/name) that has nodes: its nodes
+    that are Ready and not in ``faulty`` (the names of the cluster's nodes with an Active
+    fault). One pass over the nodes, not one per scope: ten thousand nodes in tens of scopes
+    are counted on every admission pass."""
+    healthy: Counter[Scope] = Counter()
+    total: Counter[Scope] = Counter()
+    for node in nodes:
+        scope = scope_of(cluster, node, scope_label)
+        total[scope] += 1
+        if ready_since(node) is not None and node["metadata"]["name"] not in faulty:
+            healthy[scope] += 1
+    return {scope: Health(scope, healthy[scope], count) for scope, count in total.items()}

@@ -23,7 +23,13 @@ from kokpit.controllers.remediation.phases import Workflow, recovery
 from kokpit.controllers.remediation.scope import RemediationScope
 from kokpit.controllers.remediation.selection import choose_policy, matches
 from kokpit.controllers.remediation.start import became_active_at, initial_status
-from kokpit.controllers.remediation.storm import Scope, health, node_summary, scope_of
+from kokpit.controllers.remediation.storm import (
+    Health,
+    Scope,
+    healths,
+    node_summary,
+    scope_of,
+)
 from kokpit.providers.guard import Outcome, RiskRequest, Verdict
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation
@@ -155,12 +161,12 @@ def node(name: str, ready: bool = True, labels: dict[str, str] | None = None) ->
 
 def test_forty_percent_of_a_clusters_nodes_faulty_is_below_seventy_percent_healthy() -> None:
     nodes = [node(f"n{i}") for i in range(5)]
-    verdict = health(Scope("ns/biz"), nodes, {"n0", "n1"})
+    verdict = healths("ns/biz", nodes, {"n0", "n1"}, None)[Scope("ns/biz")]
     assert (verdict.healthy, verdict.total) == (3, 5)
     assert verdict.below(70)
     assert not verdict.below(60)
     assert verdict.describe(70) == "Cluster ns/biz: 3 of 5 nodes healthy (60%, below 70%)"
-    one = health(Scope("ns/biz"), nodes, {"n0"})
+    one = healths("ns/biz", nodes, {"n0"}, None)[Scope("ns/biz")]
     assert not one.below(70)  # one fault of five: 80 % healthy, the remediation starts
 
 
@@ -173,10 +179,34 @@ def test_not_ready_nodes_are_unhealthy_and_a_failure_domain_counts_its_own_nodes
     ]
     zone_a = scope_of("ns/biz", nodes[0], "zone")
     assert str(zone_a) == "zone=a in Cluster ns/biz"
-    assert (health(zone_a, nodes, set()).healthy, health(zone_a, nodes, set()).total) == (1, 2)
+    by_zone = healths("ns/biz", nodes, set(), "zone")
+    assert (by_zone[zone_a].healthy, by_zone[zone_a].total) == (1, 2)
     zone_b = scope_of("ns/biz", nodes[2], "zone")
-    assert not health(zone_b, nodes, {"a1"}).below(100)
-    assert health(Scope("ns/biz"), [], set()).percent == 100.0  # no nodes known: no storm
+    assert not healths("ns/biz", nodes, {"a1"}, "zone")[zone_b].below(100)
+    assert healths("ns/biz", [], set(), None) == {}  # no nodes known: no scope to stop
+    assert Health(Scope("ns/biz"), 0, 0).percent == 100.0
+
+
+def health(scope: Scope, nodes: list[Object], faulty: set[str]) -> Health:
+    """One scope's health, counted on its own: its nodes, Ready and not faulty."""
+    members = [n for n in nodes if scope_of(scope.cluster, n, scope.label) == scope]
+    healthy = [n for n in members if n["status"]["conditions"][0]["status"] == "True"]
+    return Health(scope, sum(n["metadata"]["name"] not in faulty for n in healthy), len(members))
+
+
+def test_every_scope_counted_in_one_pass_is_what_each_counted_alone_is() -> None:
+    nodes = [
+        node(f"{zone}{i}", ready=i != 1, labels={"zone": zone} if zone != "x" else {})
+        for zone in ("a", "b", "x")
+        for i in range(4)
+    ]
+    faulty = {"a0", "b2", "x3"}
+    for label in ("zone", None):
+        together = healths("ns/biz", nodes, faulty, label)
+        scopes = {scope_of("ns/biz", n, label) for n in nodes}
+        assert set(together) == scopes
+        for scope in scopes:
+            assert together[scope] == health(scope, nodes, faulty)
 
 
 def test_the_node_summary_keeps_labels_cordon_and_readiness_without_heartbeats() -> None:
