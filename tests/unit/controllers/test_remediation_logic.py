@@ -209,6 +209,24 @@ def test_every_scope_counted_in_one_pass_is_what_each_counted_alone_is() -> None
             assert together[scope] == health(scope, nodes, faulty)
 
 
+def test_a_node_that_reports_a_fault_condition_is_unhealthy_before_the_hub_records_it() -> None:
+    reporting = node_summary(
+        {
+            "metadata": {"name": "n1"},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": stamp(T0)},
+                    {"type": "KernelDeadlock", "status": "True", "lastHeartbeatTime": "x"},
+                    {"type": "ReadonlyFilesystem", "status": "False"},
+                ]
+            },
+        }
+    )
+    assert [c["type"] for c in reporting["status"]["conditions"]] == ["Ready", "KernelDeadlock"]
+    together = healths("ns/biz", [reporting, node("n2")], set(), None)[Scope("ns/biz")]
+    assert (together.healthy, together.total) == (1, 2)
+
+
 def test_the_node_summary_keeps_labels_cordon_and_readiness_without_heartbeats() -> None:
     summary = node("n1", labels={"zone": "a"})
     assert summary["metadata"]["labels"] == {"zone": "a"}
