@@ -23,12 +23,15 @@ FINISHED = ("Succeeded", "Closed")
 
 
 def age(obj: Object, at: datetime) -> float:
-    """Seconds since ``obj`` was created (0 if it carries no creation time)."""
+    """Seconds since ``obj`` was created, at least (0 if it carries no creation time). The
+    creation time is whole seconds, cut: an object stamped ``:10`` was made between ``:10``
+    and ``:11``, so it is counted as made at ``:11``. Counted from the stamp, a remediation
+    1.01 s old could pass for 2 s old and start before a storm's quiet period was over."""
     stamp = obj["metadata"].get("creationTimestamp")
     if not stamp:
         return 0.0
     created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (at - created).total_seconds()
+    return max(0.0, (at - created).total_seconds() - 1.0)
 
 
 @dataclass

@@ -207,14 +207,27 @@ async def test_a_new_remediation_waits_the_admission_delay() -> None:
     assert world.client.admitted() == ["n0.kerneldeadlock"]
 
 
-async def test_a_waiting_remediation_is_looked_at_again_when_its_delay_ends() -> None:
-    """Not a fixed recheck later: a remediation created 1 s ago under a 2 s delay is back in
-    about 1 s (creation times are whole seconds, so within one), never the full 2 s recheck."""
+async def test_a_remediation_stamped_two_seconds_ago_may_be_younger_and_waits() -> None:
+    """Creation times are whole seconds, cut: stamped 2 s ago, a remediation may be 1.01 s
+    old, so under a 2 s delay it waits (it was admitted: storms leaked through that second)."""
     world = World(nodes=5, delay=2)
-    world.faulty("n0", age=1)
+    world.faulty("n0", age=2)
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == []
+    world.remediations.upsert(remediation("n0", age=3))
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+
+
+async def test_a_waiting_remediation_is_looked_at_again_when_its_delay_ends() -> None:
+    """Not a fixed recheck later: a remediation stamped 2 s ago under a 3 s delay is back
+    within 2 s (when it is surely 3 s old), never the full recheck of 5 s."""
+    world = World(nodes=5, delay=3)
+    world.admission._options = RemediationOptions(admission_delay=3, admission_recheck=5)
+    world.faulty("n0", age=2)
     requeue = await world.reconcile()
     assert requeue is not None
-    assert 0 < requeue <= 1.0
+    assert 1.0 < requeue <= 2.0
     world = World(nodes=5, delay=30)  # longer than the recheck: the recheck bounds it
     world.faulty("n0", age=1)
     assert await world.reconcile() == RemediationOptions().admission_recheck
