@@ -1,8 +1,9 @@
 """The self-healing loop at fleet size → ``bench/results/healing.json``.
 
-A fresh local meta-cluster holds N Machines (``sim`` executor) joined to one business cluster
-(``process`` runtime: a real kube-apiserver, etcd, controller-manager and scheduler) whose N
-nodes KWOK plays, spread over ten failure domains (``topology.kubernetes.io/zone``). The
+A fresh local meta-cluster holds N Machines (``sim`` executor) joined to ``--clusters``
+business clusters (4 by default; ``process`` runtime: each a real kube-apiserver, etcd,
+controller-manager and scheduler, and its own KWOK) whose N nodes KWOK plays, spread evenly
+over the clusters and, in each, over ten failure domains (``topology.kubernetes.io/zone``). The
 Machines and their Nodes are created directly in the joined state the Machine-Operator leaves
 (Machine ``status.nodeName`` and ``phase: Running``, the Node registered as
 :class:`~kokpit.providers.machine.kubelet.KwokKubelet` registers it): joining 10,000 Machines
@@ -30,7 +31,7 @@ Grown through each size, then per size:
    (the storm stop's promise is none). The faults are then cleared and their remediations end
    without a repair before the next size.
 
-    python -m bench.healing [--nodes 1000,3000,10000] [--quick]
+    python -m bench.healing [--nodes 1000,3000,10000] [--clusters 4] [--quick]
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from bench import machine as machine_info
 from bench import plot, stats
 from bench.cluster import proc_stats
 from bench.interrupt import stop_on_sigterm
-from fixtures.business import business_cluster
+from fixtures.business import business_clusters
 from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import (
     KINDS,
@@ -81,6 +82,9 @@ POLICY = "bench-heal"
 ZONE = "topology.kubernetes.io/zone"
 #: Failure domains the nodes are spread over (node i is in zone i mod ZONES).
 ZONES = 10
+#: Business clusters by default; node i is in cluster (i // ZONES) mod clusters, so every
+#: cluster holds every zone.
+CLUSTERS = 4
 #: The domain the storm hits, and the share of its nodes that fail.
 STORM_ZONE = ZONES - 1
 STORM_SHARE = 0.40
@@ -105,16 +109,19 @@ MEANING = {
     "joined state the Machine-Operator leaves (status.nodeName, phase Running; the Node "
     "registered for the Machine), not joined by a Machine-Operator: faster to set up at "
     "10,000, and the fault hub and the Remediation workflow see the same objects.",
+    "clusters": "business_clusters business clusters made by one Cluster-Operator (process "
+    "runtime), each with its own KWOK; node i is in cluster (i // 10) mod business_clusters "
+    "and zone i mod 10, so every cluster holds every zone, and a storm scope is a zone of one "
+    "cluster.",
     "operator": "kokpit operator remediation as its own process, admin credentials of the "
     "meta-cluster, the flags in operator_flags and every other setting at its default "
-    "(8 workers, 200 API requests/s, 20/s per business cluster, probes every 60 s, "
-    "admission delay 2 s).",
+    "(see operator_defaults).",
     "policy": "one RemediationPolicy over all Machines: KernelDeadlock → RestartKubelet "
     "(sim: recorded, no host work), recoverySeconds 1, stormStop maxConcurrent 10000 (so "
     "the figures are the operator's, not the policy's limit), minHealthyPercent 70 per "
     "topology.kubernetes.io/zone; no pods on the nodes, so the drain has nothing to evict.",
     "detection": "from just before the KernelDeadlock=True status patch of the Node "
-    "(business cluster) to this script's watch event of its NodeFault turning Active.",
+    "(its business cluster) to this script's watch event of its NodeFault turning Active.",
     "cordon": "from the same write to the watch event of the Node turning unschedulable; "
     "detection_to_cordon is the difference per fault.",
     "done": "a remediation is done when its phase is Succeeded (repair ran, the fault "
@@ -123,7 +130,7 @@ MEANING = {
     "record, so done includes that reaction and recoverySeconds.",
     "remediations_per_minute": "faults of the round / (last Succeeded - first write) * 60.",
     "api_requests_per_remediation": "the operator's rest_client_requests_total (meta-cluster "
-    "and business cluster) during the round / faults; above_idle subtracts the idle rate "
+    "and business clusters) during the round / faults; above_idle subtracts the idle rate "
     "over the round's duration.",
     "rate_limiter_wait": "seconds the operator's requests of a round waited for its own "
     "client-side rate limit (--qps, 200 by default), summed over the requests, per "
@@ -134,8 +141,9 @@ MEANING = {
     "cpu": "the operator process's CPU (utime + stime) over the interval, in mCPU "
     "(thousandths of one core): idle over --idle seconds with nothing failing, busy over "
     "the healing round.",
-    "storm": "40 % of one zone's nodes report the fault at once; stop_seconds is the first "
-    "write to the watch event of the policy's StormStopped=True; cordoned and repairs_started "
+    "storm": "40 % of one zone's nodes in one cluster (biz-0: one storm-stop scope) report the "
+    "fault at once; stop_seconds is the first write to the watch event of the policy's "
+    "StormStopped=True; cordoned and repairs_started "
     "count those nodes' remediations that got past Pending, --storm-hold seconds after the "
     "stop (the storm stop promises zero). below_min_seconds: when the hub's record of the "
     "fault that takes the zone below minHealthyPercent (fault number below_min_at_fault) "
@@ -161,9 +169,10 @@ def failing(size: int, round_index: int) -> list[int]:
     return picked
 
 
-def storm_nodes(size: int) -> tuple[list[int], int]:
-    """The nodes of the storm zone that fail (40 %, rounded up), and the zone's node count."""
-    zone = [i for i in range(size) if i % ZONES == STORM_ZONE]
+def storm_nodes(size: int, clusters: int) -> tuple[list[int], int]:
+    """The nodes of the storm zone of the first cluster (one failure domain, the storm stop's
+    scope) that fail (40 %, rounded up), and the zone's node count there."""
+    zone = [i for i in range(size) if i % ZONES == STORM_ZONE and cluster_index(i, clusters) == 0]
     return zone[: math.ceil(len(zone) * STORM_SHARE)], len(zone)
 
 
@@ -259,7 +268,25 @@ async def retried(call: Callable[[], Awaitable[Any]], attempts: int = 5) -> Any:
     return None
 
 
-async def report(business: Client, node: str, status: str) -> None:
+class Business:
+    """The business clusters' clients, and which cluster each node is in."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+
+    def of(self, node: str) -> Client:
+        return self.clients[cluster_index(int(node[1:]), len(self.clients))]
+
+
+def cluster_index(i: int, clusters: int) -> int:
+    return (i // ZONES) % clusters
+
+
+def cluster_name(i: int, clusters: int) -> str:
+    return f"biz-{cluster_index(i, clusters)}"
+
+
+async def report(business: Business, node: str, status: str) -> None:
     """The Node's KernelDeadlock condition, written as node-problem-detector writes it."""
     at = stamp()
     condition = {
@@ -273,7 +300,7 @@ async def report(business: Client, node: str, status: str) -> None:
         "lastTransitionTime": at,
     }
     await retried(
-        lambda: business.patch(
+        lambda: business.of(node).patch(
             NODES,
             node,
             {"status": {"conditions": [condition]}},
@@ -299,10 +326,10 @@ class Seen:
 
 class Watches:
     """One watch per kind the bench follows (NodeFaults, Remediations, the policy in the
-    meta-cluster; Nodes in the business cluster): each event is timed as it arrives, so a
+    meta-cluster; Nodes in every business cluster): each event is timed as it arrives, so a
     latency is never a poll interval."""
 
-    def __init__(self, meta: Client, business: Client) -> None:
+    def __init__(self, meta: Client, business: Business) -> None:
         self.meta, self.business = meta, business
         self.seen = Seen()
         self._tasks: list[asyncio.Task[None]] = []
@@ -312,7 +339,7 @@ class Watches:
             (self.meta, NODE_FAULTS, NS, self._fault),
             (self.meta, REMEDIATIONS, NS, self._remediation),
             (self.meta, REMEDIATION_POLICIES, NS, self._policy),
-            (self.business, NODES, None, self._node),
+            *((b, NODES, None, self._node) for b in self.business.clients),
         )
         for client, resource, ns, handler in follow:
             listed = await client.list(resource, namespace=ns, limit=2000)
@@ -420,7 +447,7 @@ def repair_started(obj: dict[str, Any] | None) -> bool:
     return bool(((obj or {}).get("status") or {}).get("attempts"))
 
 
-async def grow(meta: Client, business: Client, first: int, count: int) -> float:
+async def grow(meta: Client, business: Business, first: int, count: int) -> float:
     """Machines ``first`` to ``count - 1`` and their Nodes, joined; seconds until every Node is
     Ready (KWOK)."""
     started = time.monotonic()
@@ -434,7 +461,7 @@ async def grow(meta: Client, business: Client, first: int, count: int) -> float:
             "kind": "Machine",
             "metadata": {"name": name, "namespace": NS},
             "spec": {
-                "clusterRef": {"name": "biz"},
+                "clusterRef": {"name": cluster_name(i, len(business.clients))},
                 "executor": "sim",
                 "address": address,
                 "packageVersion": "bench-v1",
@@ -449,12 +476,13 @@ async def grow(meta: Client, business: Client, first: int, count: int) -> float:
                 )
             )
             registration = Registration(name, f"{NS}/{name}", address, labels={ZONE: zone_of(i)})
-            await retried(lambda: KwokKubelet().register(business, registration))
+            client = business.of(name)
+            await retried(lambda: KwokKubelet().register(client, registration))
 
     await asyncio.gather(*(one(i) for i in range(first, count)))
     created = time.monotonic() - started
     while True:
-        nodes = (await business.list(NODES, limit=2000)).items
+        nodes = [n for b in business.clients for n in (await b.list(NODES, limit=2000)).items]
         ready = sum(
             any(
                 c["type"] == "Ready" and c["status"] == "True"
@@ -524,7 +552,7 @@ async def idle(op: Operator, seconds: float) -> dict[str, float]:
     }
 
 
-async def write_all(business: Client, nodes: Iterable[int], status: str) -> dict[str, float]:
+async def write_all(business: Business, nodes: Iterable[int], status: str) -> dict[str, float]:
     """Report the fault's ``status`` on every node at once; when each write started."""
     sem = asyncio.Semaphore(64)
     written: dict[str, float] = {}
@@ -540,7 +568,7 @@ async def write_all(business: Client, nodes: Iterable[int], status: str) -> dict
 
 async def heal(
     watches: Watches,
-    business: Client,
+    business: Business,
     op: Operator,
     nodes: list[int],
     idle_rate: float,
@@ -633,11 +661,11 @@ async def heal(
 
 
 async def storm(
-    watches: Watches, business: Client, size: int, hold: float, limit: float
+    watches: Watches, business: Business, size: int, hold: float, limit: float
 ) -> dict[str, Any]:
     """Fail 40 % of one zone; the time to StormStopped, and what started regardless."""
     seen = watches.seen
-    nodes, zone_size = storm_nodes(size)
+    nodes, zone_size = storm_nodes(size, len(business.clients))
     names = [name_of(i) for i in nodes]
     before = earlier(seen, names)
     seen.storm_stopped_at = None
@@ -723,12 +751,26 @@ def record(
         "failing_share": FAILING_SHARE,
         "storm_share_of_zone": STORM_SHARE,
         "healing_rounds_per_size": args.rounds,
+        "business_clusters": args.clusters,
+        "operator_defaults": operator_defaults(),
         "sizes_asked": args.nodes,
         "sizes_missing": [n for n in args.nodes if n not in {s["nodes"] for s in steps}],
         "steps": steps,
         "operator_rss_mib_per_node": stats.slope(
             [(s["nodes"], s["idle"]["rss_mib_idle"]) for s in steps]
         ),
+    }
+
+
+def operator_defaults() -> dict[str, Any]:
+    """The operator's settings this code runs with when no flag changes them (read from its
+    command line, so the record follows the code)."""
+    from kokpit.cli.main import parser as kokpit_parser
+
+    args = kokpit_parser().parse_args(["operator", "remediation"])
+    return {
+        k: getattr(args, k)
+        for k in ("workers", "qps", "cluster_qps", "probe_period", "admission_delay")
     }
 
 
@@ -752,17 +794,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         kubectl.wait_established(*(f"{k.plural}.{k.group}" for k in KINDS))
         process: subprocess.Popen[bytes] | None = None
         try:
-            with business_cluster(
+            with business_clusters(
                 kubectl,
                 assets,
                 meta.kubeconfig,
                 Path(tmp) / "biz",
                 NS,
+                [f"biz-{k}" for k in range(args.clusters)],
                 lease_seconds=LEASE_SECONDS,
-            ) as biz:
+            ) as clusters:
                 port = free_port()
                 meta_config = ClientConfig.from_kubeconfig(meta.kubeconfig, qps=2000, burst=4000)
-                biz_config = ClientConfig.from_kubeconfig(biz.kubeconfig, qps=1000, burst=2000)
+                biz_configs = [
+                    ClientConfig.from_kubeconfig(biz.kubeconfig, qps=1000, burst=2000)
+                    for biz in clusters
+                ]
                 log = Path(args.log_dir or tmp) / "remediation-operator.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("wb") as out:
@@ -776,12 +822,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
-                hosts = {
-                    urlsplit(meta_config.server).netloc: "meta",
-                    urlsplit(biz_config.server).netloc: "business",
-                }
+                hosts = {urlsplit(meta_config.server).netloc: "meta"}
+                hosts.update({urlsplit(c.server).netloc: "business" for c in biz_configs})
                 op = Operator(process.pid, port, hosts)
-                async with Client(meta_config) as client, Client(biz_config) as business:
+                async with contextlib.AsyncExitStack() as stack:
+                    client = await stack.enter_async_context(Client(meta_config))
+                    business = Business(
+                        [await stack.enter_async_context(Client(c)) for c in biz_configs]
+                    )
                     await client.create(MACHINE_PACKAGE_VERSIONS, package_version())
                     await client.create(REMEDIATION_POLICIES, policy())
                     async with Watches(client, business) as watches:
@@ -804,7 +852,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def one_size(
     watches: Watches,
     client: Client,
-    business: Client,
+    business: Business,
     op: Operator,
     index: int,
     made: int,
@@ -876,6 +924,12 @@ def main() -> None:
         type=machine_info.ints,
         default=[1_000, 3_000, 10_000],
         help="node counts to grow through",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=CLUSTERS,
+        help="business clusters the nodes are spread over (each its own control plane)",
     )
     parser.add_argument("--settle", type=float, default=60.0, help="seconds after joining")
     parser.add_argument("--idle", type=float, default=30.0, help="idle seconds measured")

@@ -177,7 +177,10 @@ def register(sub: Any) -> None:
 
 
 def _remediation(r: argparse.ArgumentParser) -> None:
-    _common(r, workers=8)
+    # 32: the hub's and the workflow's reconciles wait on API requests (tens of ms each under
+    # load), not on CPU; with 8, a burst of a hundred faults queued for seconds behind them
+    # (bench/results/healing-workers32.json).
+    _common(r, workers=32)
     d = FaultOptions()
     r.add_argument(
         "--executors",

@@ -16,6 +16,11 @@ makes is acted on while a backlog drains: updates and deletes someone else made 
 objects next, and last the routine work — requeues, what the first list found, and the echoes
 of the process's own writes (:func:`~kokpit.runtime.informer.event_origin`). A failed
 reconcile's retry keeps the priority its key came out with (the change is not yet acted on).
+
+An echo is routine only when it is the controller's own: several controllers of one process
+share its client, so the write of one (a fault recorded, a remediation admitted) reaches the
+next as an echo too. A watch names such hand-offs (``handoff``): an echo that passes it is
+queued as the change or creation it is for this controller, not behind the routine work.
 """
 
 from __future__ import annotations
@@ -118,25 +123,42 @@ class _Enqueue:
     :attr:`Priority.ROUTINE` whatever is no one else's change (the first list, the echo of our
     own write)."""
 
-    def __init__(self, queue: WorkQueue[Request], mapper: Mapper, predicate: Predicate | None):
+    def __init__(
+        self,
+        queue: WorkQueue[Request],
+        mapper: Mapper,
+        predicate: Predicate | None,
+        handoff: Predicate | None = None,
+    ):
         self._queue = queue
         self._mapper = mapper
         self._predicate = predicate
+        self._handoff = handoff
 
     def on_add(self, obj: Object) -> None:
         if self._predicate is None or self._predicate(None, obj):
-            self._add(obj, Priority.NEW)
+            self._add(obj, Priority.NEW, self._handed_off(None, obj))
 
     def on_update(self, old: Object, new: Object) -> None:
         if self._predicate is None or self._predicate(old, new):
-            self._add(old, Priority.CHANGE)
-            self._add(new, Priority.CHANGE)
+            handed_off = self._handed_off(old, new)
+            self._add(old, Priority.CHANGE, handed_off)
+            self._add(new, Priority.CHANGE, handed_off)
 
     def on_delete(self, obj: Object) -> None:
-        self._add(obj, Priority.CHANGE)
+        self._add(obj, Priority.CHANGE, False)
 
-    def _add(self, obj: Object, priority: Priority) -> None:
-        if event_origin() is not Origin.CHANGE:
+    def _handed_off(self, old: Object | None, new: Object) -> bool:
+        """An echo of this process's write that another of its controllers made for this one
+        (never what the first list found: that is no one's change)."""
+        return (
+            self._handoff is not None
+            and event_origin() is Origin.OWN_WRITE
+            and self._handoff(old, new)
+        )
+
+    def _add(self, obj: Object, priority: Priority, handed_off: bool) -> None:
+        if event_origin() is not Origin.CHANGE and not handed_off:
             priority = Priority.ROUTINE
         for request in self._mapper(obj):
             self._queue.add(request, priority)
@@ -158,10 +180,17 @@ class Controller:
         self._active = metrics.ACTIVE_WORKERS.labels(name)
 
     def watch(
-        self, source: EventSource, mapper: Mapper = for_object, predicate: Predicate | None = None
+        self,
+        source: EventSource,
+        mapper: Mapper = for_object,
+        predicate: Predicate | None = None,
+        *,
+        handoff: Predicate | None = None,
     ) -> Controller:
-        """Reconcile what ``mapper`` names for each ``source`` event that passes ``predicate``."""
-        self._watches.append((source, _Enqueue(self.queue, mapper, predicate)))
+        """Reconcile what ``mapper`` names for each ``source`` event that passes ``predicate``.
+        ``handoff``: the echoes of this process's writes that are another controller handing
+        work to this one (see the module docstring), queued as changes, not as routine."""
+        self._watches.append((source, _Enqueue(self.queue, mapper, predicate, handoff)))
         return self
 
     async def start(self) -> None:

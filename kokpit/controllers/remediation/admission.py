@@ -30,7 +30,7 @@ from kokpit.api.v1alpha1 import REMEDIATION_POLICIES, REMEDIATIONS
 from kokpit.api.v1alpha1.remediationpolicy import STORM_STOPPED
 from kokpit.controllers.remediation import metrics, storm
 from kokpit.controllers.remediation.options import RemediationOptions
-from kokpit.controllers.remediation.scope import IN_PROGRESS
+from kokpit.controllers.remediation.scope import IN_PROGRESS, age
 from kokpit.runtime import (
     Client,
     ClusterCache,
@@ -53,14 +53,6 @@ BY_POLICY = "policy"
 def by_policy(remediation: Object) -> list[str]:
     meta = remediation["metadata"]
     return [f"{meta['namespace']}/{remediation['spec']['policyRef']['name']}"]
-
-
-def age(obj: Object, at: datetime) -> float:
-    stamp = obj["metadata"].get("creationTimestamp")
-    if not stamp:
-        return 0.0
-    created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (at - created).total_seconds()
 
 
 class Admission:
@@ -110,9 +102,9 @@ class Admission:
         at = datetime.now(UTC)
         stopped: dict[storm.Scope, storm.Health] = {}
         waiting = False
-        # Each pending remediation's scope and its health, counted once per scope and pass.
+        # Each pending remediation's scope and its health, counted once per cluster and pass.
         judged: list[tuple[Object, storm.Health]] = []
-        healths: dict[storm.Scope, storm.Health] = {}
+        healths: dict[str, dict[storm.Scope, storm.Health]] = {}
         youngest: dict[storm.Scope, float] = {}
         for remediation in pending:
             verdict = await self._health(remediation, limits.get("scopeLabel"), healths)
@@ -124,6 +116,7 @@ class Admission:
                 youngest.get(verdict.scope, float("inf")), age(remediation, at)
             )
         to_admit: list[Object] = []
+        recheck = self._options.admission_recheck
         for remediation, verdict in judged:
             if len(in_progress) + len(to_admit) >= max_concurrent:
                 waiting = True
@@ -131,7 +124,10 @@ class Admission:
             # A scope's faults arrive over seconds (and over tens of seconds at ten thousand
             # nodes): nothing in it starts until none has arrived for the admission delay, so
             # a storm is counted whole before any of it is repaired.
-            if youngest[verdict.scope] < self._options.admission_delay:
+            quiet_in = self._options.admission_delay - youngest[verdict.scope]
+            if quiet_in > 0:
+                # Back the moment the scope has been quiet for the delay, not a recheck later.
+                recheck = min(recheck, quiet_in)
                 waiting = True
                 continue
             if verdict.below(min_healthy):
@@ -153,17 +149,17 @@ class Admission:
                 in_progress.add(_key(remediation))
         await self._write_status(policy, len(in_progress), stopped.values(), min_healthy)
         if waiting:
-            return Result(requeue_after=self._options.admission_recheck)
+            return Result(requeue_after=recheck)
         return Result()
 
     async def _health(
         self,
         remediation: Object,
         scope_label: str | None,
-        known: dict[storm.Scope, storm.Health],
+        known: dict[str, dict[storm.Scope, storm.Health]],
     ) -> storm.Health | None:
         """The health of the scope the remediation's node is in (None: not known yet), from
-        ``known`` when this pass has counted that scope already."""
+        ``known`` when this pass has counted that cluster's scopes already."""
         status = remediation.get("status") or {}
         namespace = remediation["metadata"]["namespace"]
         cluster = f"{namespace}/{status.get('clusterName') or ''}"
@@ -174,12 +170,13 @@ class Admission:
         informer = accessor.informer(NODES, transform=storm.node_summary)
         if not informer.synced.is_set():
             return None
-        nodes = informer.store.list()
         node = informer.store.get(str(status.get("nodeName") or ""))
         scope = storm.scope_of(cluster, node, scope_label)
-        if scope not in known:
-            known[scope] = storm.health(scope, nodes, self._faulty(namespace, cluster))
-        return known[scope]
+        if cluster not in known:
+            faulty = self._faulty(namespace, cluster)
+            known[cluster] = storm.healths(cluster, informer.store.list(), faulty, scope_label)
+        # A scope without nodes (its node gone) has none unhealthy: it is not stopped.
+        return known[cluster].get(scope) or storm.Health(scope, 0, 0)
 
     def _faulty(self, namespace: str, cluster: str) -> set[str]:
         """The nodes of ``cluster`` with an Active fault (of any policy, any type)."""

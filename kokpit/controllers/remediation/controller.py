@@ -27,7 +27,7 @@ from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_po
 from kokpit.controllers.remediation.commands import Commands
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.phases import Workflow
-from kokpit.controllers.remediation.scope import RemediationScope
+from kokpit.controllers.remediation.scope import FINALIZER, RemediationScope
 from kokpit.controllers.remediation.start import Starter
 from kokpit.controllers.remediation.storm import node_summary
 from kokpit.providers.guard import Guard
@@ -46,7 +46,6 @@ from kokpit.runtime import (
 from kokpit.runtime.clustercache import ClusterMapper
 from kokpit.runtime.resources import NODES
 
-FINALIZER = "kokpit.io/remediation"
 #: Remediations by the node they repair: namespace/cluster/node.
 BY_NODE = "node"
 
@@ -142,9 +141,13 @@ def setup(
     op = RemediationOperator(manager, cluster_cache, repairers, recorder, options, notifier, guard)
     workers = ControllerOptions(max_concurrent_reconciles=options.max_concurrent_reconciles)
 
+    # The hand-offs on the way from a fault to its cordon (the hub records it Active → the
+    # starter creates its Remediation → admission admits it → the workflow cordons) are
+    # writes of this process, echoes to the next controller: each is queued as the change it
+    # is for that controller, ahead of the routine work (requeues of remediations under way).
     remediation = Controller("remediation", op.reconciler, workers)
-    remediation.watch(op.remediations, predicate=_phase_or_request_changed)
-    remediation.watch(op.faults)  # same namespace and name
+    remediation.watch(op.remediations, predicate=_phase_or_request_changed, handoff=_admitted)
+    remediation.watch(op.faults, predicate=_fault_changed)  # same namespace and name
     remediation.watch(
         op.cluster_cache.watch(
             NODES, _remediations_of_node(op), predicate=_node_changed, transform=node_summary
@@ -152,13 +155,13 @@ def setup(
     )
 
     start = Controller("remediation-start", op.starter, workers)
-    start.watch(op.faults)
+    start.watch(op.faults, handoff=_turned_active)
     start.watch(op.remediations)  # a finished one may let a returning fault start afresh
     start.watch(op.policies, lambda p: _requests(op.faults.store.list(_namespace(p))))
 
     admission = Controller("remediation-admission", op.admission, workers)
     admission.watch(op.policies)
-    admission.watch(op.remediations, _policy_of)
+    admission.watch(op.remediations, _policy_of, handoff=_turned_pending)
 
     for controller in (remediation, start, admission):
         manager.add(controller)
@@ -182,6 +185,36 @@ def _phase_or_request_changed(old: Object | None, new: Object) -> bool:
     if any(before.get(k) != after.get(k) for k in ("annotations", "deletionTimestamp")):
         return True
     return bool((old.get("status") or {}).get("phase") != (new.get("status") or {}).get("phase"))
+
+
+def _phase(obj: Object | None) -> Any:
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def _admitted(old: Object | None, new: Object) -> bool:
+    """Admission let the remediation start: the workflow cordons next."""
+    return bool(_phase(new) == "Cordoning" and _phase(old) != "Cordoning")
+
+
+def _turned_pending(old: Object | None, new: Object) -> bool:
+    """The starter wrote a new remediation's status: admission may count it now."""
+    return bool(_phase(new) == "Pending" and _phase(old) != "Pending")
+
+
+def _fault_state(fault: Object | None) -> tuple[Any, Any]:
+    status = (fault or {}).get("status") or {}
+    return status.get("state"), status.get("history")
+
+
+def _turned_active(old: Object | None, new: Object) -> bool:
+    """The hub recorded the fault Active: it needs a remediation."""
+    return bool(_fault_state(new)[0] == "Active" and _fault_state(old)[0] != "Active")
+
+
+def _fault_changed(old: Object | None, new: Object) -> bool:
+    """What the workflow reads of its fault: whether (and since when) it is Active or
+    Cleared. The Remediated condition the operator writes on it itself concerns it not."""
+    return old is None or _fault_state(old) != _fault_state(new)
 
 
 def _node_changed(old: Object | None, new: Object) -> bool:

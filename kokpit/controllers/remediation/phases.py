@@ -37,6 +37,7 @@ from kokpit.api.v1alpha1.riskpolicy import RiskyAction
 from kokpit.controllers.remediation import drain, metrics
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.scope import Object, RemediationScope
+from kokpit.controllers.remediation.scope import age as age_of
 from kokpit.controllers.remediation.start import Status, initial_status, write_remediated
 from kokpit.controllers.remediation.storm import node_summary, ready_since
 from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
@@ -56,6 +57,17 @@ GUARDED_REPAIRS: dict[str, RiskyAction] = {
     "Reinstall": "Reinstall",
     "Reprovision": "Reprovision",
 }
+
+#: Phases stored as soon as they are reached, before their handler acts: a node given back
+#: (uncordoned) must never look, after a crash, like one still out of service for a repair.
+STORED_BEFORE = frozenset({"Uncordoning"})
+#: Phases after which a pass ends and the remediation goes on in a later one: after its
+#: cordon, the worker goes to the next admitted remediation's cordon (queued as a change,
+#: ahead of this routine requeue), so a burst of faults is taken out of service first and
+#: drained and repaired after.
+YIELD_AFTER = frozenset({"Cordoning"})
+#: A remediation without status younger than this is the starter's, its status on the way.
+STARTER_GRACE = 10.0
 
 Handler = Callable[[RemediationScope], Awaitable[bool]]
 
@@ -136,12 +148,20 @@ class Workflow:
         return True
 
     async def advance(self, scope: RemediationScope) -> bool:
-        """Run the current phase's handler while it makes progress, storing each step."""
+        """Run the current phase's handler while it makes progress. The status is written once
+        at the end of the pass, and before each step that acts on the node: the cordon and a
+        repair store their intent themselves, and the uncordon's phase is stored before it
+        runs (see :data:`STORED_BEFORE`); the rest (a drain pass, a verification) is safe to
+        run again after a crash."""
         for _ in range(MAX_TRANSITIONS):
-            handler = self._handlers.get(scope.phase)
+            phase = scope.phase
+            handler = self._handlers.get(phase)
             if handler is None or not await handler(scope):
                 return True  # finished, or waiting (a requeue says when to look again)
-            await scope.persist()
+            if phase in YIELD_AFTER:
+                break
+            if scope.phase in STORED_BEFORE:
+                await scope.persist()
         scope.requeue(0.0)
         return True
 
@@ -157,7 +177,13 @@ class Workflow:
     # -- phase handlers: True when they moved on ------------------------------------------------
 
     async def start(self, scope: RemediationScope) -> bool:
-        """The starter crashed between creating the remediation and writing its status."""
+        """The starter crashed between creating the remediation and writing its status. A
+        young one is left to the starter, whose status write is on its way: writing it here
+        too would only make one of the two writes fail with a Conflict."""
+        young = STARTER_GRACE - age_of(scope.obj, datetime.now(UTC))
+        if young > 0:
+            scope.requeue(young)
+            return False
         if scope.fault is None or scope.machine is None or scope.policy is None:
             scope.problem = ("NotFound", "its NodeFault, Machine or RemediationPolicy is gone")
             scope.requeue(self._options.retry_interval)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from kokpit.api.conditions import get, now, set_condition
 from kokpit.api.v1alpha1 import NODE_FAULTS, REMEDIATIONS
 from kokpit.api.v1alpha1.nodefault import REMEDIATED
-from kokpit.controllers.remediation.scope import FINISHED
+from kokpit.controllers.remediation.scope import FINALIZER, FINISHED
 from kokpit.controllers.remediation.selection import choose_policy
 from kokpit.runtime import AlreadyExists, Client, Conflict, NotFound, Request, Result, Store
 
@@ -96,7 +96,11 @@ class Starter:
         body = {
             "apiVersion": REMEDIATIONS.api_version,
             "kind": REMEDIATIONS.kind,
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "finalizers": [FINALIZER],
+            },
             "spec": {
                 "faultRef": {"name": meta["name"]},
                 "machineRef": {"name": machine["metadata"]["name"]},
@@ -111,7 +115,8 @@ class Starter:
             "metadata": {"resourceVersion": created["metadata"]["resourceVersion"]},
             "status": initial_status(fault, machine, policy),
         }
-        # On a Conflict the workflow's first reconcile writes it (from the same sources).
+        # The workflow leaves a young remediation without status to this write (see
+        # Workflow.start); on a Conflict its reconcile writes it (from the same sources).
         with contextlib.suppress(Conflict):
             await self._client.patch(
                 REMEDIATIONS,
@@ -168,8 +173,16 @@ async def write_remediated(
     """Patch a NodeFault's Remediated condition and the remediation it names (the fault hub
     owns the rest of its status, and writes it often: a conflict is read again and retried)."""
     meta = fault["metadata"]
-    for _ in range(WRITE_ATTEMPTS):
+    for attempt in range(WRITE_ATTEMPTS):
         status = fault.get("status") or {}
+        said = get(status.get("conditions") or [], REMEDIATED) or {}
+        says = (said.get("status"), said.get("reason"), said.get("message"))
+        if (
+            attempt
+            and status.get("remediation") == remediation
+            and says == (value, reason, message)
+        ):
+            return  # read again after a conflict: it says so already (an earlier write did)
         conditions = set_condition(
             status.get("conditions") or [], REMEDIATED, value, reason, message
         )

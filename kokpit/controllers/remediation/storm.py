@@ -4,38 +4,60 @@ starts there until the scope is healthy enough again.
 
 A scope is the Machine's Cluster, or with the policy's ``stormStop.scopeLabel`` the failure
 domain named by that node label within the Cluster (nodes without the label form their own
-domain). A node is healthy when it is Ready and has no Active NodeFault. A scope whose share of
-healthy nodes is below ``minHealthyPercent`` is stopped. Everything here is pure.
+domain). A node is healthy when it is Ready, reports no fault condition and has no Active
+NodeFault. A scope whose share of healthy nodes is below ``minHealthyPercent`` is stopped.
+Everything here is pure.
+
+Why the node's own fault conditions count, not only the hub's records: a storm's faults reach
+the nodes' conditions within seconds, but the hub records them one reconcile at a time, and on
+a loaded control plane that took 45 s for 400 faults with pauses between them; a scope judged
+on the records alone looked healthy in such a pause (bench/results/healing-latency-10000-
+1cluster.json: 244 of 400 admitted). Counted from the conditions, the storm is seen as soon as
+the cluster cache sees it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any
+
+from kokpit.api.v1alpha1.nodefault import NODE_CONDITION_FAULTS
 
 Object = dict[str, Any]
 
 
 def node_summary(node: Object) -> Object:
     """The informer transform: what the workflow and the storm stop need of a Node (name,
-    labels, whether it is cordoned, its Ready condition), and not its heartbeats."""
+    labels, whether it is cordoned, its Ready condition and the fault conditions it reports
+    True), and not its heartbeats."""
     meta = node.get("metadata") or {}
-    ready = next(
-        (
-            {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
-            for c in (node.get("status") or {}).get("conditions") or []
-            if c.get("type") == "Ready"
-        ),
-        None,
-    )
+    kept = [
+        {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
+        for c in (node.get("status") or {}).get("conditions") or []
+        if isinstance(c, dict)
+        and (
+            c.get("type") == "Ready"
+            or (c.get("type") in NODE_CONDITION_FAULTS and c.get("status") == "True")
+        )
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta},
         "spec": {"unschedulable": bool((node.get("spec") or {}).get("unschedulable"))},
-        "status": {"conditions": [ready] if ready else []},
+        "status": {"conditions": kept},
     }
+
+
+def reports_fault(node: Object) -> bool:
+    """The node reports a fault condition (node-problem-detector's, the node agent's) True,
+    whether or not the hub has recorded it yet."""
+    return any(
+        c.get("type") in NODE_CONDITION_FAULTS and c.get("status") == "True"
+        for c in ((node.get("status") or {}).get("conditions") or [])
+    )
 
 
 def ready_since(node: Object | None) -> str | None:
@@ -94,11 +116,19 @@ class Health:
         )
 
 
-def health(scope: Scope, nodes: Iterable[Object], faulty: Set[str]) -> Health:
-    """The health of ``scope``: its nodes (of its Cluster) that are Ready and not in
-    ``faulty`` (the names of its Cluster's nodes with an Active fault)."""
-    members = [n for n in nodes if scope.holds(n)]
-    healthy = sum(
-        1 for n in members if ready_since(n) is not None and n["metadata"]["name"] not in faulty
-    )
-    return Health(scope, healthy, len(members))
+def healths(
+    cluster: str, nodes: Iterable[Object], faulty: Set[str], scope_label: str | None
+) -> dict[Scope, Health]:
+    """The health of every scope of ``cluster`` (namespace/name) that has nodes: its nodes
+    that are Ready, report no fault condition and are not in ``faulty`` (the names of the
+    cluster's nodes with an Active fault). One pass over the nodes, not one per scope: ten
+    thousand nodes in tens of scopes are counted on every admission pass."""
+    healthy: Counter[Scope] = Counter()
+    total: Counter[Scope] = Counter()
+    for node in nodes:
+        scope = scope_of(cluster, node, scope_label)
+        total[scope] += 1
+        name = node["metadata"]["name"]
+        if ready_since(node) is not None and name not in faulty and not reports_fault(node):
+            healthy[scope] += 1
+    return {scope: Health(scope, healthy[scope], count) for scope, count in total.items()}

@@ -39,11 +39,28 @@ def test_a_small_fleet_still_fails_one_node() -> None:
 
 
 def test_the_storm_takes_one_zone_below_its_minimum_healthy_share() -> None:
-    for size in (100, 1000, 10000):
-        nodes, zone = healing.storm_nodes(size)
-        assert {healing.zone_of(i) for i in nodes} == {f"z{healing.STORM_ZONE}"}
-        assert zone == size // healing.ZONES
-        assert 100 * (zone - len(nodes)) / zone < healing.MIN_HEALTHY
+    for clusters in (1, 4):
+        for size in (400, 1000, 10000):
+            nodes, zone = healing.storm_nodes(size, clusters)
+            assert {healing.zone_of(i) for i in nodes} == {f"z{healing.STORM_ZONE}"}
+            # One storm-stop scope: the zone within one cluster.
+            assert {healing.cluster_name(i, clusters) for i in nodes} == {"biz-0"}
+            assert zone == size // healing.ZONES // clusters
+            assert 100 * (zone - len(nodes)) / zone < healing.MIN_HEALTHY
+
+
+def test_every_cluster_holds_every_zone_and_its_share_of_the_faults() -> None:
+    nodes = range(10000)
+    per_cluster = Counter(healing.cluster_name(i, 4) for i in nodes)
+    assert per_cluster == {f"biz-{k}": 2500 for k in range(4)}
+    for k in range(4):
+        zones = Counter(
+            healing.zone_of(i) for i in nodes if healing.cluster_name(i, 4) == f"biz-{k}"
+        )
+        assert zones == {f"z{z}": 250 for z in range(healing.ZONES)}
+    faults = Counter(healing.cluster_name(i, 4) for i in healing.failing(10000, 0))
+    assert set(faults) == {f"biz-{k}" for k in range(4)}
+    assert max(faults.values()) - min(faults.values()) <= 4
 
 
 def test_percentiles_are_nearest_rank_samples() -> None:

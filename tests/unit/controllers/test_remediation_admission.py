@@ -64,10 +64,13 @@ class Clusters:
         return self
 
 
-def node(name: str) -> Object:
+def node(name: str, reports: str | None = None) -> Object:
     ready = {"type": "Ready", "status": "True", "lastTransitionTime": stamp(600)}
     meta = {"name": name, "labels": {"zone": "a"}}
-    return node_summary({"metadata": meta, "spec": {}, "status": {"conditions": [ready]}})
+    conditions = [ready]
+    if reports is not None:  # a fault condition, as node-problem-detector writes it
+        conditions.append({"type": reports, "status": "True", "reason": "KernelHasDeadlock"})
+    return node_summary({"metadata": meta, "spec": {}, "status": {"conditions": conditions}})
 
 
 def fault(machine: str) -> Object:
@@ -151,6 +154,21 @@ async def test_forty_percent_faulty_stops_every_start_and_says_where_and_why() -
     assert {"n0.kerneldeadlock", "n1.kerneldeadlock"} <= set(waiting)
 
 
+async def test_a_storm_the_nodes_report_stops_starts_before_the_hub_has_recorded_it() -> None:
+    """Under load the hub records a storm's faults over tens of seconds, with pauses: the
+    nodes' own fault conditions count at once (here one fault of two is recorded, and its
+    remediation would otherwise start: 4 of 5 healthy)."""
+    world = World(nodes=0)
+    nodes = [node(f"n{i}", reports="KernelDeadlock" if i < 2 else None) for i in range(5)]
+    world.admission._clusters = Clusters(nodes)  # type: ignore[assignment]
+    world.faulty("n0")  # n1's fault is on its Node, not yet in the hub's records
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == []
+    stopped = get(world.client.policy_status()["conditions"], "StormStopped")
+    assert stopped is not None
+    assert "3 of 5 nodes healthy" in stopped["message"]
+
+
 async def test_one_fault_in_five_is_admitted_and_the_stop_is_off() -> None:
     world = World(nodes=5)
     world.faulty("n0")
@@ -187,6 +205,32 @@ async def test_a_new_remediation_waits_the_admission_delay() -> None:
     world.remediations.upsert(remediation("n0", age=31))
     await world.reconcile()
     assert world.client.admitted() == ["n0.kerneldeadlock"]
+
+
+async def test_a_remediation_stamped_two_seconds_ago_may_be_younger_and_waits() -> None:
+    """Creation times are whole seconds, cut: stamped 2 s ago, a remediation may be 1.01 s
+    old, so under a 2 s delay it waits (it was admitted: storms leaked through that second)."""
+    world = World(nodes=5, delay=2)
+    world.faulty("n0", age=2)
+    assert await world.reconcile() is not None
+    assert world.client.admitted() == []
+    world.remediations.upsert(remediation("n0", age=3))
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+
+
+async def test_a_waiting_remediation_is_looked_at_again_when_its_delay_ends() -> None:
+    """Not a fixed recheck later: a remediation stamped 2 s ago under a 3 s delay is back
+    within 2 s (when it is surely 3 s old), never the full recheck of 5 s."""
+    world = World(nodes=5, delay=3)
+    world.admission._options = RemediationOptions(admission_delay=3, admission_recheck=5)
+    world.faulty("n0", age=2)
+    requeue = await world.reconcile()
+    assert requeue is not None
+    assert 1.0 < requeue <= 2.0
+    world = World(nodes=5, delay=30)  # longer than the recheck: the recheck bounds it
+    world.faulty("n0", age=1)
+    assert await world.reconcile() == RemediationOptions().admission_recheck
 
 
 async def test_nothing_in_a_scope_starts_while_its_faults_are_still_arriving() -> None:

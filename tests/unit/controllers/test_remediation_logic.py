@@ -24,7 +24,13 @@ from kokpit.controllers.remediation.phases import Workflow, recovery
 from kokpit.controllers.remediation.scope import RemediationScope
 from kokpit.controllers.remediation.selection import choose_policy
 from kokpit.controllers.remediation.start import became_active_at, initial_status
-from kokpit.controllers.remediation.storm import Scope, health, node_summary, scope_of
+from kokpit.controllers.remediation.storm import (
+    Health,
+    Scope,
+    healths,
+    node_summary,
+    scope_of,
+)
 from kokpit.providers.guard import Outcome, RiskRequest, Verdict
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation
@@ -156,12 +162,12 @@ def node(name: str, ready: bool = True, labels: dict[str, str] | None = None) ->
 
 def test_forty_percent_of_a_clusters_nodes_faulty_is_below_seventy_percent_healthy() -> None:
     nodes = [node(f"n{i}") for i in range(5)]
-    verdict = health(Scope("ns/biz"), nodes, {"n0", "n1"})
+    verdict = healths("ns/biz", nodes, {"n0", "n1"}, None)[Scope("ns/biz")]
     assert (verdict.healthy, verdict.total) == (3, 5)
     assert verdict.below(70)
     assert not verdict.below(60)
     assert verdict.describe(70) == "Cluster ns/biz: 3 of 5 nodes healthy (60%, below 70%)"
-    one = health(Scope("ns/biz"), nodes, {"n0"})
+    one = healths("ns/biz", nodes, {"n0"}, None)[Scope("ns/biz")]
     assert not one.below(70)  # one fault of five: 80 % healthy, the remediation starts
 
 
@@ -174,10 +180,52 @@ def test_not_ready_nodes_are_unhealthy_and_a_failure_domain_counts_its_own_nodes
     ]
     zone_a = scope_of("ns/biz", nodes[0], "zone")
     assert str(zone_a) == "zone=a in Cluster ns/biz"
-    assert (health(zone_a, nodes, set()).healthy, health(zone_a, nodes, set()).total) == (1, 2)
+    by_zone = healths("ns/biz", nodes, set(), "zone")
+    assert (by_zone[zone_a].healthy, by_zone[zone_a].total) == (1, 2)
     zone_b = scope_of("ns/biz", nodes[2], "zone")
-    assert not health(zone_b, nodes, {"a1"}).below(100)
-    assert health(Scope("ns/biz"), [], set()).percent == 100.0  # no nodes known: no storm
+    assert not healths("ns/biz", nodes, {"a1"}, "zone")[zone_b].below(100)
+    assert healths("ns/biz", [], set(), None) == {}  # no nodes known: no scope to stop
+    assert Health(Scope("ns/biz"), 0, 0).percent == 100.0
+
+
+def health(scope: Scope, nodes: list[Object], faulty: set[str]) -> Health:
+    """One scope's health, counted on its own: its nodes, Ready and not faulty."""
+    members = [n for n in nodes if scope_of(scope.cluster, n, scope.label) == scope]
+    healthy = [n for n in members if n["status"]["conditions"][0]["status"] == "True"]
+    return Health(scope, sum(n["metadata"]["name"] not in faulty for n in healthy), len(members))
+
+
+def test_every_scope_counted_in_one_pass_is_what_each_counted_alone_is() -> None:
+    nodes = [
+        node(f"{zone}{i}", ready=i != 1, labels={"zone": zone} if zone != "x" else {})
+        for zone in ("a", "b", "x")
+        for i in range(4)
+    ]
+    faulty = {"a0", "b2", "x3"}
+    for label in ("zone", None):
+        together = healths("ns/biz", nodes, faulty, label)
+        scopes = {scope_of("ns/biz", n, label) for n in nodes}
+        assert set(together) == scopes
+        for scope in scopes:
+            assert together[scope] == health(scope, nodes, faulty)
+
+
+def test_a_node_that_reports_a_fault_condition_is_unhealthy_before_the_hub_records_it() -> None:
+    reporting = node_summary(
+        {
+            "metadata": {"name": "n1"},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": stamp(T0)},
+                    {"type": "KernelDeadlock", "status": "True", "lastHeartbeatTime": "x"},
+                    {"type": "ReadonlyFilesystem", "status": "False"},
+                ]
+            },
+        }
+    )
+    assert [c["type"] for c in reporting["status"]["conditions"]] == ["Ready", "KernelDeadlock"]
+    together = healths("ns/biz", [reporting, node("n2")], set(), None)[Scope("ns/biz")]
+    assert (together.healthy, together.total) == (1, 2)
 
 
 def test_the_node_summary_keeps_labels_cordon_and_readiness_without_heartbeats() -> None:
@@ -602,3 +650,82 @@ async def test_taking_the_node_out_of_service_asks_for_drain_and_escalation_repo
 async def _fresh_node(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
     """The business cluster's client and a schedulable node, as a fresh read gives them."""
     return Writes(), node("m1")
+
+
+# -- one pass of the workflow: what it stores, and when it gives the worker back ---------------
+
+
+async def test_a_pass_ends_after_the_cordon_with_the_cordon_stored_first() -> None:
+    """A burst of admitted remediations is taken out of service first: the pass that cordons
+    ends there (Draining, to go on at once in a later pass), and the cordon's intent was on
+    record before the node was cordoned."""
+    h = Harness()
+    writes = Writes()
+    stored_at_cordon: list[Object] = []
+
+    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+        async def cordon(resource: Any, name: str, body: Object, **kw: Any) -> Object:
+            stored_at_cordon.append(copy.deepcopy(h.stored[-1]))
+            return await Writes.patch(writes, resource, name, body)
+
+        writes.patch = cordon  # type: ignore[method-assign]
+        return writes, node("m1")
+
+    h.workflow._node = fresh  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.advance(scope)
+    assert writes.patches == [("m1", {"spec": {"unschedulable": True}})]
+    assert stored_at_cordon[0]["cordoned"] is True
+    assert scope.phase == "Draining"
+    assert scope.requeue_after == 0.0
+    assert "attempts" not in scope.status, "no drain or repair in the pass that cordons"
+
+
+async def test_a_pass_stores_before_each_risky_step_not_after_each_step() -> None:
+    """Repairing → Verifying: the attempt is stored Started before it runs, and the move to
+    Verifying is left to the write that ends the pass. Verifying → Uncordoning: the phase is
+    stored before the node is given back."""
+    h = Harness()
+    scope = h.scope(remediation(phase="Repairing"), fault_obj=fault())  # the fault still Active
+    assert await h.workflow.advance(scope)
+    assert [s.get("phase") for s in h.stored[1:]] == ["Repairing"]
+    assert h.stored[-1]["attempts"][-1]["state"] == "Started"
+    assert scope.phase == "Verifying"
+
+    h = Harness()
+    phase_at_uncordon: list[str | None] = []
+
+    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+        phase_at_uncordon.append(h.stored[-1].get("phase"))
+        cordoned = copy.deepcopy(node("m1"))
+        cordoned["spec"]["unschedulable"] = True
+        return Writes(), cordoned
+
+    h.workflow._node = fresh  # type: ignore[method-assign]
+    started = {"step": 0, "action": "RestartKubelet", "state": "Started", "startedAt": ago(30)}
+    scope = h.scope(remediation(phase="Verifying", attempts=[started]), fault_obj=cleared_at(T0))
+    assert await h.workflow.advance(scope)
+    assert phase_at_uncordon == ["Uncordoning"]
+    assert [s.get("phase") for s in h.stored[1:]] == ["Uncordoning"]
+    assert scope.phase == "Succeeded"
+
+
+async def test_a_young_remediation_without_status_is_left_to_its_starter() -> None:
+    """The starter writes a new remediation's status right after creating it; the workflow
+    writing it too would only make one of them fail with a Conflict. One left without status
+    for long (the starter crashed in between) is started by the workflow."""
+    h = Harness()
+    young = remediation()
+    young["status"] = {}
+    young["metadata"]["creationTimestamp"] = ago(1)
+    scope = h.scope(young, fault_obj=fault())
+    assert not await h.workflow.start(scope)
+    assert scope.status == {}
+    assert scope.requeue_after is not None
+    assert 0 < scope.requeue_after <= 10
+    old = remediation()
+    old["status"] = {}
+    old["metadata"]["creationTimestamp"] = ago(60)
+    scope = h.scope(old, fault_obj=fault())
+    assert await h.workflow.start(scope)
+    assert scope.phase == "Pending"

@@ -80,7 +80,11 @@ async def test_an_active_fault_gets_one_remediation_of_its_name_with_the_ladder(
     client = Client()
     await world(client, labels={"gpu": "yes"}).reconcile(REQUEST)
     [created] = client.created
-    assert created["metadata"] == {"name": "m1.kerneldeadlock", "namespace": "ns"}
+    assert created["metadata"] == {
+        "name": "m1.kerneldeadlock",
+        "namespace": "ns",
+        "finalizers": ["kokpit.io/remediation"],  # the workflow need not add it: no write
+    }
     assert created["spec"]["policyRef"] == {"name": "gpu"}
     kinds = [(kind, body) for kind, _, body in client.patches]
     assert kinds[0][0] == "Remediation"
@@ -126,3 +130,29 @@ async def test_a_fault_that_came_back_after_its_remediation_finished_starts_afre
     await world(client, labels={"gpu": "yes"}, remediation=still_the_same).reconcile(REQUEST)
     assert client.deleted == []
     assert client.created == []
+
+
+async def test_a_conflicting_write_of_what_the_fault_says_already_is_not_sent_again() -> None:
+    """The cache lagged an earlier write of the same condition: the write conflicts, the fresh
+    read says so already, and nothing more is written (before: it was written again)."""
+    from kokpit.api.conditions import set_condition
+    from kokpit.controllers.remediation.start import write_remediated
+    from kokpit.runtime import Conflict
+
+    fresh = fault()
+    fresh["metadata"]["resourceVersion"] = "4"
+    fresh["status"]["remediation"] = "m1.kerneldeadlock"
+    fresh["status"]["conditions"] = set_condition([], "Remediated", "Unknown", "Remediating", "m")
+
+    class Lagging(Client):
+        async def patch(self, resource: Any, name: str, body: Object, **kw: Any) -> Object:
+            await super().patch(resource, name, body, **kw)
+            raise Conflict("the object has been modified")
+
+        async def get(self, resource: Any, name: str, **kw: Any) -> Object:
+            return copy.deepcopy(fresh)
+
+    client = Lagging()
+    stale = fault()
+    await write_remediated(client, stale, "Unknown", "Remediating", "m", "m1.kerneldeadlock")  # type: ignore[arg-type]
+    assert len(client.patches) == 1

@@ -1,4 +1,5 @@
 import inspect
+from typing import Any
 
 import kokpit.runtime
 from kokpit.runtime.client import RecentVersions
@@ -79,6 +80,41 @@ async def test_events_are_queued_by_whose_change_they_are() -> None:
         ("created", Priority.NEW),
         ("our-write", Priority.ROUTINE),
         ("our-create", Priority.ROUTINE),
+    ]
+
+
+async def test_an_echo_that_hands_work_over_is_queued_as_the_change_it_is() -> None:
+    """Two controllers of one process share its client: the write of one reaches the other
+    as an echo. One its watch names a hand-off comes before the routine work; other echoes,
+    and what the first list found, stay routine."""
+    queue: WorkQueue[Request] = WorkQueue("t")
+
+    def admitted(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+        return bool(new.get("status", {}).get("phase") == "Cordoning")
+
+    handler = _Enqueue(queue, for_object, None, admitted)
+
+    def obj(name: str, phase: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns"}, "status": {"phase": phase}}
+
+    handler.on_update(obj("requeued", "Draining"), obj("requeued", "Draining"))
+    queue.done(await queue.get())  # queue an ordinary change first, then echoes
+    with dispatching(Origin.LISTED):
+        handler.on_add(obj("listed", "Cordoning"))
+    with dispatching(Origin.OWN_WRITE):
+        handler.on_update(obj("own-echo", "Draining"), obj("own-echo", "Draining"))
+        handler.on_update(obj("admitted", "Pending"), obj("admitted", "Cordoning"))
+        handler.on_add(obj("created-admitted", "Cordoning"))
+    out = []
+    while len(queue):
+        request, priority = await queue.get_with_priority()
+        out.append((request.name, priority))
+        queue.done(request)
+    assert out == [
+        ("admitted", Priority.CHANGE),
+        ("created-admitted", Priority.NEW),
+        ("listed", Priority.ROUTINE),
+        ("own-echo", Priority.ROUTINE),
     ]
 
 
