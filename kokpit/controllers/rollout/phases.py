@@ -16,6 +16,7 @@ correctly:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,8 @@ Object = dict[str, Any]
 
 #: The index of Rollouts by uid (the marks on objects name a rollout by its uid).
 BY_UID = "uid"
+#: Seconds this process reads its own write of an object in place of the cache's copy.
+WRITTEN_TTL = 60.0
 #: At most this many object names in one message.
 NAMES_SHOWN = 10
 
@@ -57,9 +60,9 @@ class Progress:
         self._metrics = metrics
         self._guard = guard
         self._options = options
-        #: Objects this process changed that the cache has not shown with their mark yet, by
-        #: uid: read in their place (see :meth:`_fresh`).
-        self._written: dict[str, Object] = {}
+        #: Objects this process changed that the cache has not shown changed yet, by uid, with
+        #: when: read in their place (see :meth:`_fresh`).
+        self._written: dict[str, tuple[Object, float]] = {}
 
     # -- load ---------------------------------------------------------------------------------
 
@@ -87,17 +90,15 @@ class Progress:
         return True
 
     def _fresh(self, cached: Object) -> Object:
-        """``cached``, or this process's newer copy while the cache has not caught up."""
+        """``cached``, or this process's newer copy while the cache has not caught up (for at
+        most :data:`WRITTEN_TTL` seconds: by then it has, or the object is gone)."""
         uid = cached["metadata"]["uid"]
-        written = self._written.get(uid)
-        if written is None:
+        entry = self._written.get(uid)
+        if entry is None:
             return cached
-        mark = CHANGE_ANNOTATION
-        cached_mark = (cached["metadata"].get("annotations") or {}).get(mark)
-        if cached_mark == (written["metadata"].get("annotations") or {}).get(mark) and cached[
-            "spec"
-        ].get("packageVersion") == written["spec"].get("packageVersion"):
-            del self._written[uid]  # the cache has it
+        written, at = entry
+        if _same_change(cached, written) or time.monotonic() - at > WRITTEN_TTL:
+            del self._written[uid]
             return cached
         return written
 
@@ -115,12 +116,12 @@ class Progress:
             f"{total} {kind}(s) to move to {scope.version} in at most {batches} batch(es)",
         )
         if scope.contested:
-            held = [o for o in scope.selected if o["metadata"]["uid"] in scope.contested]
+            others = [o for o in scope.selected if o["metadata"]["uid"] in scope.contested]
             scope.event(
                 "Warning",
                 "Contested",
-                f"{len(held)} selected object(s) are being moved by another rollout and are "
-                f"left out: {_names(held)}",
+                f"{len(others)} selected object(s) are being moved by another rollout and are "
+                f"left out: {_names(others)}",
             )
         assessment = await self._assess(scope, candidates)
         scope.status["assessment"] = assessment
@@ -451,7 +452,7 @@ class Progress:
             )
         except (Conflict, NotFound):
             return None  # changed or gone since it was read: the next pass sees it anew
-        self._written[meta["uid"]] = patched
+        self._written[meta["uid"]] = (patched, time.monotonic())
         return patched
 
     def _healthy(self, scope: RolloutScope, obj: Object) -> bool:
@@ -529,6 +530,16 @@ class Progress:
             )
             return
         scope.requeue(self._options.poll_interval)
+
+
+def _same_change(a: Object, b: Object) -> bool:
+    """Whether two copies of an object carry the same mark and package version."""
+
+    def change(obj: Object) -> tuple[Any, Any]:
+        mark = (obj["metadata"].get("annotations") or {}).get(CHANGE_ANNOTATION)
+        return mark, obj["spec"].get("packageVersion")
+
+    return change(a) == change(b)
 
 
 def _error(metric: str, message: str) -> Object:
