@@ -97,12 +97,16 @@ class ObjectScope:
         return bool(self.metadata.get("deletionTimestamp"))
 
     def seconds_deleted(self) -> float:
-        """How long ago the object was deleted (0 if it is not being deleted)."""
+        """How long the object has been deleted, at least (0 if it is not being deleted).
+
+        The API server keeps ``deletionTimestamp`` in whole seconds, so the deletion happened
+        up to a second after it: this counts from the end of that second, so that a timeout
+        counted from the deletion never ends early."""
         stamp = self.metadata.get("deletionTimestamp")
         if not stamp:
             return 0.0
         deleted = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        return (datetime.now(UTC) - deleted).total_seconds()
+        return max(0.0, (datetime.now(UTC) - deleted).total_seconds() - 1.0)
 
     def requeue(self, seconds: float) -> None:
         """Ask to look again in ``seconds``; the smallest request of all phases wins."""
