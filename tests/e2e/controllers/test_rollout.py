@@ -185,7 +185,9 @@ async def rollout_where(
     async def check() -> Object | None:
         obj = await client.get(ROLLOUTS, name, namespace=NS)
         status = obj.get("status") or {}
-        if status.get("phase") != phase:
+        # A command's effect is written before the rest of its pass (so a crash cannot lose
+        # it): wait for the pass's own write too, which plans the rollout (total).
+        if status.get("phase") != phase or status.get("total") is None:
             return None
         if reason and (status.get("pausedReason") != reason):
             return None
