@@ -1,7 +1,8 @@
 """The command line of each local control-plane component, as pure functions.
 
 Flags follow what envtest and kubeadm use, trimmed to one machine: everything listens on
-127.0.0.1 only, and every component authenticates to kube-apiserver with its own client
+127.0.0.1 only (kube-apiserver also on this machine's address when real nodes run, so their
+pods reach it: :func:`kokpit.local.realnode.apiserver_flags`), and every component authenticates to kube-apiserver with its own client
 certificate (see :mod:`kokpit.pki`). Each function returns a :class:`Component`: the argv,
 and the URL that says it is healthy.
 """
@@ -166,7 +167,8 @@ def apiserver(assets: Assets, layout: Layout, ports: Ports, settings: Settings) 
         f"--service-cluster-ip-range={settings.service_cidr}",
         "--allow-privileged=true",
         # The advertise address is loopback, which the kubernetes Service's endpoints may not
-        # hold; nothing in a meta-cluster without real pods needs that endpoint.
+        # hold; nothing in a meta-cluster without real pods needs that endpoint (with real
+        # nodes, kokpit.local.realnode.apiserver_flags gives it one a pod can reach).
         "--endpoint-reconciler-type=none",
         "--profiling=false",
     ]

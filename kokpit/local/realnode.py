@@ -184,11 +184,21 @@ class RealNode:
         return f"{self.name}.{component}"
 
 
-def apiserver_flags(layout: Layout) -> dict[str, str]:
-    """kube-apiserver's flags for reaching kubelets: by InternalIP (a real node's name does not
-    resolve), with a client certificate the kubelets' webhook authorizer checks."""
+def apiserver_flags(layout: Layout, address: str) -> dict[str, str]:
+    """kube-apiserver's flags when real nodes run.
+
+    - Pods reach it: it listens on every address and advertises ``address`` (this machine's,
+      :func:`~kokpit.local.host.node_ip`), so the ``kubernetes`` Service's endpoint is one a
+      pod can route to (a loopback one is not) and an operator in a pod finds it as any
+      in-cluster client does. Without real nodes it stays on loopback only.
+    - It reaches kubelets by InternalIP (a real node's name does not resolve), with a client
+      certificate the kubelets' webhook authorizer checks.
+    """
     pki = layout.pki
     return {
+        "bind-address": "0.0.0.0",
+        "advertise-address": address,
+        "endpoint-reconciler-type": "lease",
         "kubelet-preferred-address-types": "InternalIP,Hostname",
         "kubelet-client-certificate": str(pki.client_cert(APISERVER_KUBELET_CLIENT)),
         "kubelet-client-key": str(pki.client_key(APISERVER_KUBELET_CLIENT)),
@@ -196,17 +206,24 @@ def apiserver_flags(layout: Layout) -> dict[str, str]:
 
 
 def prepare(layout: Layout, settings: Settings, count: int) -> Settings:
-    """Issue the real nodes' certificates (before kube-apiserver starts: it reads its kubelet
-    client certificate) and return ``settings`` with :func:`apiserver_flags` added."""
-    node_pki(layout, count).ensure()
+    """Issue the real nodes' certificates and a serving certificate valid for this machine's
+    address (before kube-apiserver starts: it reads them), and return ``settings`` with
+    :func:`apiserver_flags` added."""
+    address = host.node_ip()
+    node_pki(layout, count, address).ensure()
     flags = {name: dict(values) for name, values in settings.flags.items()}
-    flags["kube-apiserver"] = {**apiserver_flags(layout), **flags.get("kube-apiserver", {})}
+    flags["kube-apiserver"] = {
+        **apiserver_flags(layout, address),
+        **flags.get("kube-apiserver", {}),
+    }
     return dataclasses.replace(settings, flags=flags)
 
 
-def node_pki(layout: Layout, count: int) -> PKI:
+def node_pki(layout: Layout, count: int, address: str) -> PKI:
     extra = (APISERVER_KUBELET_CLIENT, KUBE_PROXY, *(identity(node_name(i)) for i in range(count)))
-    return dataclasses.replace(layout.pki, clients=(*CLIENTS, *extra))
+    return dataclasses.replace(
+        layout.pki, clients=(*CLIENTS, *extra), extra_ips=(*layout.pki.extra_ips, address)
+    )
 
 
 def up(
@@ -231,7 +248,7 @@ def up(
     supervisor.update(**{HOST_KEY: before})
     kubectl = Kubectl(assets.bin("kubectl"), layout.kubeconfig)
     kubectl.apply(rbac([node_name(i) for i in range(count)]))
-    pki = node_pki(layout, count)
+    pki = node_pki(layout, count, host.node_ip())
     pause = images.write_image(
         layout.root / NODES_DIR / "pause.tar",
         name=PAUSE_IMAGE,

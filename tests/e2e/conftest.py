@@ -11,6 +11,8 @@ import json
 import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from fixtures.business import BusinessCluster, business_cluster
 from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster, ensure_assets, release
 from kokpit.local import nodes as kwok_nodes
 from kokpit.runtime import Client, ClientConfig, Resource
-from tests.e2e.support import install_crds
+from tests.e2e.support import IMAGE_REVISION, IMAGE_SOURCE, install_crds
 
 #: The shared simulated nodes every workload test may schedule onto.
 SHARED_NODES = 100
@@ -189,6 +191,28 @@ def real_meta_cluster(
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kokpit_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kokpit's image as ``make image`` builds it (``kokpit local image``: Debian from the
+    mirror plus the virtualenv, written as an OCI archive; about two minutes, needs root),
+    once per session: test_kokpit_image checks it, test_in_cluster runs the operators from it.
+    Both are in the real-node session, so the image is built once."""
+    if os.geteuid() != 0:
+        pytest.fail("building the image needs root (mmdebstrap, chroot)")
+    out = tmp_path_factory.mktemp("image") / "kokpit.oci.tar"
+    args = ["--out", str(out), "--revision", IMAGE_REVISION, "--source", IMAGE_SOURCE]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kokpit", "local", "image", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MB unpacked" in proc.stdout
+    return out
 
 
 @pytest.fixture(scope="session")

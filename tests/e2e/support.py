@@ -17,6 +17,12 @@ T = TypeVar("T")
 CRDS = Path(__file__).parents[2] / "config" / "crd"
 
 
+#: The labels the session's image is built with (the ``kokpit_image`` fixture;
+#: tests/e2e/test_kokpit_image.py checks them).
+IMAGE_REVISION = "0123abc"
+IMAGE_SOURCE = "https://example.org/kokpit.git"
+
+
 def install_crds(kubectl: Kubectl) -> Kubectl:
     """kokpit's CRDs in ``kubectl``'s cluster, Established when this returns."""
     kubectl.run("apply", "--server-side", "-k", str(CRDS))

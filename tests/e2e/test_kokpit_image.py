@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,16 @@ from typing import Any
 import pytest
 
 from kokpit.local import kokpit_image
+from tests.e2e.support import IMAGE_REVISION, IMAGE_SOURCE
 
-pytestmark = pytest.mark.slow
+# In the real-node session, which builds the image once for this module and test_in_cluster.
+pytestmark = [pytest.mark.slow, pytest.mark.real_node]
 
 LABELS = {
     "org.opencontainers.image.title": "kokpit",
     "org.opencontainers.image.version": kokpit_image.installed_version(),
-    "org.opencontainers.image.revision": "0123abc",
-    "org.opencontainers.image.source": "https://example.org/kokpit.git",
+    "org.opencontainers.image.revision": IMAGE_REVISION,
+    "org.opencontainers.image.source": IMAGE_SOURCE,
     "org.opencontainers.image.licenses": "Apache-2.0",
 }
 #: Nothing that installs or builds software is left in the image.
@@ -56,23 +57,8 @@ print(orjson.dumps({"ok": True}).decode())
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.geteuid() != 0:
-        pytest.fail("building the image needs root (mmdebstrap, chroot)")
-    out = tmp_path_factory.mktemp("image") / "kokpit.oci.tar"
-    revision = LABELS["org.opencontainers.image.revision"]
-    source = LABELS["org.opencontainers.image.source"]
-    args = ["local", "image", "--out", str(out), "--revision", revision, "--source", source]
-    proc = subprocess.run(
-        [sys.executable, "-m", "kokpit", *args],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MB unpacked" in proc.stdout
-    return out
+def archive(kokpit_image: Path) -> Path:
+    return kokpit_image
 
 
 def read_layout(archive: Path, into: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:

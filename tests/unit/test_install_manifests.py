@@ -18,6 +18,7 @@ import yaml
 import kokpit
 from kokpit.cli import install
 from kokpit.cli.main import parser
+from kokpit.local import kokpit_image
 
 CONFIG = Path(__file__).parents[2] / "config"
 #: The operators config/default runs (the HTTPS guard is not among them: it needs a serving
@@ -55,6 +56,14 @@ def test_the_image_tag_is_the_release() -> None:
     for deployment in of_kind("Deployment").values():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["image"] == f"{install.IMAGE}:{kokpit.__version__}"
+
+
+def test_the_local_overlay_names_the_image_make_image_builds() -> None:
+    kustomization = yaml.safe_load((CONFIG / "local" / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    local = f"{image['newName']}:{image['newTag']}"
+    assert image["name"] == install.IMAGE
+    assert local == kokpit_image.image_name(kokpit.__version__)
 
 
 def test_install_applies_the_crds_first_and_the_pods_after_their_rbac_and_network_policy() -> None:

@@ -19,11 +19,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
-import os
-import re
 import secrets
-import socket
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,11 +27,18 @@ from typing import Any
 
 import pytest
 
+from fixtures.kube_on_kube import (
+    STORAGE_CLASS,
+    HostedControlPlane,
+    cond,
+    expected,
+    local_volumes,
+    running,
+)
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
 from kokpit.controllers.cluster import access
 from kokpit.local import Kubectl, KubectlError, LocalCluster
-from kokpit.local.assets import find, read_manifest
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ORDER
 from kokpit.providers.controlplane.releases import cluster_package
@@ -45,11 +48,6 @@ from tests.e2e.operators import operator_process, write_kubeconfig
 from tests.e2e.rbac import operator_identity
 from tests.e2e.support import install_crds
 
-REAL_NODE = {"kokpit.io/real-node": "true"}
-#: Storage for etcd: the local meta-cluster has no provisioner, so volumes on the real node's
-#: disk are made for it (an emptyDir would not do: a member whose pod is replaced, as an
-#: upgrade of etcd does, loses its data and cannot rejoin; see the kubernetes runtime).
-STORAGE_CLASS = "kokpit-real-local"
 OLD, NEW = Release("v1.35.4"), Release("v1.36.3")
 #: What deleting a Cluster must leave none of (by its label).
 KINDS = "pods,services,secrets,persistentvolumeclaims,networkpolicies,statefulsets,deployments"
@@ -67,167 +65,6 @@ async def real_client(real_meta_cluster: LocalCluster) -> AsyncIterator[Client]:
         yield c
 
 
-def local_volumes(kubectl: Kubectl, root: Path, count: int) -> list[str]:
-    """A StorageClass of statically made volumes, and ``count`` of them: directories on this
-    host, owned by the user the pods run as, bound to pods on the real node."""
-    node = kubectl.get("nodes", "-l", "kokpit.io/real-node=true")["items"][0]["metadata"]["name"]
-    affinity = {
-        "required": {
-            "nodeSelectorTerms": [
-                {
-                    "matchExpressions": [
-                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
-                    ]
-                }
-            ]
-        }
-    }
-    objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": STORAGE_CLASS},
-            "provisioner": "kubernetes.io/no-provisioner",
-            "volumeBindingMode": "WaitForFirstConsumer",
-        }
-    ]
-    names = []
-    for i in range(count):
-        directory = root / f"etcd-{i}"
-        directory.mkdir(parents=True)
-        os.chown(directory, 65532, 65532)
-        directory.chmod(0o700)
-        name = f"{STORAGE_CLASS}-{secrets.token_hex(3)}"
-        names.append(name)
-        objects.append(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name},
-                "spec": {
-                    "capacity": {"storage": "8Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": STORAGE_CLASS,
-                    "hostPath": {"path": str(directory), "type": "Directory"},
-                    "nodeAffinity": affinity,
-                },
-            }
-        )
-    kubectl.apply(objects)
-    return names
-
-
-def https_get(
-    address: str, port: int, path: str, context: ssl.SSLContext, server_name: str, body: str = ""
-) -> Any:
-    """One HTTP/1.0 request over TLS to ``address`` (checked as ``server_name``); the JSON, or
-    the text if it is not JSON."""
-    method = "POST" if body else "GET"
-    request = (
-        f"{method} {path} HTTP/1.0\r\nHost: {server_name}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-    )
-    with (
-        socket.create_connection((address, port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        tls.sendall(request.encode())
-        data = b""
-        while chunk := tls.recv(65536):
-            data += chunk
-    head, _, payload = data.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
-    assert status == 200, f"{method} {path} on {address}:{port}: {head!r} {payload[:200]!r}"
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return payload.decode()
-
-
-class BusinessCluster:
-    """What a test reads of the business cluster ``name``, from the host: kubectl through the
-    Service's ClusterIP (the host does not resolve ``.svc`` names; the certificate is checked
-    against the Service's name), and each component on its pod's address."""
-
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, tmp: Path) -> None:
-        self.kubectl, self.namespace, self.name, self.tmp = kubectl, namespace, name, tmp
-        self.pki = {
-            k: base64.b64decode(v)
-            for k, v in kubectl.get("secret", "-n", namespace, f"{name}-pki")["data"].items()
-        }
-        for file, data in self.pki.items():
-            (tmp / file).write_bytes(data)
-            (tmp / file).chmod(0o600)
-
-    def kubectl_via_service(self) -> Kubectl:
-        secret = self.kubectl.get("secret", "-n", self.namespace, f"{self.name}-admin-kubeconfig")
-        config = json.loads(base64.b64decode(secret["data"]["value"]))
-        service = self.kubectl.get("service", "-n", self.namespace, f"{self.name}-kube-apiserver")
-        cluster = config["clusters"][0]["cluster"]
-        assert cluster["server"] == f"https://{self.name}-kube-apiserver.{self.namespace}.svc:6443"
-        cluster["tls-server-name"] = f"{self.name}-kube-apiserver.{self.namespace}.svc"
-        cluster["server"] = f"https://{service['spec']['clusterIP']}:6443"
-        path = self.tmp / "admin-via-service.kubeconfig"
-        path.write_text(json.dumps(config))
-        return Kubectl(self.kubectl.binary, path)
-
-    def pods(self, component: str) -> list[dict[str, Any]]:
-        selector = f"kokpit.io/cluster={self.name},kokpit.io/component={component}"
-        items: list[dict[str, Any]] = self.kubectl.get(
-            "pods", "-n", self.namespace, "-l", selector
-        )["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def etcd(self, pod: dict[str, Any], path: str, body: str = "") -> Any:
-        context = ssl.create_default_context(cafile=str(self.tmp / "etcd-ca.crt"))
-        context.load_cert_chain(
-            self.tmp / "apiserver-etcd-client.crt", self.tmp / "apiserver-etcd-client.key"
-        )
-        host = f"{pod['metadata']['name']}.{self.name}-etcd.{self.namespace}.svc"
-        return https_get(pod["status"]["podIP"], 2379, path, context, host, body)
-
-    def secure_port(self, pod: dict[str, Any], port: int, path: str) -> Any:
-        """A Kubernetes component's secure port, as the admin (its serving certificate is
-        self-signed, so not checked here)."""
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        context.load_cert_chain(self.tmp / "admin.crt", self.tmp / "admin.key")
-        return https_get(pod["status"]["podIP"], port, path, context, "localhost")
-
-    def versions(self) -> dict[str, set[str]]:
-        """Each component's versions, as its running pods report them on their endpoints."""
-        found: dict[str, set[str]] = {}
-        members: set[tuple[str, ...]] = set()
-        for pod in self.pods("etcd"):
-            found.setdefault("etcd", set()).add("v" + self.etcd(pod, "/version")["etcdserver"])
-            listed = self.etcd(pod, "/v3/cluster/member/list", "{}")["members"]
-            members.add(tuple(sorted(m["name"] for m in listed)))
-        assert members == {tuple(f"{self.name}-etcd-{i}" for i in range(3))}, (
-            f"one etcd cluster of three members, seen alike by each: {members}"
-        )
-        via_service = self.kubectl_via_service()
-        said = json.loads(via_service.run("get", "--raw", "/version"))
-        found["kube-apiserver"] = {said["gitVersion"]}
-        for pod in self.pods("kube-apiserver"):
-            context = ssl.create_default_context(cafile=str(self.tmp / "ca.crt"))
-            context.load_cert_chain(self.tmp / "admin.crt", self.tmp / "admin.key")
-            host = f"{self.name}-kube-apiserver.{self.namespace}.svc.cluster.local"
-            said = https_get(pod["status"]["podIP"], 6443, "/version", context, host)
-            found["kube-apiserver"].add(said["gitVersion"])
-        # Neither serves /version: their build_info metric says it (read as the admin).
-        for component, port in (("kube-controller-manager", 10257), ("kube-scheduler", 10259)):
-            for pod in self.pods(component):
-                metrics = self.secure_port(pod, port, "/metrics")
-                said = re.search(
-                    r'^kubernetes_build_info\{[^}]*git_version="([^"]+)"', metrics, re.M
-                )
-                assert said, f"{component} reports no kubernetes_build_info"
-                found.setdefault(component, set()).add(said.group(1))
-        return found
-
-
 def leader(kubectl: Kubectl, lease: str) -> str:
     """Who holds the Lease ``kube-system/<lease>`` ("" if nobody, or if there is none)."""
     try:
@@ -235,32 +72,6 @@ def leader(kubectl: Kubectl, lease: str) -> str:
     except KubectlError:
         return ""
     return str(spec.get("holderIdentity") or "")
-
-
-def expected(release: Release) -> dict[str, set[str]]:
-    assets = find(release)
-    assert assets is not None, f"{release.version} is not built"
-    etcd = str(read_manifest(assets.root)["etcd"])
-    v = release.version
-    return {
-        "etcd": {etcd},
-        "kube-apiserver": {v},
-        "kube-controller-manager": {v},
-        "kube-scheduler": {v},
-    }
-
-
-def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in obj.get("status", {}).get("conditions", []):
-        if c["type"] == type_:
-            found: dict[str, Any] = c
-            return found
-    return {}
-
-
-def running(obj: dict[str, Any], version: str) -> bool:
-    s = obj.get("status", {})
-    return s.get("kubernetesVersion") == version and cond(obj, "Ready").get("status") == "True"
 
 
 def seconds(timestamp: str) -> float:
@@ -273,7 +84,7 @@ def ready_after(pod: dict[str, Any]) -> float:
     return seconds(ready["lastTransitionTime"]) - seconds(pod["metadata"]["creationTimestamp"])
 
 
-def rss_by_component(business: BusinessCluster) -> dict[str, float]:
+def rss_by_component(business: HostedControlPlane) -> dict[str, float]:
     """MiB of resident memory per component: its containers' processes on this host (found by
     the pod's cgroup), the pod sandbox's pause excluded."""
     rss: dict[str, float] = {}
@@ -354,7 +165,7 @@ async def test_a_control_plane_on_the_real_node_upgrades_rolls_back_and_leaves_n
             600,
         )
         to_ready = time.monotonic() - created
-        business = BusinessCluster(kubectl, namespace, "biz", tmp_path)
+        business = HostedControlPlane(kubectl, namespace, "biz", tmp_path)
         nodes = {n["metadata"]["name"]: n for n in kubectl.get("nodes")["items"]}
         readiness: dict[str, list[float]] = {}
         for component in ORDER:

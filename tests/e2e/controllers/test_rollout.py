@@ -21,6 +21,7 @@ import pytest
 from fixtures.business import BusinessCluster
 from fixtures.probe_faults import deny_probe_pods
 from fixtures.prometheus import PrometheusServer, prometheus_server
+from fixtures.samples import app_package
 from kokpit.api.v1alpha1 import MACHINE_PACKAGE_VERSIONS, MACHINES, RISK_POLICIES, ROLLOUTS
 from kokpit.api.v1alpha1.rollout import CHANGE_ANNOTATION
 from kokpit.local import Kubectl, LocalCluster
@@ -36,7 +37,6 @@ from tests.e2e.support import condition, until
 pytestmark = pytest.mark.usefixtures("kokpit_crds", "biz")
 NS = "rollouts-e2e"
 Object = dict[str, Any]
-STATE = '"$KOKPIT_ROOT/opt/kokpit"'
 
 
 # -- operators ------------------------------------------------------------------------------
@@ -76,47 +76,13 @@ def hosts(ssh_hosts: list[SimulatedHost]) -> list[SimulatedHost]:
 # -- objects --------------------------------------------------------------------------------
 
 
-def package_version(name: str, version: str, verify: str | None = None) -> Object:
-    """One script package ``app`` at ``version``; its verify checks the version file unless
-    ``verify`` says otherwise."""
-    version_file = f'{STATE}/"$KOKPIT_PACKAGE".version'
-    log = f'echo "$KOKPIT_PACKAGE install $KOKPIT_VERSION" >> {STATE}/steps.log'
-    return {
-        "apiVersion": "kokpit.io/v1alpha1",
-        "kind": "MachinePackageVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "packages": [
-                {
-                    "name": "app",
-                    "kind": "Other",
-                    "version": version,
-                    "install": {
-                        "script": {
-                            "check": {"run": f"cat {version_file} 2>/dev/null || true"},
-                            "install": {
-                                "run": f"mkdir -p {STATE}\n{log}\n"
-                                f'echo "$KOKPIT_VERSION" > {version_file}'
-                            },
-                            "remove": {"run": f"rm -f {version_file}"},
-                            "verify": {
-                                "run": verify or f'test "$(cat {version_file})" = "$KOKPIT_VERSION"'
-                            },
-                        }
-                    },
-                }
-            ]
-        },
-    }
-
-
 async def package_versions(client: Client, *specs: tuple[str, str | None]) -> list[str]:
     """Package versions of ``app`` at each (version, verify), named for this test."""
     tag = secrets.token_hex(3)
     names = []
     for version, verify in specs:
         name = f"app-{version}-{tag}"
-        await client.create(MACHINE_PACKAGE_VERSIONS, package_version(name, version, verify))
+        await client.create(MACHINE_PACKAGE_VERSIONS, app_package(name, version, verify))
         names.append(name)
     return names
 
