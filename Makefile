@@ -72,14 +72,14 @@ demo: assets host-deps
 # `make test` runs everything, the `slow` scenarios too (about 20 minutes on 2 cores once the
 # binaries are built), as three pytest sessions at once, each with a meta-cluster of its own:
 # the tests that start real nodes (one after another: they share the machine's iptables
-# chains), the Cluster-Operator, remediation and guard-service modules (E2E_BESIDE), and all
+# chains; with them the image's test, which shares the image they run), the Cluster-Operator, remediation and guard-service modules (E2E_BESIDE), and all
 # the others. Most of their time is waiting on API servers, so they overlap well. The other
 # sessions' output follows the main one's.
 REAL_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-real-node.log
 BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
 E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
 	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
-	test_rollout_clusters.py) tests/e2e/test_kokpit_image.py
+	test_rollout_clusters.py)
 test: lint assets host-deps
 	@$(PYTEST) -m real_node -p no:cacheprovider > $(REAL_LOG) 2>&1 & real=$$!; \
 	$(PYTEST) -m "not real_node" -p no:cacheprovider $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \

@@ -28,10 +28,7 @@ condition saying which flag turns it on.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -69,7 +66,9 @@ from kokpit.runtime import (
     LeaderElectionConfig,
     Manager,
     ManagerOptions,
+    signals,
 )
+from kokpit.runtime.leader import new_identity
 from kokpit.runtime.log import configure
 
 
@@ -344,8 +343,7 @@ def _names(*known: str) -> Callable[[str], tuple[str, ...]]:
 
 def run_cluster(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_cluster(args))
-    return 0
+    return signals.run(_cluster(args))
 
 
 async def _cluster(args: argparse.Namespace) -> None:
@@ -376,8 +374,7 @@ async def _cluster(args: argparse.Namespace) -> None:
 
 def run_machine(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_machine(args))
-    return 0
+    return signals.run(_machine(args))
 
 
 async def _machine(args: argparse.Namespace) -> None:
@@ -406,8 +403,7 @@ async def _machine(args: argparse.Namespace) -> None:
 
 def run_remediation(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_remediation_operator(args))
-    return 0
+    return signals.run(_remediation_operator(args))
 
 
 async def _remediation_operator(args: argparse.Namespace) -> None:
@@ -474,8 +470,7 @@ async def _remediation_operator(args: argparse.Namespace) -> None:
 
 def run_rollout(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_rollout_operator(args))
-    return 0
+    return signals.run(_rollout_operator(args))
 
 
 async def _rollout_operator(args: argparse.Namespace) -> None:
@@ -495,8 +490,7 @@ async def _rollout_operator(args: argparse.Namespace) -> None:
 
 def run_guard(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_guard_service(args))
-    return 0
+    return signals.run(_guard_service(args))
 
 
 async def _guard_service(args: argparse.Namespace) -> None:
@@ -514,8 +508,7 @@ async def _guard_service(args: argparse.Namespace) -> None:
 
 def run_probe(args: argparse.Namespace) -> int:
     configure()
-    asyncio.run(_probe(args))
-    return 0
+    return signals.run(_probe(args))
 
 
 async def _probe(args: argparse.Namespace) -> None:
@@ -551,7 +544,7 @@ async def _manager(
 ) -> AsyncIterator[tuple[Manager, EventRecorder]]:
     """A manager for operator ``name``: client, optional leader election, health server."""
     config = ClientConfig.load(args.kubeconfig, qps=args.qps, burst=int(args.qps * 2))
-    identity = f"{socket.gethostname()}_{os.getpid()}"
+    identity = new_identity()
     async with Client(config) as client:
         election = (
             LeaderElectionConfig(args.namespace, f"kokpit-{name}-operator", identity)

@@ -2,9 +2,9 @@
 
 Flags follow what envtest and kubeadm use, trimmed to one machine: everything listens on
 127.0.0.1 only (kube-apiserver also on this machine's address when real nodes run, so their
-pods reach it: :func:`kokpit.local.realnode.apiserver_flags`), and every component authenticates to kube-apiserver with its own client
-certificate (see :mod:`kokpit.pki`). Each function returns a :class:`Component`: the argv,
-and the URL that says it is healthy.
+pods reach it: :func:`kokpit.local.realnode.apiserver_flags`), and every component
+authenticates to kube-apiserver with its own client certificate (see :mod:`kokpit.pki`).
+Each function returns a :class:`Component`: the argv, and the URL that says it is healthy.
 """
 
 from __future__ import annotations

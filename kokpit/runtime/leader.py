@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +47,13 @@ class LeaderElectionConfig:
     def __post_init__(self) -> None:
         if not self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError("need retry_period < renew_deadline < lease_duration")
+
+
+def new_identity() -> str:
+    """``<hostname>_<uuid>``, as client-go's: unique per process. Not the PID: in a container
+    every process is PID 1 again when its container restarts in the same pod (same
+    hostname), and it would take the Lease its dead predecessor held as if still its own."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
 
 
 class LeadershipLost(Exception):

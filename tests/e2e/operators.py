@@ -128,6 +128,19 @@ class OperatorProcess:
         self._log_line(f"--- killed (SIGKILL) start {self.starts} ---")
         self._process = None
 
+    def terminate(self, within: float) -> int:
+        """SIGTERM, as the kubelet stops a pod's container; the exit code once it ends (fails
+        if it is still running after ``within`` seconds)."""
+        if self._process is None:
+            raise RuntimeError(f"the {self.which} operator is not running")
+        self._process.terminate()
+        try:
+            code = self._process.wait(within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(self.explain(f"still running {within} s after SIGTERM")) from None
+        self._process = None
+        return code
+
     def stop(self) -> None:
         """End the process for good (fixture teardown): SIGTERM, then SIGKILL if it lingers."""
         if self._process is None:
