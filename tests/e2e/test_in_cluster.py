@@ -13,8 +13,9 @@ played by a KWOK of its own, as in the other Machine tests), and the Rollout-Ope
 
 Leadership: the leader's process is SIGKILLed (no clean-up runs: a follower waits out the
 Lease), the leader's pod is deleted (SIGTERM: the Lease is released), and the node's containerd
-is restarted; each time the Lease is never left unrenewed longer than its duration (and one
-retry period), and only the leader reconciles (each replica's own /metrics).
+is restarted; each time the Lease is never left unrenewed longer than its duration (and two
+retry periods: see :func:`duration`), and only the leader reconciles (each replica's own
+/metrics).
 
 The rolling upgrade moves every Deployment to a second tag of the same image (there is one
 kokpit build here), while a Cluster upgrade and a Machine rollout are in progress.
@@ -62,7 +63,7 @@ from kokpit.local.versions import Release
 from kokpit.providers.controlplane import ORDER
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.providers.machine.sshd import SimulatedHost, start_host_at
-from kokpit.runtime import Client, ClientConfig
+from kokpit.runtime import Client, ClientConfig, LeaderElectionConfig
 from kokpit.runtime.resources import EVENTS, SECRETS
 from tests.e2e.rbac import bind_namespaced
 from tests.e2e.support import condition, until
@@ -200,8 +201,12 @@ class LeaseWatch:
 
 
 def duration(kubectl: Kubectl, operator: str) -> float:
-    """The Lease's duration plus one retry period (2 s): the longest a follower may wait."""
-    return float(lease(kubectl, operator)["leaseDurationSeconds"]) + 2.0
+    """The longest a Lease may go unrenewed across a handover: its duration, plus two retry
+    periods with their jitter (a follower judges expiry from when it *saw* the last renewal, up
+    to one retry period late, and tries again one retry period later: client-go's algorithm,
+    which never compares clocks), plus a second for the API requests on two cores."""
+    retry = LeaderElectionConfig("", "", "").retry_period * 1.2
+    return float(lease(kubectl, operator)["leaseDurationSeconds"]) + 2 * retry + 1.0
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -580,8 +585,12 @@ async def test_restarting_the_nodes_container_runtime_keeps_every_lease_renewed(
     watches = [LeaseWatch(kubectl, operator) for operator in OPERATORS]
     for w in watches:
         w.sample()
-    (state,) = real_meta_cluster.supervisor.state()[realnode.STATE_KEY]
-    real_meta_cluster.supervisor.restart(realnode.RealNode(**state).process("containerd"))
+    supervisor = real_meta_cluster.supervisor
+    (state,) = supervisor.state()[realnode.STATE_KEY]
+    containerd = realnode.RealNode(**state).process("containerd")
+    before = supervisor.state()["processes"][containerd]["pid"]
+    supervisor.restart(containerd)
+    assert supervisor.state()["processes"][containerd]["pid"] != before
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         for w in watches:
