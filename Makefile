@@ -112,11 +112,13 @@ lint: $(STAMP)
 
 # Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale),
 # then config/install.yaml from config/default with the built kubectl of $(K8S), else the one on
-# PATH (an e2e test fails when it is stale).
+# PATH (an e2e test fails when it is stale), then the Helm chart charts/kokpit from it (a unit
+# test fails when it is stale).
 generate: $(STAMP)
 	$(PY) -m kokpit.api.generate
 	$(PY) -m kokpit.pki.nodeagent
 	$(PY) -m kokpit.cli.install --kubernetes $(K8S)
+	$(PY) -m kokpit.cli.chart
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
