@@ -5,7 +5,8 @@ operators do is not under test here, only what the chart puts into the cluster a
 
 The module runs a meta-cluster of its own (it installs and uninstalls CRDs and cluster-wide
 roles that other modules rely on) and its tests run in file order: lint and template, install
-the previous chart version, upgrade, turn an operator off and on, uninstall.
+the previous chart version, upgrade, turn an operator off and on, uninstall and install again,
+then Helm taking over an install that ``kokpit install`` made.
 
 There is no released previous chart. The "previous version" here is the chart the generator
 (kokpit/cli/chart.py) writes from today's manifests with an older chart version and appVersion
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,7 +118,7 @@ def previous_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for obj in objects:
         if obj["kind"] == "CustomResourceDefinition" and obj["metadata"]["name"] == CLUSTERS:
             for version in obj["spec"]["versions"]:
-                columns = version["additionalPrinterColumns"]
+                columns = version.get("additionalPrinterColumns", [])
                 version["additionalPrinterColumns"] = [c for c in columns if c["name"] != ENDPOINT]
     files = chart.render(
         yaml.safe_dump_all(objects, sort_keys=False),
@@ -128,6 +130,19 @@ def previous_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
     return root
+
+
+def endpoint_columns_in(crd: Object) -> set[str]:
+    """The versions of ``crd`` that show the Endpoint column."""
+    return {
+        v["name"]
+        for v in crd["spec"]["versions"]
+        if ENDPOINT in {c["name"] for c in v.get("additionalPrinterColumns", [])}
+    }
+
+
+def endpoint_columns(k: Kubectl) -> set[str]:
+    return endpoint_columns_in(k.get("crd", CLUSTERS))
 
 
 def objects_of(text: str) -> list[Object]:
@@ -375,8 +390,7 @@ def test_install_the_previous_version(k: Kubectl, run_helm: Any, previous_chart:
     )
     assert set(installed(k)) == set(manifests())
     assert images(k) == {f"{install.IMAGE}:{PREVIOUS}"}
-    columns = k.get("crd", CLUSTERS)["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert ENDPOINT not in {c["name"] for c in columns}
+    assert endpoint_columns(k) == set()
     wait_ready(k, OPERATORS)
 
 
@@ -393,8 +407,9 @@ def test_upgrade_keeps_every_object_and_delivers_the_changed_crd(k: Kubectl, run
     after = installed(k)
     assert uids(after) == before
     assert images(k) == {f"{install.IMAGE}:{kokpit.__version__}"}
-    for version in k.get("crd", CLUSTERS)["spec"]["versions"]:
-        assert ENDPOINT in {c["name"] for c in version["additionalPrinterColumns"]}
+    want = endpoint_columns_in(manifests()[("CustomResourceDefinition", "", CLUSTERS)])
+    assert want
+    assert endpoint_columns(k) == want
     assert users_state(k) == users
     wait_ready(k, OPERATORS)
     history = yaml.safe_load(
@@ -450,7 +465,7 @@ def test_uninstall_leaves_the_crds_the_users_objects_and_the_namespace(
     crds = {
         key: o["metadata"]["uid"] for key, o in installed(k).items() if key[0].startswith("Custom")
     }
-    assert len(crds) == 10
+    assert len(crds) == sum(key[0] == "CustomResourceDefinition" for key in manifests())
 
     done = run_helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
     assert "kept due to the resource policy" in done.stdout + done.stderr
@@ -470,3 +485,32 @@ def test_uninstall_leaves_the_crds_the_users_objects_and_the_namespace(
     assert set(again) == set(manifests())
     assert {key: o["metadata"]["uid"] for key, o in again.items() if key in crds} == crds
     assert users_state(k) == users
+
+
+def test_helm_takes_over_an_install_made_by_kokpit_install(k: Kubectl, run_helm: Any) -> None:
+    """Moving from ``kokpit install`` (or ``kubectl apply -k``) to Helm: helm refuses objects
+    it did not make unless told to take them, and then takes every one as it is."""
+    run_helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
+    done = subprocess.run(
+        [sys.executable, "-m", "kokpit", "install", "--kubeconfig", str(k.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before = uids(installed(k))
+    assert set(before) == set(manifests())
+
+    install_again = ("install", RELEASE, str(chart.CHART), "--namespace", NAMESPACE)
+    refused = run_helm(*install_again, check=False)
+    assert refused.returncode != 0
+    assert "invalid ownership metadata" in refused.stderr
+    assert uids(installed(k)) == before
+
+    run_helm(*install_again, "--take-ownership", "--wait", "--timeout", "120s")
+    after = installed(k)
+    assert uids(after) == before
+    for key, obj in after.items():
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm", key
+    wait_ready(k, OPERATORS)
