@@ -119,20 +119,21 @@ class Defaults:
 @dataclass
 class Template:
     """One object as a Helm template: the object's YAML with tokens where a value goes, each
-    replaced by the template text made for it from the token's line."""
+    replaced by the template text made for it from the token's line. A token ends in
+    ``-end`` so that none is a prefix of another (``-1-end`` is not in ``-10-end``)."""
 
     lines: dict[str, Callable[[str], str]] = field(default_factory=dict)
 
     def token(self, at_line: Callable[[str], str]) -> str:
         """A fresh token; the line that holds it becomes ``at_line(indent)``, where the line
         holds only the token as key, value or list item."""
-        name = f"kokpit-chart-token-{len(self.lines)}"
+        name = f"kokpit-chart-token-{len(self.lines)}-end"
         self.lines[name] = at_line
         return name
 
     def inline(self, text: str) -> str:
         """A token replaced by ``text`` where it stands, the rest of its line kept."""
-        name = f"kokpit-chart-inline-{len(self.lines)}"
+        name = f"kokpit-chart-inline-{len(self.lines)}-end"
         self.lines[name] = lambda _: text
         return name
 

@@ -97,3 +97,9 @@ def test_manifests_that_run_operators_differently_are_refused() -> None:
     monitor = yaml.safe_load(chart.SERVICE_MONITOR.read_text())
     with pytest.raises(chart.ChartError, match="differ in image, replicas or resources"):
         chart.defaults(objects, monitor)
+
+
+def test_many_tokens_in_one_object_each_get_their_own_text() -> None:
+    template = chart.Template()
+    obj = {"items": [template.inline(f"<{n}>") for n in range(12)]}
+    assert template.render(obj) == "items:\n" + "".join(f"- <{n}>\n" for n in range(12))
