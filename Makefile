@@ -12,13 +12,13 @@ K8S     ?= v1.36.3
 K8S_PREVIOUS ?= v1.35.4
 PYTEST  ?= $(PY) -m pytest
 
-.PHONY: help venv assets host-deps demo test test-unit test-e2e test-slow lint fmt generate bench \
+.PHONY: help venv assets helm host-deps demo test test-unit test-e2e test-slow lint fmt generate bench \
 	lock clean image
 
 help:
 	@echo "make demo   start the local meta-cluster and walk through kokpit"
 	@echo "make test   lint, unit tests and e2e tests (slow ones too) on a real local control plane"
-	@echo "other: venv assets host-deps test-unit test-e2e test-slow lint fmt generate bench lock clean"
+	@echo "other: venv assets helm host-deps test-unit test-e2e test-slow lint fmt generate bench lock clean"
 	@echo "       image (kokpit's image as an OCI archive, from the Debian mirror; see docs/image.md)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -33,6 +33,11 @@ venv: $(STAMP)
 assets: $(STAMP)
 	$(PY) -m kokpit local build --version $(K8S)
 	$(PY) -m kokpit local build --version $(K8S_PREVIOUS)
+
+# helm for the chart's tests (charts/kokpit), built from its Go module into the same cache, on
+# its own: only when missing, and never rebuilding the Kubernetes binaries (kokpit/local/helm.py).
+helm: $(STAMP)
+	@$(PY) -m kokpit.local.helm > /dev/null
 
 # The ssh executor's e2e tests run real OpenSSH servers as simulated hosts (kokpit/providers/machine/sshd.py).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -80,7 +85,7 @@ BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
 E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
 	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
 	test_rollout_clusters.py)
-test: lint assets host-deps
+test: lint assets helm host-deps
 	@$(PYTEST) -m real_node -p no:cacheprovider > $(REAL_LOG) 2>&1 & real=$$!; \
 	$(PYTEST) -m "not real_node" -p no:cacheprovider $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
 	beside=$$!; \
@@ -94,10 +99,10 @@ test: lint assets host-deps
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
 
-test-e2e: assets host-deps
+test-e2e: assets helm host-deps
 	$(PYTEST) tests/e2e -m "not slow"
 
-test-slow: assets host-deps
+test-slow: assets helm host-deps
 	$(PYTEST) -m slow
 
 lint: $(STAMP)
@@ -107,11 +112,13 @@ lint: $(STAMP)
 
 # Regenerate config/crd from the API types in kokpit/api (a unit test fails when it is stale),
 # then config/install.yaml from config/default with the built kubectl of $(K8S), else the one on
-# PATH (an e2e test fails when it is stale).
+# PATH (an e2e test fails when it is stale), then the Helm chart charts/kokpit from it (a unit
+# test fails when it is stale).
 generate: $(STAMP)
 	$(PY) -m kokpit.api.generate
 	$(PY) -m kokpit.pki.nodeagent
 	$(PY) -m kokpit.cli.install --kubernetes $(K8S)
+	$(PY) -m kokpit.cli.chart
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
