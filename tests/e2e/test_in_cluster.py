@@ -1,5 +1,6 @@
 """kokpit installed like any operator, on the local meta-cluster's real node: its image
-(``kokpit local image``, the ``kokpit_image`` fixture) imported into the node's containerd, and
+(``kokpit local image``, the ``kokpit_image`` fixture) imported into the node's containerd
+(``kokpit local load``), and
 ``kubectl apply --server-side -k config/local`` (config/default and the local overlay). Every
 operator runs as two pods from that image under exactly its manifests' ServiceAccount: the
 pods hold no credential but that account's projected token, and reach the meta API server
@@ -91,7 +92,25 @@ def installed(
     """kokpit from its image, as config/local installs it, every Deployment Available; then
     ``kokpit uninstall`` (the CRDs stay, as an uninstall leaves them)."""
     kubectl = real_kubectl
-    realnode.load_image(real_meta_cluster.supervisor, kokpit_image)
+    data_dir = str(real_meta_cluster.layout.root)
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kokpit",
+            "local",
+            "--data-dir",
+            data_dir,
+            "load",
+            str(kokpit_image),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert realnode.node_name(0) in loaded.stdout
     kubectl.run("apply", "--server-side", "-k", str(CONFIG / "local"), timeout=120)
     try:
         wait_available(kubectl)
@@ -127,6 +146,10 @@ def pods(kubectl: Kubectl, operator: str) -> list[Object]:
 def lease(kubectl: Kubectl, operator: str) -> Object:
     spec: Object = kubectl.get("lease", "-n", SYSTEM, f"kokpit-{operator}-operator")["spec"]
     return spec
+
+
+def lease_transitions(kubectl: Kubectl, operator: str) -> int:
+    return int(lease(kubectl, operator).get("leaseTransitions") or 0)
 
 
 def holder(kubectl: Kubectl, operator: str) -> str:
@@ -379,7 +402,7 @@ async def test_a_cluster_upgrade_and_a_machine_rollout_finish_across_a_rolling_u
                         "selector": {"matchLabels": {"group": "app"}},
                         "packageVersion": v2,
                     },
-                    "batches": [{"size": 1, "pauseSeconds": 30}, {"size": "100%"}],
+                    "batches": [{"size": "1", "pauseSeconds": 30}, {"size": "100%"}],
                 },
             },
         )
@@ -390,16 +413,25 @@ async def test_a_cluster_upgrade_and_a_machine_rollout_finish_across_a_rolling_u
         )
 
         # 4. kokpit's rolling upgrade: every Deployment to the image's second tag, one new
-        # pod at a time (maxSurge 1, maxUnavailable 0), leadership passing on as pods go.
+        # pod at a time (maxSurge 1, maxUnavailable 0), leadership passing on as pods go,
+        # while neither change is finished.
+        obj = await client.get(CLUSTERS, "biz", namespace=namespace)
+        assert not running(obj, NEW.version), "the Cluster's upgrade finished too soon"
+        assert await rollout_where(client, namespace, "Succeeded") is None
+        transitions = {o: lease_transitions(kubectl, o) for o in ("cluster", "rollout", "machine")}
+        upgrade_started = time.monotonic()
         retag(real_meta_cluster, NEXT_TAG)
         upgraded = f"{REPOSITORY}/kokpit:{NEXT_TAG}"
         for operator in OPERATORS:
             name = f"kokpit-{operator}-operator"
             kubectl.run("set", "image", "-n", SYSTEM, f"deployment/{name}", f"operator={upgraded}")
         wait_available(kubectl)
+        rolled = time.monotonic() - upgrade_started
         for operator in OPERATORS:
             for pod in pods(kubectl, operator):
                 assert pod["spec"]["containers"][0]["image"] == upgraded
+        for operator, before in transitions.items():
+            assert lease_transitions(kubectl, operator) > before, f"{operator} kept its leader"
 
         # 5. Both finish, each step once.
         obj = await until(
@@ -430,6 +462,10 @@ async def test_a_cluster_upgrade_and_a_machine_rollout_finish_across_a_rolling_u
         )
         for host in hosts:
             assert installs(host) == ["app install 1", "app install 2"], host.root
+        print(
+            f"rolling upgrade of kokpit took {rolled:.0f} s; the Cluster's upgrade and the "
+            f"rollout finished {time.monotonic() - upgrade_started:.0f} s after it began"
+        )
     finally:
         if kwok is not None:
             kwok.terminate()
@@ -523,7 +559,7 @@ async def handovers(kubectl: Kubectl, operator: str) -> None:
     leader = next(p for p in pods(kubectl, operator) if p["metadata"]["name"] == first)
     await until("the leader's first reconcile", lambda: first_reconcile(leader), 60)
     assert reconciles(follower) == 0, "a follower reconciled"
-    transitions = int(lease(kubectl, operator).get("leaseTransitions") or 0)
+    transitions = lease_transitions(kubectl, operator)
 
     # SIGKILL of the leader's process: no release. Its container restarts in the same pod,
     # as a new process with an identity of its own; whichever replica takes the Lease waits
@@ -536,7 +572,7 @@ async def handovers(kubectl: Kubectl, operator: str) -> None:
     await watch.until("a new leader", lambda w: holder(kubectl, operator) != identity, 60)
     took = time.monotonic() - killed_at
     assert took <= duration(kubectl, operator), f"handover after {took:.1f} s"
-    assert int(lease(kubectl, operator)["leaseTransitions"]) == transitions + 1
+    assert lease_transitions(kubectl, operator) == transitions + 1
     print(f"SIGKILL of the leader: {leader_pod(kubectl, operator)} leads after {took:.1f} s")
 
     # Only the leader reconciles: the other replica (restarted or not) has reconciled nothing
