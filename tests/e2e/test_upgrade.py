@@ -68,10 +68,10 @@ def k(meta: LocalCluster, assets: Assets) -> Iterator[Kubectl]:
     )
 
 
-def kokpit(k: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kokpit ARGS`` as a person runs it, against the module's meta-cluster."""
+def kokpit(k: Kubectl, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kokpit COMMAND ARGS`` as a person runs it, against the module's meta-cluster."""
     return subprocess.run(
-        [sys.executable, "-m", "kokpit", *args, "--kubeconfig", str(k.kubeconfig)],
+        [sys.executable, "-m", "kokpit", command, "--kubeconfig", str(k.kubeconfig), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -305,8 +305,8 @@ def install_older(k: Kubectl, how: str, tmp_path: Path) -> None:
 def upgrade(k: Kubectl, how: str) -> None:
     if how == "kubectl":
         k.run("apply", "-k", str(CONFIG / "default"))
-    elif how == "kubectl --server-side":
-        k.run("apply", "--server-side", "-k", str(CONFIG / "default"))
+    elif how.startswith("kubectl --server-side"):
+        k.run("apply", *how.split()[1:], "-k", str(CONFIG / "default"))
     else:
         done = kokpit(k, "install")
         assert done.returncode == 0, done.stderr
@@ -330,9 +330,20 @@ def rollout_batch_policy() -> Object:
     }
 
 
-@pytest.mark.parametrize("how", ["kubectl", "kubectl --server-side", "kokpit install"])
+@pytest.mark.parametrize(
+    ("how", "then"),
+    [
+        ("kubectl", "kubectl"),
+        ("kubectl --server-side", "kubectl --server-side"),
+        ("kokpit install", "kokpit install"),
+        # kokpit install takes over what kubectl applied (it applies with force).
+        ("kubectl", "kokpit install"),
+        # kubectl's server-side apply must be told to take over kokpit install's fields.
+        ("kokpit install", "kubectl --server-side --force-conflicts"),
+    ],
+)
 def test_an_upgrade_over_an_older_install_keeps_every_object(
-    k: Kubectl, how: str, tmp_path: Path
+    k: Kubectl, how: str, then: str, tmp_path: Path
 ) -> None:
     install_older(k, how, tmp_path)
     create_users_objects(k)
@@ -345,7 +356,11 @@ def test_an_upgrade_over_an_older_install_keeps_every_object(
     before = users_objects_now(k)
     assert {key[0] for key in before} == {kind.kind for kind in KINDS}
 
-    upgrade(k, how)
+    if then == "kubectl --server-side --force-conflicts":
+        with pytest.raises(KubectlError, match="conflict") as conflict:
+            upgrade(k, "kubectl --server-side")
+        print(conflict.value.stderr)
+    upgrade(k, then)
 
     after = users_objects_now(k)
     assert set(after) == set(before)
@@ -357,8 +372,8 @@ def test_an_upgrade_over_an_older_install_keeps_every_object(
     }
     listed = kokpit(k, "rollout", "list", "-n", USERS)
     assert listed.returncode == 0, listed.stderr
-    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("app-2")]
-    assert "Paused" in row
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.startswith(USERS)]
+    assert row[:5] == [USERS, "app-2", "Machine", "node-1.36", "Paused"]
     for name in CRD_NAMES:
         assert k.get("crd", name)["status"]["storedVersions"] == [VERSION]
 
@@ -422,7 +437,9 @@ def test_a_new_storage_version_is_migrated_before_the_old_one_is_removed(k: Kube
     # Both versions are served: kokpit of this release still reads every object at v1alpha1.
     assert set(asyncio.run(read_as_kokpit(k.kubeconfig))) == set(before)
     # v1alpha1 cannot go while objects may be stored at it.
-    with pytest.raises(KubectlError, match=r"must appear in spec\.versions"):
+    with pytest.raises(
+        KubectlError, match=r"must remain in spec\.versions until a storage migration"
+    ):
         apply_crds(k, with_versions(crds, ("v1alpha2", True)))
 
     dry = kokpit(k, "migrate-storage", "--dry-run")
