@@ -97,7 +97,7 @@ class Outcome:
     def __str__(self) -> str:
         stored = ", ".join(self.stored_before)
         line = (
-            f"{self.crd}: {self.objects} objects at {self.storage} ({self.rewritten} rewritten, "
+            f"{self.crd}: {_objects(self.objects)} at {self.storage} ({self.rewritten} rewritten, "
             f"{self.objects - self.rewritten - self.moved_on - len(self.refused)} already "
             f"stored there, {self.moved_on} changed or deleted meanwhile); storedVersions "
             f"[{stored}]"
@@ -135,13 +135,17 @@ async def migrate(config: ClientConfig, *, dry_run: bool = False) -> list[Outcom
                 outcome = await _describe(client, kind, crd)
                 print(
                     f"{name}: storage version {outcome.storage}, storedVersions "
-                    f"[{', '.join(outcome.stored_before)}]; would write {outcome.objects} objects"
+                    f"[{', '.join(outcome.stored_before)}]; would write {_objects(outcome.objects)}"
                 )
             else:
                 outcome = await migrate_kind(client, kind, crd)
                 print(outcome)
             outcomes.append(outcome)
     return outcomes
+
+
+def _objects(count: int) -> str:
+    return f"{count} object" if count == 1 else f"{count} objects"
 
 
 def _at(kind: Kind, version: str) -> Resource:
