@@ -17,6 +17,7 @@ The module starts its own meta-cluster: these tests install, replace and delete 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import subprocess
@@ -32,6 +33,7 @@ from kokpit.api.schema import crd
 from kokpit.api.v1alpha1 import KINDS, VERSION
 from kokpit.local import Assets, Kubectl, KubectlError, LocalCluster
 from kokpit.runtime import Client, ClientConfig
+from tests.e2e.support import eventually
 
 ROOT = Path(__file__).parents[2]
 CONFIG = ROOT / "config"
@@ -441,6 +443,64 @@ def stored_versions(k: Kubectl) -> set[tuple[str, ...]]:
     return {tuple(k.get("crd", name)["status"]["storedVersions"]) for name in CRD_NAMES}
 
 
+@contextlib.contextmanager
+def frozen_machines(k: Kubectl) -> Iterator[None]:
+    """While inside: a ValidatingAdmissionPolicy refuses every update of a Machine."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "frozen-machines"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["kokpit.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["machines"],
+                    }
+                ]
+            },
+            "validations": [{"expression": "false", "message": "Machines are frozen here"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "frozen-machines"},
+        "spec": {"policyName": "frozen-machines", "validationActions": ["Deny"]},
+    }
+    k.apply([policy, binding])
+
+    def enforced() -> bool:
+        # A server-side dry run is admitted like a write, and writes nothing.
+        try:
+            k.run("label", "--dry-run=server", "machine", "host-1", "-n", USERS, "probe=1")
+        except KubectlError as e:
+            return "Machines are frozen here" in e.stderr
+        return False
+
+    try:
+        eventually(enforced, timeout=30, what="the admission policy enforced")
+        yield
+    finally:
+        k.run(
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "frozen-machines",
+        )
+
+    def lifted() -> bool:
+        try:
+            k.run("label", "--dry-run=server", "machine", "host-1", "-n", USERS, "probe=1")
+        except KubectlError:
+            return False
+        return True
+
+    eventually(lifted, timeout=30, what="the admission policy gone")
+
+
 def test_a_new_storage_version_is_migrated_before_the_old_one_is_removed(k: Kubectl) -> None:
     crds = current_crds()
     apply_crds(k, crds)
@@ -466,6 +526,20 @@ def test_a_new_storage_version_is_migrated_before_the_old_one_is_removed(k: Kube
     )
     assert stored_versions(k) == {("v1alpha1", "v1alpha2")}
     assert users_objects_now(k) == before
+
+    # An object that cannot be written (here an admission policy refuses every update of a
+    # Machine) is named, and its CRD keeps both stored versions; the other CRDs are done.
+    with frozen_machines(k):
+        refused = kokpit(k, "migrate-storage")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"refused: Machine {USERS}/host-1: " in refused.stdout
+    assert "Machines are frozen here" in refused.stdout
+    assert "storedVersions left as it was" in refused.stdout
+    assert k.get("crd", "machines.kokpit.io")["status"]["storedVersions"] == [
+        "v1alpha1",
+        "v1alpha2",
+    ]
+    assert k.get("crd", "clusters.kokpit.io")["status"]["storedVersions"] == ["v1alpha2"]
 
     done = kokpit(k, "migrate-storage")
     assert done.returncode == 0, done.stderr
