@@ -18,12 +18,13 @@ objects it can no longer read. This command finishes the move, for each of kokpi
 3. once every object of the kind is written, and if the storage version has not changed
    meanwhile, it sets ``status.storedVersions`` to the storage version alone.
 
-The objects are written as they are, so their spec and status never change, and a write
-touches no field an operator watches (no new generation). An object that the current schema
-no longer accepts is still written where only unchanged fields fail a rule (the API server's
-validation ratcheting); one that cannot be written is named, and that CRD's storedVersions is
-left as it was. Running it again is harmless. It needs ``list`` and ``update`` on kokpit's
-kinds and ``update`` on ``customresourcedefinitions/status``: run it as a cluster admin.
+The objects are written as they are, so their spec and status never change and their
+generation does not move: an operator that sees the write finds nothing to do. An object that
+the current schema no longer accepts is still written where only unchanged fields fail a rule
+(the API server's validation ratcheting); one that cannot be written is named, and that CRD's
+storedVersions is left as it was. Running it again is harmless. It needs ``list`` and
+``update`` on kokpit's kinds and ``update`` on ``customresourcedefinitions/status``: run it as
+a cluster admin.
 """
 
 from __future__ import annotations
