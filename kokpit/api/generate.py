@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from kokpit.api.schema import crd
+from kokpit.api.schema import crd, storage_version
 from kokpit.api.v1alpha1 import KINDS
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "config" / "crd"
@@ -30,6 +30,10 @@ def rendered() -> dict[str, str]:
     out = {}
     for kind in KINDS:
         doc = crd(kind)
+        # Every CRD stores its objects at exactly one version, its kind's (see
+        # docs/api-versions.md before generating a second version).
+        if storage_version(doc) != kind.version:
+            raise ValueError(f"{doc['metadata']['name']} must store at {kind.version}")
         out[f"{doc['metadata']['name']}.yaml"] = HEADER + yaml.dump(
             doc, Dumper=_NoAliases, sort_keys=False, width=100
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -315,6 +316,9 @@ def crd(kind: Kind) -> dict[str, Any]:
         for c in kind.printer_columns
     ]
     columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+    # One version, served and the storage version: the API server keeps every object of the
+    # kind encoded at exactly one version. A second version (v1alpha2) is added beside this one,
+    # not instead of it, and takes over storage only as docs/api-versions.md describes.
     version: dict[str, Any] = {
         "name": kind.version,
         "served": True,
@@ -340,3 +344,21 @@ def crd(kind: Kind) -> dict[str, Any]:
         "metadata": {"name": f"{kind.plural}.{kind.group}"},
         "spec": {"group": kind.group, "scope": kind.scope, "names": names, "versions": [version]},
     }
+
+
+def storage_version(crd: Mapping[str, Any]) -> str:
+    """The version ``crd`` stores its objects at: the one of ``spec.versions`` marked
+    ``storage: true``. Raises ValueError unless exactly one is, and it is served (an object is
+    written at the storage version, so a version that is not served cannot be it)."""
+    versions = (crd.get("spec") or {}).get("versions") or []
+    storage = [v for v in versions if v.get("storage") is True]
+    name = (crd.get("metadata") or {}).get("name", "?")
+    if len(storage) != 1:
+        raise ValueError(
+            f"the CRD {name} marks {len(storage)} versions as its storage version, not one"
+        )
+    (version,) = storage
+    if version.get("served") is not True:
+        raise ValueError(f"the CRD {name} stores at {version.get('name')}, which it does not serve")
+    found: str = version["name"]
+    return found

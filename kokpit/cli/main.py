@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokpit.cli import agent, demo, install, local, operator, remediation, risk, rollout
+from kokpit.cli import (
+    agent,
+    demo,
+    install,
+    local,
+    migrate,
+    operator,
+    remediation,
+    risk,
+    rollout,
+)
 from kokpit.local import (
     AssetsError,
     ClusterError,
@@ -27,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     rollout.register(sub)
     agent.register(sub)
     install.register(sub)
+    migrate.register(sub)
     return p
 
 
