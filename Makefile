@@ -85,11 +85,12 @@ BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
 E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
 	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
 	test_rollout_clusters.py)
+SLOWEST := --durations=15
 test: lint assets helm host-deps
-	@$(PYTEST) -m real_node -p no:cacheprovider > $(REAL_LOG) 2>&1 & real=$$!; \
-	$(PYTEST) -m "not real_node" -p no:cacheprovider $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
+	@$(PYTEST) -m real_node -p no:cacheprovider $(SLOWEST) > $(REAL_LOG) 2>&1 & real=$$!; \
+	$(PYTEST) -m "not real_node" -p no:cacheprovider $(SLOWEST) $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
 	beside=$$!; \
-	$(PYTEST) -m "not real_node" $(addprefix --ignore=,$(E2E_BESIDE)); rest=$$?; \
+	$(PYTEST) -m "not real_node" $(SLOWEST) $(addprefix --ignore=,$(E2E_BESIDE)); rest=$$?; \
 	wait $$beside; beside_rc=$$?; wait $$real; real_rc=$$?; \
 	echo "=== the Cluster-Operator, remediation and guard-service tests (run beside) ==="; \
 	cat $(BESIDE_LOG); \

@@ -431,6 +431,8 @@ async def test_a_cluster_upgrade_and_a_machine_rollout_finish_across_a_rolling_u
             for pod in pods(kubectl, operator):
                 assert pod["spec"]["containers"][0]["image"] == upgraded
         for operator, before in transitions.items():
+            # The old pods may still be stopping when the rollout is complete.
+            await settled_leader(kubectl, operator)
             assert lease_transitions(kubectl, operator) > before, f"{operator} kept its leader"
 
         # 5. Both finish, each step once.
