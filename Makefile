@@ -77,24 +77,30 @@ demo: assets host-deps
 # `make test` runs everything, the `slow` scenarios too (about 20 minutes on 2 cores once the
 # binaries are built), as three pytest sessions at once, each with a meta-cluster of its own:
 # the tests that start real nodes (one after another: they share the machine's iptables
-# chains; with them the image's test, which shares the image they run), the Cluster-Operator, remediation and guard-service modules (E2E_BESIDE), and all
-# the others. Most of their time is waiting on API servers, so they overlap well. The other
-# sessions' output follows the main one's.
+# chains; with them the image's test, which shares the image they run), then in the same
+# session the upgrade tests (E2E_AFTER_REAL), the Cluster-Operator, remediation and
+# guard-service modules (E2E_BESIDE), and all the others. Most of their time is waiting on API
+# servers, so they overlap well. The other sessions' output follows the main one's.
 REAL_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-real-node.log
 BESIDE_LOG ?= $(or $(TMPDIR),/tmp)/kokpit-test-beside.log
 E2E_BESIDE := $(addprefix tests/e2e/controllers/,test_cluster_operator.py test_cluster_health.py \
 	test_remediation.py test_remediation_repairs.py test_fault_hub.py test_guard_service.py \
 	test_rollout_clusters.py)
+E2E_AFTER_REAL := tests/e2e/test_upgrade.py
 SLOWEST := --durations=15
 test: lint assets helm host-deps
-	@$(PYTEST) -m real_node -p no:cacheprovider $(SLOWEST) > $(REAL_LOG) 2>&1 & real=$$!; \
+	@( $(PYTEST) -m real_node -p no:cacheprovider $(SLOWEST); first=$$?; \
+	  $(PYTEST) -m "not real_node" -p no:cacheprovider $(SLOWEST) $(E2E_AFTER_REAL); \
+	  second=$$?; test $$first -eq 0 && test $$second -eq 0 ) > $(REAL_LOG) 2>&1 & real=$$!; \
 	$(PYTEST) -m "not real_node" -p no:cacheprovider $(SLOWEST) $(E2E_BESIDE) > $(BESIDE_LOG) 2>&1 & \
 	beside=$$!; \
-	$(PYTEST) -m "not real_node" $(SLOWEST) $(addprefix --ignore=,$(E2E_BESIDE)); rest=$$?; \
+	$(PYTEST) -m "not real_node" $(SLOWEST) \
+		$(addprefix --ignore=,$(E2E_BESIDE) $(E2E_AFTER_REAL)); rest=$$?; \
 	wait $$beside; beside_rc=$$?; wait $$real; real_rc=$$?; \
 	echo "=== the Cluster-Operator, remediation and guard-service tests (run beside) ==="; \
 	cat $(BESIDE_LOG); \
-	echo "=== the real-node tests (run beside the others) ==="; cat $(REAL_LOG); \
+	echo "=== the real-node tests, then the upgrade tests (run beside the others) ==="; \
+	cat $(REAL_LOG); \
 	test $$rest -eq 0 && test $$beside_rc -eq 0 && test $$real_rc -eq 0
 
 test-unit: $(STAMP)

@@ -95,6 +95,13 @@ async def hub(
         yield op
 
 
+def hub_owned(fault: Object) -> Object:
+    """A NodeFault's status as the fault hub writes it (the Remediation workflow owns
+    ``conditions`` and ``remediation``)."""
+    status = fault.get("status") or {}
+    return {k: v for k, v in status.items() if k not in ("conditions", "remediation")}
+
+
 @pytest.fixture
 async def business(biz: BusinessCluster) -> AsyncIterator[Client]:
     async with Client(ClientConfig.from_kubeconfig(biz.kubeconfig)) as c:
@@ -236,7 +243,9 @@ async def test_an_npd_condition_is_one_fault_record_that_clears_and_flaps_in_pla
     await set_condition(business, "npd-1", "KernelDeadlock", "True", "task docker:7 still blocked")
     await asyncio.sleep(2)  # the hub reconciles a node change within milliseconds
     again = await client.get(NODE_FAULTS, "npd-1.kerneldeadlock", namespace=NS)
-    assert again["metadata"]["resourceVersion"] == found["metadata"]["resourceVersion"]
+    # The hub's fields only: the Remediation workflow (in the same process) may record on
+    # the fault, late on a loaded machine, that no policy takes it.
+    assert hub_owned(again) == hub_owned(found)
     await set_condition(business, "npd-1", "KernelDeadlock", "False", "kernel is fine")
     cleared = await hub.wait(
         fault_is(client, "npd-1", "KernelDeadlock", state("Cleared")), "the fault cleared", 30

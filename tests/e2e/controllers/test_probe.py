@@ -28,8 +28,8 @@ from kokpit.local import Kubectl, KubectlError, LocalCluster
 from kokpit.local import nodes as kwok_nodes
 from kokpit.providers.analysis import (
     CONDITION_PATTERN,
-    AnalysisError,
     ConditionError,
+    Measurement,
     PrometheusClient,
     measure,
     parse,
@@ -120,20 +120,20 @@ async def value_until(probing: Probing, query: str, good: str, within: float) ->
     probe's log."""
     last: float | str = "no answer"
 
-    async def check() -> float | None:
+    async def check() -> Measurement | None:
         nonlocal last
-        try:
-            last = await probing.prometheus.query(query)
-        except AnalysisError as e:  # no samples yet
-            last = str(e)
-            return None
+        # One query, judged and returned: the value moves between two queries of a rate.
         measurement = await measure(probing.prometheus, query, good)
-        return last if measurement.phase == "Successful" else None
+        last = measurement.value if measurement.value is not None else measurement.message
+        return measurement if measurement.phase == "Successful" else None
 
     try:
-        return await probing.probe.wait(check, f"{query} to meet {good}", within)
+        met = await probing.probe.wait(check, f"{query} to meet {good}", within)
     except AssertionError as e:
         raise AssertionError(f"{e}\nlast value: {last}") from None
+    if met.value is None:
+        raise AssertionError(f"{query}: a successful measurement without a value: {met}")
+    return met.value
 
 
 async def test_every_probe_pod_runs_and_prometheus_sees_it(
