@@ -81,7 +81,7 @@ def build(
     in ``dest`` instead: build just those, move each into ``dest`` and then rewrite its
     manifest (readers see the old manifest, which does not list them, or the new one).
     """
-    go = _require_go()
+    go = require_go()
     started = time.monotonic()
     wanted = set(BINARIES if only is None else only)
     work = cache_root() / "build" / release.version
@@ -102,7 +102,7 @@ def build(
         f"{' (empty Go build cache: a cold build)' if cold else ''}"
     )
     progress("[1/6] reading k8s.io/kubernetes go.mod from the module proxy")
-    gomod = Path(_download(go, f"k8s.io/kubernetes@{release.version}", env, work)["GoMod"])
+    gomod = Path(go_download(go, f"k8s.io/kubernetes@{release.version}", env, work)["GoMod"])
     staging, etcd_version = parse_kubernetes_gomod(gomod.read_text())
 
     progress(f"[2/6] wrapper module: {len(staging)} staging modules → {release.staging_version}")
@@ -125,7 +125,7 @@ def build(
             "(a cold build takes 10-20 minutes on 2 cores)"
         )
         ldflags = " ".join(["-s", "-w", *version_ldflags(release)])
-        _compile(
+        go_build(
             [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/", *packages],
             work,
             env,
@@ -135,7 +135,7 @@ def build(
 
     if "etcd" in wanted:
         progress(f"[4/6] compiling etcd {etcd_version}")
-        _compile(
+        go_build(
             [
                 go,
                 "build",
@@ -159,7 +159,7 @@ def build(
         _install(
             go, f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", kwok_ldflags, out, work, env, progress
         )
-        kwok_dir = Path(_download(go, f"{KWOK_MODULE}@{KWOK_VERSION}", env, work)["Dir"])
+        kwok_dir = Path(go_download(go, f"{KWOK_MODULE}@{KWOK_VERSION}", env, work)["Dir"])
         (out / KWOK_STAGES).write_text(collect_kwok_stages(kwok_dir / "kustomize" / "stage"))
         step("kwok")
 
@@ -245,7 +245,7 @@ def _build_pause(go: str, dest: Path, work: Path, env: dict[str, str], progress:
     source.mkdir(parents=True, exist_ok=True)
     (source / "go.mod").write_text("module kokpit.local/pause\n\ngo 1.26\n")
     (source / "main.go").write_text(PAUSE_SOURCE)
-    _compile(
+    go_build(
         [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(dest), "."],
         source,
         env,
@@ -263,7 +263,7 @@ def _install(
     progress: Progress,
 ) -> None:
     """``go install module@version`` into ``out`` (for modules without replace directives)."""
-    _compile(
+    go_build(
         [go, "install", "-v", "-trimpath", "-ldflags", ldflags, module],
         work,
         {**env, "GOBIN": str(out)},
@@ -323,24 +323,23 @@ def _go_cache_is_empty(go: str, env: dict[str, str]) -> bool:
     return not cache.is_dir() or not any(cache.iterdir())
 
 
-def _require_go() -> str:
+def require_go(what: str = "building Kubernetes") -> str:
+    """The ``go`` on PATH, if it is recent enough for ``what`` (said in the error)."""
     go = shutil.which("go")
     if go is None:
         raise AssetsError(
-            "building Kubernetes needs the Go toolchain (go >= 1.26, with access to the Go "
+            f"{what} needs the Go toolchain (go >= 1.26, with access to the Go "
             "module proxy) on PATH; or set KOKPIT_ASSETS=<dir> to prebuilt binaries "
             "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, kubectl)"
         )
     version = go_version(go)
     found = re.match(r"go(\d+)\.(\d+)", version)
     if found is None or (int(found.group(1)), int(found.group(2))) < (1, 26):
-        raise AssetsError(
-            f"{go} is {version}; building Kubernetes needs go >= 1.26 (or set KOKPIT_ASSETS)"
-        )
+        raise AssetsError(f"{go} is {version}; {what} needs go >= 1.26 (or set KOKPIT_ASSETS)")
     return go
 
 
-def _download(go: str, module: str, env: dict[str, str], work: Path) -> dict[str, str]:
+def go_download(go: str, module: str, env: dict[str, str], work: Path) -> dict[str, str]:
     out = _run([go, "mod", "download", "-json", module], work, env)
     data: dict[str, str] = json.loads(out)
     if "Error" in data:
@@ -356,7 +355,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     return proc.stdout
 
 
-def _compile(cmd: list[str], cwd: Path, env: dict[str, str], progress: Progress) -> None:
+def go_build(cmd: list[str], cwd: Path, env: dict[str, str], progress: Progress) -> None:
     """Run a ``go build -v``, reporting how many packages it compiled every few seconds."""
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

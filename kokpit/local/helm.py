@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kokpit.local.assets import AssetsError, Progress, cache_root
-from kokpit.local.build import BuildError, _compile, _download, _require_go
+from kokpit.local.build import BuildError, go_build, go_download, require_go
 
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_VERSION = "v3.22.0"
@@ -62,7 +62,7 @@ def ensure(progress: Progress = print) -> Path:
 
 def build(dest: Path, progress: Progress) -> None:
     """``go install`` helm into a private directory, check it, and rename it to ``dest``."""
-    go = _require_go()
+    go = require_go(f"building helm {HELM_VERSION}")
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
     work = cache_root() / "build" / "helm"
     work.mkdir(parents=True, exist_ok=True)
@@ -70,8 +70,8 @@ def build(dest: Path, progress: Progress) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     progress(f"building helm {HELM_VERSION} with {go} into {dest}")
-    gomod = Path(_download(go, f"{HELM_MODULE}@{HELM_VERSION}", env, work)["GoMod"])
-    _compile(
+    gomod = Path(go_download(go, f"{HELM_MODULE}@{HELM_VERSION}", env, work)["GoMod"])
+    go_build(
         [
             *(go, "install", "-v", "-trimpath"),
             *("-ldflags", ldflags(gomod.read_text())),

@@ -62,7 +62,7 @@ def test_kwok_stages_follow_the_kustomizations(tmp_path: Path) -> None:
 def test_missing_go_says_what_is_needed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(AssetsError) as e:
-        build._require_go()
+        build.require_go()
     assert "Go toolchain" in str(e.value)
     assert "KOKPIT_ASSETS" in str(e.value)
 
@@ -73,7 +73,7 @@ def test_old_go_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin:/bin")
     with pytest.raises(AssetsError, match=r"go1\.21\.0.*needs go >= 1\.26"):
-        build._require_go()
+        build.require_go()
 
 
 def test_completing_a_build_adds_files_and_keeps_the_old_facts(
