@@ -18,15 +18,13 @@ written (see :mod:`kokpit.local.assets`), so a killed build leaves nothing half-
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 
 from kokpit.local.assets import (
@@ -38,6 +36,7 @@ from kokpit.local.assets import (
     Progress,
     binary_version,
     cache_root,
+    exclusive,
     find,
     missing,
     read_manifest,
@@ -379,7 +378,8 @@ def ensure(release: Release, progress: Progress = print) -> Assets:
     found = find(release)
     if found is not None:
         return found
-    with _lock(release):
+    # One build per release at a time across processes.
+    with exclusive(cache_root() / "bin" / f".{release.version}.lock"):
         found = find(release)  # another process may have built it while we waited
         if found is not None:
             return found
@@ -389,16 +389,3 @@ def ensure(release: Release, progress: Progress = print) -> Assets:
     if found is None:
         raise CorruptAssetsError(f"the build of {release.version} did not verify")
     return found
-
-
-@contextlib.contextmanager
-def _lock(release: Release) -> Iterator[None]:
-    """One build per release at a time across processes."""
-    path = cache_root() / "bin" / f".{release.version}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -19,17 +19,14 @@ killed build leaves nothing half-usable; one build at a time across processes.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from kokpit.local.assets import AssetsError, Progress, cache_root
+from kokpit.local.assets import AssetsError, Progress, cache_root, exclusive
 from kokpit.local.build import BuildError, go_build, go_download, require_go
 
 HELM_MODULE = "helm.sh/helm/v3"
@@ -50,7 +47,7 @@ def ensure(progress: Progress = print) -> Path:
     """The built helm, building it first when it is missing."""
     if (found := find()) is not None:
         return found
-    with _lock():
+    with exclusive(cache_root() / "tools" / ".helm.lock"):
         if (found := find()) is not None:  # another process built it while we waited
             return found
         build(directory(), progress)
@@ -116,18 +113,6 @@ def ldflags(gomod: str) -> str:
             f"-X {HELM_MODULE}/{package}.k8sVersionMinor={minor}",
         ]
     return " ".join(flags)
-
-
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    path = cache_root() / "tools" / ".helm.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main() -> int:
