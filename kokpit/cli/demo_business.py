@@ -50,6 +50,7 @@ class OperatorThread:
         self.client: Client | None = None
         self.machines: machine.MachineOperator | None = None
         self.executors: dict[str, Executor] = {}
+        self.recorders: list[EventRecorder] = []
 
     def meta(self) -> Client:
         """The meta-cluster client the operators' thread uses (once it has started)."""
@@ -65,6 +66,7 @@ class OperatorThread:
         self.client = Client(ClientConfig.from_kubeconfig(self.kubeconfig))
         manager = Manager(self.client, ManagerOptions(health_port=None))
         recorder = EventRecorder(self.client, "kokpit.io/cluster-operator", "demo")
+        self.recorders.append(recorder)
         runtimes: dict[str, ControlPlaneRuntime] = {"process": ProcessRuntime(self.root)}
         if self.real_nodes:
             runtimes["kubernetes"] = KubernetesRuntime(
@@ -76,10 +78,12 @@ class OperatorThread:
             )
         setup(manager, runtimes, recorder, ClusterOptions(poll_interval=0.5))
         machines = EventRecorder(self.client, "kokpit.io/machine-operator", "demo")
+        self.recorders.append(machines)
         # KWOK plays the kubelets of the ``sim`` hosts; an ``ssh`` host runs its own.
         self.executors = {"sim": SimExecutor(latency=0.3), "ssh": SSHExecutor()}
         self.machines = machine.setup(manager, self.executors, machines)
         rollouts = EventRecorder(self.client, "kokpit.io/rollout-operator", "demo")
+        self.recorders.append(rollouts)
         rollout.setup(manager, rollouts, options=rollout.RolloutOptions(poll_interval=1))
         self.task = asyncio.create_task(manager.start())
 
@@ -97,6 +101,8 @@ class OperatorThread:
                 await self.machines.close()
             for executor in self.executors.values():
                 await executor.close()
+            for recorder in self.recorders:
+                await recorder.close()
             if self.client is not None:
                 await self.client.close()
 

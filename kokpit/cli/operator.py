@@ -559,4 +559,8 @@ async def _manager(
                 health_port=args.health_port,
             ),
         )
-        yield manager, EventRecorder(client, f"kokpit.io/{name}-operator", identity)
+        recorder = EventRecorder(client, f"kokpit.io/{name}-operator", identity)
+        try:
+            yield manager, recorder
+        finally:
+            await recorder.close()  # the Events still waiting, before the client closes

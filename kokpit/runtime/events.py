@@ -1,5 +1,13 @@
-"""Kubernetes Events (``events.k8s.io/v1``) from controllers, deduplicated so that a failure
-repeating in a hot loop costs the API server one write per interval, not one per attempt.
+"""Kubernetes Events (``events.k8s.io/v1``) from controllers, written in the background and
+deduplicated, so that a reconcile never waits for its Events and a failure repeating in a hot
+loop costs the API server one write per interval, not one per attempt.
+
+:meth:`EventRecorder.event` returns at once; a few sender tasks make the writes (as client-go's
+broadcaster does). Waiting for each Event kept a worker for a whole request per Event, about
+eight per remediation, on the path from a fault to its cordon. Beyond ``backlog`` waiting
+writes, new Events are dropped and counted (``kokpit_events_dropped_total``): Events are
+informative, never the state a controller resumes from. :meth:`EventRecorder.close` writes what
+is waiting before a process stops.
 
 The first occurrence of (object, type, reason, note) creates an Event; repeats within
 ``series_window`` update its ``series`` (count and last time), at most once per
@@ -9,16 +17,18 @@ A failure to record an event is logged and never fails the reconcile that report
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from kokpit.runtime.client import Client, Object
-from kokpit.runtime.errors import ApiError
 from kokpit.runtime.log import get_logger
+from kokpit.runtime.metrics import EVENTS_DROPPED
 from kokpit.runtime.resources import EVENTS
 
 EventType = Literal["Normal", "Warning"]
@@ -39,6 +49,9 @@ class _Seen:
     last_write: float
 
 
+Write = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class EventRecorder:
     client: Client
@@ -49,46 +62,102 @@ class EventRecorder:
     series_window: float = 600.0
     min_update_interval: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    #: Writes waiting beyond this many: new Events are dropped.
+    backlog: int = 4096
+    #: Writes in flight at once.
+    senders: int = 8
     _seen: dict[tuple[str, ...], _Seen] = field(default_factory=dict)
+    _queue: asyncio.Queue[Write] | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._log = get_logger("kokpit.events", controller=self.controller)
 
-    async def event(
+    def event(
         self, regarding: Object, type_: EventType, reason: str, note: str, *, action: str = ""
     ) -> None:
-        """Record that ``reason`` happened to ``regarding`` (an object as read from the API)."""
+        """Record that ``reason`` happened to ``regarding`` (an object as read from the API).
+        Returns at once; the write follows."""
         meta = regarding["metadata"]
         key = (meta.get("uid", ""), type_, reason, note)
         now = self.clock()
         seen = self._seen.get(key)
-        try:
-            if seen is None or now - seen.first > self.series_window:
-                await self._create(regarding, type_, reason, note, action, key, now)
-            else:
-                seen.count += 1
-                if now - seen.last_write >= self.min_update_interval:
-                    await self._update_series(seen, now)
-        except (ApiError, OSError, TimeoutError) as e:
-            self._log.warning("could not record event", extra={"reason": reason, "error": repr(e)})
+        if seen is None or now - seen.first > self.series_window:
+            body = self._body(regarding, type_, reason, note, action)
+            if len(self._seen) >= MAX_TRACKED:
+                self._seen = {
+                    k: v for k, v in self._seen.items() if now - v.first <= self.series_window
+                }
+            seen = _Seen(body["metadata"]["name"], body["metadata"]["namespace"], 1, now, now)
+            self._seen[key] = seen
+            if not self._send(lambda: self._create(body, key, seen), reason):
+                del self._seen[key]
+        else:
+            seen.count += 1
+            if now - seen.last_write >= self.min_update_interval:
+                seen.last_write = now
+                count = seen.count
+                self._send(lambda: self._update_series(seen, count), reason)
 
-    async def _create(
-        self,
-        regarding: Object,
-        type_: EventType,
-        reason: str,
-        note: str,
-        action: str,
-        key: tuple[str, ...],
-        now: float,
-    ) -> None:
+    async def flush(self) -> None:
+        """Wait until every Event recorded so far is written (or has failed)."""
+        if self._queue is not None and self._running():
+            await self._queue.join()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Write what is waiting (for at most ``grace`` seconds), then stop the senders."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._queue = None
+
+    def _send(self, write: Write, reason: str) -> bool:
+        """Queue ``write`` for the senders; False when the backlog is full (dropped)."""
+        if self._queue is None or not self._running():
+            self._start()
+        if self._queue is None or self._queue.qsize() >= self.backlog:
+            EVENTS_DROPPED.labels(self.controller).inc()
+            self._log.warning("event dropped: the backlog is full", extra={"reason": reason})
+            return False
+        self._queue.put_nowait(write)
+        return True
+
+    def _running(self) -> bool:
+        """The senders run, on this event loop (a recorder may outlive a loop in tests)."""
+        loop = asyncio.get_running_loop()
+        return bool(self._tasks) and all(not t.done() and t.get_loop() is loop for t in self._tasks)
+
+    def _start(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._queue = asyncio.Queue()
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._sender(self._queue), name="events")
+            for _ in range(self.senders)
+        ]
+
+    async def _sender(self, queue: asyncio.Queue[Write]) -> None:
+        while True:
+            write = await queue.get()
+            try:
+                await write()
+            except Exception as e:  # an Event is never worth a stopped sender
+                self._log.warning("could not record event", extra={"error": repr(e)})
+            finally:
+                queue.task_done()
+
+    def _body(
+        self, regarding: Object, type_: EventType, reason: str, note: str, action: str
+    ) -> Object:
         meta = regarding["metadata"]
         namespace = meta.get("namespace") or "default"
-        name = f"{meta['name']}.{secrets.token_hex(8)}"
-        body: dict[str, Any] = {
+        return {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
             "eventTime": _micro_time(),
             "reportingController": self.controller,
             "reportingInstance": self.instance,
@@ -105,14 +174,15 @@ class EventRecorder:
                 "resourceVersion": meta.get("resourceVersion", ""),
             },
         }
-        await self.client.create(EVENTS, body)
-        if len(self._seen) >= MAX_TRACKED:
-            self._seen = {
-                k: v for k, v in self._seen.items() if now - v.first <= self.series_window
-            }
-        self._seen[key] = _Seen(name, namespace, 1, now, now)
 
-    async def _update_series(self, seen: _Seen, now: float) -> None:
-        series = {"series": {"count": seen.count, "lastObservedTime": _micro_time()}}
+    async def _create(self, body: Object, key: tuple[str, ...], seen: _Seen) -> None:
+        try:
+            await self.client.create(EVENTS, body)
+        except Exception:
+            if self._seen.get(key) is seen:  # not written: the next occurrence creates it
+                del self._seen[key]
+            raise
+
+    async def _update_series(self, seen: _Seen, count: int) -> None:
+        series = {"series": {"count": count, "lastObservedTime": _micro_time()}}
         await self.client.patch(EVENTS, seen.name, series, namespace=seen.namespace)
-        seen.last_write = now

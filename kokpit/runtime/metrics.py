@@ -118,3 +118,11 @@ LEADER = Gauge(
     ["name"],
     registry=REGISTRY,
 )
+
+# events
+EVENTS_DROPPED = Counter(
+    "kokpit_events_dropped_total",
+    "Events not recorded because the recorder's backlog was full.",
+    ["controller"],
+    registry=REGISTRY,
+)

@@ -140,7 +140,7 @@ class ObjectReader(Protocol):
 class EventSink(Protocol):
     """Where Events go: an :class:`~kokpit.runtime.events.EventRecorder`."""
 
-    async def event(self, regarding: Object, type_: EventType, reason: str, note: str) -> None: ...
+    def event(self, regarding: Object, type_: EventType, reason: str, note: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ class ObjectReconciler(Generic[S]):
         finally:
             await scope.persist()
             for type_, reason, message in scope.events:
-                await self._recorder.event(scope.obj, type_, reason, message)
+                self._recorder.event(scope.obj, type_, reason, message)
             scope.events.clear()
 
 

@@ -101,14 +101,14 @@ class FaultHub:
             try:
                 transition = await self._hub.report(machine, record, observation, where, now)
             except Invalid as e:  # a Machine whose name makes no valid record name
-                await self._recorder.event(machine, "Warning", "FaultNotRecorded", str(e))
+                self._recorder.event(machine, "Warning", "FaultNotRecorded", str(e))
                 continue
             if transition.activated:
                 message = f"{observation.type} ({observation.source}): {observation.message}"
-                await self._recorder.event(machine, "Warning", "FaultDetected", message)
+                self._recorder.event(machine, "Warning", "FaultDetected", message)
             elif transition.cleared:
                 message = f"{observation.type} cleared ({observation.source})"
-                await self._recorder.event(machine, "Normal", "FaultCleared", message)
+                self._recorder.event(machine, "Normal", "FaultCleared", message)
         for type_ in FAULT_TYPES:
             record = self._record(machine, type_)
             if record is None:

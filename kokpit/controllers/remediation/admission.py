@@ -133,7 +133,7 @@ class Admission:
             if verdict.below(min_healthy):
                 stopped[verdict.scope] = verdict
                 waiting = True
-                await self._recorder.event(
+                self._recorder.event(
                     remediation,
                     "Normal",
                     "StormStopped",
@@ -206,7 +206,7 @@ class Admission:
             )
         except (Conflict, NotFound):
             return False  # changed meanwhile: the next pass decides again
-        await self._recorder.event(remediation, "Normal", "Admitted", "the workflow may start")
+        self._recorder.event(remediation, "Normal", "Admitted", "the workflow may start")
         return True
 
     async def _write_status(
@@ -240,12 +240,12 @@ class Admission:
         except NotFound:
             return
         if reports:
-            await self._recorder.event(policy, "Warning", "StormStopped", condition[2][:1024])
+            self._recorder.event(policy, "Warning", "StormStopped", condition[2][:1024])
             if was.get("status") != "True":
                 meta = policy["metadata"]
                 metrics.STORM_STOPS.labels(meta["namespace"], meta["name"]).inc()
         elif was.get("status") == "True":
-            await self._recorder.event(policy, "Normal", "StormOver", condition[2])
+            self._recorder.event(policy, "Normal", "StormOver", condition[2])
 
 
 def _key(obj: Object) -> str:

@@ -372,13 +372,13 @@ class LocalGuard:
             return
         if outcome is not None:
             note = f"{request.action} of {request.target} ({request.id}): {outcome}"
-            await self._recorder.event(policy, "Normal", "Released", note)
+            self._recorder.event(policy, "Normal", "Released", note)
             return
         verdict = "allowed" if answer.allowed else "denied"
         who = request.requester or self._requester
         asked = f"{request.action} of {request.target} ({request.id}) for {who}"
         note = f"{asked} {verdict}: {answer.reason}"
-        await self._recorder.event(
+        self._recorder.event(
             policy,
             "Normal" if answer.allowed else "Warning",
             "Allowed" if answer.allowed else "Denied",

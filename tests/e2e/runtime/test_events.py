@@ -1,4 +1,5 @@
-"""Events are recorded once and then counted, not written on every repeat."""
+"""Events are recorded once and then counted, not written on every repeat; they are written in
+the background, and what is waiting is written when the recorder closes."""
 
 from __future__ import annotations
 
@@ -30,19 +31,22 @@ async def test_repeats_become_a_series_written_at_most_once_per_interval(
         client, "kokpit.io/test", "replica-0", min_update_interval=30, clock=clock
     )
     note = "etcd did not become healthy: connection refused"
-    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)
+    recorder.event(regarding, "Warning", "HealthCheckFailed", note)
     clock.now = 1
-    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)  # counted, not written
+    recorder.event(regarding, "Warning", "HealthCheckFailed", note)  # counted, not written
+    await recorder.flush()
     events = (await client.list(EVENTS, namespace=namespace)).items
     assert len(events) == 1
     assert "series" not in events[0]
     clock.now = 31
-    await recorder.event(regarding, "Warning", "HealthCheckFailed", note)
+    recorder.event(regarding, "Warning", "HealthCheckFailed", note)
+    await recorder.flush()
     (event,) = (await client.list(EVENTS, namespace=namespace)).items
     assert event["series"]["count"] == 3
     assert event["regarding"]["uid"] == regarding["metadata"]["uid"]
     assert (event["type"], event["reason"], event["note"]) == ("Warning", "HealthCheckFailed", note)
     assert event["reportingController"] == "kokpit.io/test"
 
-    await recorder.event(regarding, "Normal", "Recovered", "healthy again")
+    recorder.event(regarding, "Normal", "Recovered", "healthy again")
+    await recorder.close()
     assert len((await client.list(EVENTS, namespace=namespace)).items) == 2

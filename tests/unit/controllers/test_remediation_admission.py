@@ -45,7 +45,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
 
-    async def event(self, regarding: Object, type_: str, reason: str, note: str) -> None:
+    def event(self, regarding: Object, type_: str, reason: str, note: str) -> None:
         self.events.append((regarding["metadata"]["name"], reason, note))
 
 
