@@ -44,6 +44,10 @@ AttemptState = Literal["Started", "Succeeded", "Failed", "TimedOut"]
 #: A person's command to an Escalated (or any unfinished) remediation: ``resume`` climbs the
 #: ladder again from its first rung, ``close`` ends it (uncordoning what kokpit cordoned).
 COMMAND_ANNOTATION = "kokpit.io/remediation-command"
+#: On a Node kokpit cordoned: the Remediation that did, as ``namespace/name/uid``. Written in
+#: the same request as the cordon, so that whoever finds the node cordoned (a restarted
+#: operator among them) knows whether kokpit did it; removed with the uncordon.
+CORDONED_BY = "kokpit.io/cordoned-by"
 #: Set on pods the workflow migrates.
 MIGRATE_LABEL = "kokpit.io/migrate"
 #: Pods with this annotation set to ``operator`` are moved by their own operator, not evicted.
@@ -125,7 +129,8 @@ class RemediationStatus:
     )
     step: int = field("The rung being tried or next to try.", default=0, minimum=0)
     cordoned: bool = field(
-        "kokpit cordoned the node (a node someone else cordoned is never uncordoned).",
+        "kokpit cordoned the node (a node someone else cordoned is never uncordoned); the "
+        "node then carries the annotation kokpit.io/cordoned-by.",
         default=False,
     )
     drain: Drain | None = field("The migration of the node's pods.", default=None)

@@ -12,9 +12,11 @@ The policy's reconcile is the only place that admits its remediations (a control
 one key at a time), so two admissions never race past the limit. What it admitted is also
 remembered until the cache shows it, so a cache that lags its own writes cannot over-admit;
 a restarted process forgets that, and counts from the API server's state again. A remediation
-starts only once no remediation of its scope is younger than ``admission_delay``: the faults of a
-storm arrive over seconds (tens of seconds at ten thousand nodes), and all are counted before
-any of them starts. A pass counts each scope's health once, and admits at once what it admits.
+starts only once its scope's unhealthy nodes have stopped growing for ``admission_delay``
+(:mod:`.quiet`): the faults of a storm arrive over seconds, and all are counted before any of
+them starts. A scope already below ``minHealthyPercent`` is stopped at once, without waiting
+for the rest of its storm. A pass counts each scope's health once, and admits at once what it
+admits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from kokpit.api.conditions import get, set_condition
@@ -30,7 +31,8 @@ from kokpit.api.v1alpha1 import REMEDIATION_POLICIES, REMEDIATIONS
 from kokpit.api.v1alpha1.remediationpolicy import STORM_STOPPED
 from kokpit.controllers.remediation import metrics, storm
 from kokpit.controllers.remediation.options import RemediationOptions
-from kokpit.controllers.remediation.scope import IN_PROGRESS, age
+from kokpit.controllers.remediation.quiet import QuietPeriod
+from kokpit.controllers.remediation.scope import IN_PROGRESS
 from kokpit.runtime import (
     Client,
     ClusterCache,
@@ -69,6 +71,7 @@ class Admission:
         machines: Store,
         recorder: EventRecorder,
         options: RemediationOptions,
+        quiet: QuietPeriod | None = None,
     ) -> None:
         self._client = client
         self._clusters = clusters
@@ -78,6 +81,7 @@ class Admission:
         self._machines = machines
         self._recorder = recorder
         self._options = options
+        self._quiet = quiet or QuietPeriod(options.admission_delay)
         #: Per policy: remediations this process admitted, until the cache shows them.
         self._admitted: dict[str, set[str]] = {}
 
@@ -99,38 +103,28 @@ class Admission:
         limits = policy["spec"].get("stormStop") or {}
         max_concurrent = int(limits.get("maxConcurrent", 5))
         min_healthy = int(limits.get("minHealthyPercent", 70))
-        at = datetime.now(UTC)
         stopped: dict[storm.Scope, storm.Health] = {}
         waiting = False
-        # Each pending remediation's scope and its health, counted once per cluster and pass.
+        # Each pending remediation's scope and its health, counted once per cluster and pass;
+        # and how long until each scope has been quiet for the admission delay.
         judged: list[tuple[Object, storm.Health]] = []
         healths: dict[str, dict[storm.Scope, storm.Health]] = {}
-        youngest: dict[storm.Scope, float] = {}
+        quiet_in: dict[storm.Scope, float] = {}
         for remediation in pending:
             verdict = await self._health(remediation, limits.get("scopeLabel"), healths)
             if verdict is None:  # the cluster's nodes are not known yet
                 waiting = True
                 continue
             judged.append((remediation, verdict))
-            youngest[verdict.scope] = min(
-                youngest.get(verdict.scope, float("inf")), age(remediation, at)
-            )
+            if verdict.scope not in quiet_in:
+                quiet_in[verdict.scope] = self._quiet.observe(verdict)
         to_admit: list[Object] = []
         recheck = self._options.admission_recheck
         for remediation, verdict in judged:
             if len(in_progress) + len(to_admit) >= max_concurrent:
                 waiting = True
                 break
-            # A scope's faults arrive over seconds (and over tens of seconds at ten thousand
-            # nodes): nothing in it starts until none has arrived for the admission delay, so
-            # a storm is counted whole before any of it is repaired.
-            quiet_in = self._options.admission_delay - youngest[verdict.scope]
-            if quiet_in > 0:
-                # Back the moment the scope has been quiet for the delay, not a recheck later.
-                recheck = min(recheck, quiet_in)
-                waiting = True
-                continue
-            if verdict.below(min_healthy):
+            if verdict.below(min_healthy):  # a storm already, whatever else is arriving
                 stopped[verdict.scope] = verdict
                 waiting = True
                 self._recorder.event(
@@ -139,6 +133,11 @@ class Admission:
                     "StormStopped",
                     f"waiting: {verdict.describe(min_healthy)}",
                 )
+                continue
+            if quiet_in[verdict.scope] > 0:  # its storm may still be arriving
+                # Back the moment the scope has been quiet for the delay, not a recheck later.
+                recheck = min(recheck, quiet_in[verdict.scope])
+                waiting = True
                 continue
             to_admit.append(remediation)
         # Admitted at once: one status write each, none waiting for another's.

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RemediationOptions:
-    #: A remediation waits this long after it is created before it may start, so that faults
-    #: arriving together (a storm: a partition, a broken switch) are all seen before anything
-    #: starts. Short: detection to cordon should stay within seconds.
+    #: Nothing in a scope starts until its unhealthy nodes have stopped growing for this long,
+    #: so that faults arriving together (a storm: a partition, a broken switch) are all seen
+    #: before anything starts. Short: detection to cordon should stay within seconds.
     admission_delay: float = 2.0
     #: How often a policy with waiting remediations looks again (storm over? a slot free?).
     admission_recheck: float = 2.0

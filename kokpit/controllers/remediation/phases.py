@@ -9,9 +9,13 @@ phase, each transition stored before the next step runs.
 
 Crash safety (status is the only memory):
 
-- **Cordon**: ``cordoned: true`` is stored *before* the node is cordoned, and only when the
-  node was schedulable. A restart that finds the node cordoned and the flag set knows kokpit
-  did it; a node someone else cordoned is never uncordoned.
+- **Cordon**: the node is cordoned in one request that also marks it with the remediation
+  (the annotation ``kokpit.io/cordoned-by``), conditional on the node being as it was read,
+  schedulable. So the mark is there exactly when kokpit cordoned it: a restart that finds the
+  node cordoned reads from the mark whether kokpit did, and a node someone else cordoned is
+  never uncordoned. ``cordoned: true`` in the status records it for everyone else, written at
+  the end of the pass. The node is read from the cluster cache, and fresh only when the cache
+  says it is cordoned or the conditional write finds it changed.
 - **Repair**: the attempt is stored as ``Started`` *before* the repairer is called. A restarted
   operator that finds the current rung's attempt Started never calls the repairer again: it
   goes on to Verifying and waits out the rung's timeout for the node to recover. The exception
@@ -32,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from kokpit.api.conditions import now
-from kokpit.api.v1alpha1.remediation import ATTEMPTS_MAX
+from kokpit.api.v1alpha1.remediation import ATTEMPTS_MAX, CORDONED_BY
 from kokpit.api.v1alpha1.riskpolicy import RiskyAction
 from kokpit.controllers.remediation import drain, metrics
 from kokpit.controllers.remediation.options import RemediationOptions
@@ -41,10 +45,9 @@ from kokpit.controllers.remediation.scope import age as age_of
 from kokpit.controllers.remediation.start import Status, initial_status, write_remediated
 from kokpit.controllers.remediation.storm import node_summary, ready_since
 from kokpit.providers.guard import GUARD_DENIED, Guard, Outcome, RiskRequest, held
-from kokpit.providers.machine.drain import set_unschedulable
 from kokpit.providers.repair import Repairer, RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation, EscalationNotifier, NotifyError
-from kokpit.runtime import Client, ClusterCache, ClusterNotReady, NotFound, Store
+from kokpit.runtime import Client, ClusterCache, ClusterNotReady, Conflict, NotFound, Store
 from kokpit.runtime.resources import NODES
 
 #: Transitions one reconcile may make before it yields (a bound, not a limit ever reached).
@@ -70,6 +73,36 @@ YIELD_AFTER = frozenset({"Cordoning"})
 STARTER_GRACE = 10.0
 
 Handler = Callable[[RemediationScope], Awaitable[bool]]
+
+
+#: Conditional cordons tried in one pass while the node keeps changing under them.
+CORDON_ATTEMPTS = 3
+
+
+def _mark(scope: RemediationScope) -> str:
+    """What kokpit writes on a node it cordons for ``scope``'s remediation (its uid: a later
+    remediation of the same name is another one)."""
+    return f"{scope.namespace}/{scope.name}/{scope.uid}"
+
+
+def _unschedulable(node: Object) -> bool:
+    return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def _cordoned_for(scope: RemediationScope, node: Object) -> bool:
+    """The node is cordoned, and marked as cordoned by ``scope``'s remediation. (A mark left
+    on a node a person uncordoned meanwhile does not count.)"""
+    mark = ((node.get("metadata") or {}).get("annotations") or {}).get(CORDONED_BY)
+    return _unschedulable(node) and mark == _mark(scope)
+
+
+def _cordon_patch(node: Object, mark: str) -> Object:
+    """Cordon and mark ``node``, only if it is still as read (its resourceVersion)."""
+    meta = {
+        "resourceVersion": node["metadata"]["resourceVersion"],
+        "annotations": {CORDONED_BY: mark},
+    }
+    return {"metadata": meta, "spec": {"unschedulable": True}}
 
 
 def parse(stamp: str) -> datetime:
@@ -149,10 +182,10 @@ class Workflow:
 
     async def advance(self, scope: RemediationScope) -> bool:
         """Run the current phase's handler while it makes progress. The status is written once
-        at the end of the pass, and before each step that acts on the node: the cordon and a
-        repair store their intent themselves, and the uncordon's phase is stored before it
-        runs (see :data:`STORED_BEFORE`); the rest (a drain pass, a verification) is safe to
-        run again after a crash."""
+        at the end of the pass, and before each step that acts on the node: a repair stores
+        its intent itself, the cordon marks the node in the same request, and the uncordon's
+        phase is stored before it runs (see :data:`STORED_BEFORE`); the rest (a drain pass, a
+        verification) is safe to run again after a crash."""
         for _ in range(MAX_TRANSITIONS):
             phase = scope.phase
             handler = self._handlers.get(phase)
@@ -168,11 +201,12 @@ class Workflow:
     async def finalize(self, scope: RemediationScope) -> bool:
         """A deleted remediation gives back the node kokpit cordoned (unless its Cluster is
         gone, and its nodes with it)."""
-        if not scope.status.get("cordoned"):
-            return True
         if self._cluster_objects.get(scope.cluster_key) is None:
             return True
-        return await self._uncordon_node(scope)
+        cordoned = await self._kokpit_cordoned(scope)
+        if cordoned is None:
+            return False
+        return not cordoned or await self._uncordon_node(scope)
 
     # -- phase handlers: True when they moved on ------------------------------------------------
 
@@ -200,18 +234,38 @@ class Workflow:
         return False
 
     async def cordon(self, scope: RemediationScope) -> bool:
-        client, node = await self._node(scope)
+        client = await self._cluster_client(scope)
+        if client is None:
+            return False
+        _, node = await self._cached_node(scope)
+        if node is None or _unschedulable(node):
+            # Not in the cache yet, or cordoned: ask the API server, never trust a stale no.
+            client, node = await self._node(scope)
         if client is None or node is None:
             return False
         if not await self._allowed(scope, self._drain_request(scope, node)):
             return False
-        if not (node.get("spec") or {}).get("unschedulable"):
+        for _ in range(CORDON_ATTEMPTS):
+            if _cordoned_for(scope, node):
+                scope.status["cordoned"] = True  # by this remediation, before a restart
+                break
+            if _unschedulable(node):
+                scope.event("Normal", "Cordoned", f"node {scope.node_name} was cordoned already")
+                break
+            try:
+                await client.patch(NODES, scope.node_name, _cordon_patch(node, _mark(scope)))
+            except Conflict:  # changed since it was read: read it again and decide again
+                client, node = await self._node(scope)
+                if client is None or node is None:
+                    return False
+                continue
             scope.status["cordoned"] = True
-            await scope.persist()  # kokpit's cordon is on record before it is done
-            await set_unschedulable(client, node, True)
             scope.event("Normal", "Cordoned", f"node {scope.node_name} cordoned")
+            break
         else:
-            scope.event("Normal", "Cordoned", f"node {scope.node_name} was cordoned already")
+            scope.problem = ("NodeChanging", f"node {scope.node_name} kept changing")
+            scope.requeue(self._options.poll_interval)
+            return False
         scope.phase = "Draining"
         scope.status["drain"] = {"startedAt": now(), "podsLeft": 0, "blockedBy": [], "deleted": 0}
         return True
@@ -328,7 +382,8 @@ class Workflow:
 
     async def close(self, scope: RemediationScope) -> bool:
         """A person ends the remediation: give back what kokpit cordoned, then Closed."""
-        if scope.status.get("cordoned") and not await self._uncordon_node(scope):
+        cordoned = await self._kokpit_cordoned(scope)
+        if cordoned is None or (cordoned and not await self._uncordon_node(scope)):
             return False
         last = scope.last_attempt
         if last is not None and last.get("state") == "Started":
@@ -340,14 +395,34 @@ class Workflow:
         return True
 
     async def _uncordon_node(self, scope: RemediationScope) -> bool:
-        client, node = await self._node(scope, missing_ok=True)
+        """Give back the node kokpit cordoned, and take its mark off (one request)."""
+        client = await self._cluster_client(scope)
         if client is None:
             return False
-        if node is not None:
-            await set_unschedulable(client, node, False)
+        uncordon = {
+            "metadata": {"annotations": {CORDONED_BY: None}},
+            "spec": {"unschedulable": None},
+        }
+        try:
+            await client.patch(NODES, scope.node_name, uncordon)
+        except NotFound:
+            pass  # the node is gone: nothing to give back
+        else:
             scope.event("Normal", "Uncordoned", f"node {scope.node_name} uncordoned")
         scope.status["cordoned"] = False
         return True
+
+    async def _kokpit_cordoned(self, scope: RemediationScope) -> bool | None:
+        """Whether kokpit cordoned the node (None: not known now). The status says so from the
+        end of the pass that cordoned; until then (a restart in Cordoning) the node's mark."""
+        if scope.status.get("cordoned"):
+            return True
+        if scope.phase != "Cordoning":
+            return False
+        client, node = await self._node(scope, missing_ok=True)
+        if client is None:
+            return None
+        return node is not None and _cordoned_for(scope, node)
 
     def _finish(self, scope: RemediationScope, phase: str, reason: str, message: str) -> None:
         scope.phase = phase

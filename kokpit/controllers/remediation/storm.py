@@ -18,20 +18,21 @@ the cluster cache sees it.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any
 
 from kokpit.api.v1alpha1.nodefault import NODE_CONDITION_FAULTS
+from kokpit.api.v1alpha1.remediation import CORDONED_BY
 
 Object = dict[str, Any]
 
 
 def node_summary(node: Object) -> Object:
     """The informer transform: what the workflow and the storm stop need of a Node (name,
-    labels, whether it is cordoned, its Ready condition and the fault conditions it reports
-    True), and not its heartbeats."""
+    labels, whether it is cordoned and by which remediation, its Ready condition and the fault
+    conditions it reports True), and not its heartbeats."""
     meta = node.get("metadata") or {}
     kept = [
         {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
@@ -42,10 +43,14 @@ def node_summary(node: Object) -> Object:
             or (c.get("type") in NODE_CONDITION_FAULTS and c.get("status") == "True")
         )
     ]
+    kept_meta = {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta}
+    cordoned_by = (meta.get("annotations") or {}).get(CORDONED_BY)
+    if cordoned_by is not None:
+        kept_meta["annotations"] = {CORDONED_BY: cordoned_by}
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta},
+        "metadata": kept_meta,
         "spec": {"unschedulable": bool((node.get("spec") or {}).get("unschedulable"))},
         "status": {"conditions": kept},
     }
@@ -101,6 +106,8 @@ class Health:
     scope: Scope
     healthy: int
     total: int
+    #: The names of the scope's nodes that are not healthy.
+    unhealthy: frozenset[str] = frozenset()
 
     @property
     def percent(self) -> float:
@@ -123,12 +130,15 @@ def healths(
     that are Ready, report no fault condition and are not in ``faulty`` (the names of the
     cluster's nodes with an Active fault). One pass over the nodes, not one per scope: ten
     thousand nodes in tens of scopes are counted on every admission pass."""
-    healthy: Counter[Scope] = Counter()
     total: Counter[Scope] = Counter()
+    unhealthy: defaultdict[Scope, set[str]] = defaultdict(set)
     for node in nodes:
         scope = scope_of(cluster, node, scope_label)
         total[scope] += 1
         name = node["metadata"]["name"]
-        if ready_since(node) is not None and name not in faulty and not reports_fault(node):
-            healthy[scope] += 1
-    return {scope: Health(scope, healthy[scope], count) for scope, count in total.items()}
+        if ready_since(node) is None or name in faulty or reports_fault(node):
+            unhealthy[scope].add(name)
+    return {
+        scope: Health(scope, count - len(unhealthy[scope]), count, frozenset(unhealthy[scope]))
+        for scope, count in total.items()
+    }

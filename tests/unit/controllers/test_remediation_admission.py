@@ -1,7 +1,8 @@
 """Admission of Pending remediations by their policy: the storm stop holds every start in an
 unhealthy scope, maxConcurrent holds the rest, even while the cache lags the admissions just
-made, and a remediation waits the admission delay. The caches are real stores; the client
-only records the patches sent."""
+made, and nothing in a scope starts until its unhealthy nodes have stopped growing for the
+admission delay. The caches are real stores; the client only records the patches sent, and the
+clock is the test's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from kokpit.api.conditions import get
 from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_policy
 from kokpit.controllers.remediation.options import RemediationOptions
+from kokpit.controllers.remediation.quiet import QuietPeriod
 from kokpit.controllers.remediation.storm import node_summary
 from kokpit.runtime import Request, Store
 
@@ -98,7 +100,13 @@ def remediation(machine: str, phase: str = "Pending", age: float = 60) -> Object
 
 
 class World:
-    def __init__(self, nodes: int, max_concurrent: int = 5, delay: float = 2.0) -> None:
+    """A policy over ``nodes`` healthy nodes in one zone; ``delay`` 0 unless a test is about
+    the quiet period."""
+
+    def __init__(
+        self, nodes: int, max_concurrent: int = 5, delay: float = 0.0, recheck: float = 2.0
+    ) -> None:
+        self.now = 0.0
         self.client = Client()
         self.recorder = Recorder()
         self.policies, self.faults = Store(), Store()
@@ -126,8 +134,12 @@ class World:
             faults=self.faults,
             machines=Store(),
             recorder=self.recorder,  # type: ignore[arg-type]
-            options=RemediationOptions(admission_delay=delay),
+            options=RemediationOptions(admission_delay=delay, admission_recheck=recheck),
+            quiet=QuietPeriod(delay, clock=lambda: self.now),
         )
+
+    def nodes(self, *nodes: Object) -> None:
+        self.admission._clusters = Clusters(list(nodes))  # type: ignore[assignment]
 
     def faulty(self, *machines: str, phase: str = "Pending", age: float = 60) -> None:
         for m in machines:
@@ -159,8 +171,7 @@ async def test_a_storm_the_nodes_report_stops_starts_before_the_hub_has_recorded
     nodes' own fault conditions count at once (here one fault of two is recorded, and its
     remediation would otherwise start: 4 of 5 healthy)."""
     world = World(nodes=0)
-    nodes = [node(f"n{i}", reports="KernelDeadlock" if i < 2 else None) for i in range(5)]
-    world.admission._clusters = Clusters(nodes)  # type: ignore[assignment]
+    world.nodes(*(node(f"n{i}", reports="KernelDeadlock" if i < 2 else None) for i in range(5)))
     world.faulty("n0")  # n1's fault is on its Node, not yet in the hub's records
     assert await world.reconcile() is not None
     assert world.client.admitted() == []
@@ -197,56 +208,110 @@ async def test_max_concurrent_holds_even_while_the_cache_lags_its_own_admissions
     assert world.client.admitted() == ["n0.kerneldeadlock", "n1.kerneldeadlock"]
 
 
-async def test_a_new_remediation_waits_the_admission_delay() -> None:
+async def test_a_new_fault_waits_the_admission_delay() -> None:
     world = World(nodes=5, delay=30)
-    world.faulty("n0", age=1)
+    world.faulty("n0")
     assert await world.reconcile() is not None
     assert world.client.admitted() == []
-    world.remediations.upsert(remediation("n0", age=31))
+    world.now = 29.0
     await world.reconcile()
-    assert world.client.admitted() == ["n0.kerneldeadlock"]
-
-
-async def test_a_remediation_stamped_two_seconds_ago_may_be_younger_and_waits() -> None:
-    """Creation times are whole seconds, cut: stamped 2 s ago, a remediation may be 1.01 s
-    old, so under a 2 s delay it waits (it was admitted: storms leaked through that second)."""
-    world = World(nodes=5, delay=2)
-    world.faulty("n0", age=2)
-    assert await world.reconcile() is not None
     assert world.client.admitted() == []
-    world.remediations.upsert(remediation("n0", age=3))
+    world.now = 30.0
     await world.reconcile()
     assert world.client.admitted() == ["n0.kerneldeadlock"]
 
 
 async def test_a_waiting_remediation_is_looked_at_again_when_its_delay_ends() -> None:
-    """Not a fixed recheck later: a remediation stamped 2 s ago under a 3 s delay is back
-    within 2 s (when it is surely 3 s old), never the full recheck of 5 s."""
-    world = World(nodes=5, delay=3)
-    world.admission._options = RemediationOptions(admission_delay=3, admission_recheck=5)
-    world.faulty("n0", age=2)
-    requeue = await world.reconcile()
-    assert requeue is not None
-    assert 1.0 < requeue <= 2.0
-    world = World(nodes=5, delay=30)  # longer than the recheck: the recheck bounds it
-    world.faulty("n0", age=1)
-    assert await world.reconcile() == RemediationOptions().admission_recheck
+    """Not a fixed recheck later: under a 3 s delay, 1 s after its scope last grew, a
+    remediation is back in 2 s, never the full recheck of 5 s."""
+    world = World(nodes=5, delay=3, recheck=5)
+    world.faulty("n0")
+    assert await world.reconcile() == 3.0
+    world.now = 1.0
+    assert await world.reconcile() == 2.0
+    world = World(nodes=5, delay=30, recheck=5)  # longer than the recheck: the recheck bounds it
+    world.faulty("n0")
+    assert await world.reconcile() == 5.0
 
 
 async def test_nothing_in_a_scope_starts_while_its_faults_are_still_arriving() -> None:
-    """A storm recorded over many seconds (as at ten thousand nodes): the first faults of a
-    scope are not admitted while later ones keep arriving; once none has come for the
-    admission delay, the scope is judged whole, and stopped."""
+    """A storm arriving over many seconds: the first faults of a scope are not admitted while
+    later ones keep coming; once none has come for the delay, the scope is judged whole."""
     world = World(nodes=10, max_concurrent=100, delay=5)
-    world.faulty("n0", "n1", age=60)  # 2 of 10 down: on their own, healthy enough
-    world.faulty("n2", age=1)  # the storm is still being recorded
-    assert await world.reconcile() is not None
-    assert world.client.admitted() == [], "held while the scope's faults keep arriving"
-    world.faulty("n3", age=4)
-    for name in ("n2", "n3"):
-        world.remediations.upsert(remediation(name, age=6))
+    world.faulty("n0", "n1")  # 2 of 10 down: on their own, healthy enough
     await world.reconcile()
-    assert world.client.admitted() == [], "4 of 10 down: a storm, stopped"
+    world.now = 4.0
+    world.faulty("n2")  # 3 of 10 down, still healthy enough: the quiet period starts again
+    await world.reconcile()
+    world.now = 8.0
+    await world.reconcile()
+    assert world.client.admitted() == [], "held while the scope's faults keep arriving"
+    world.now = 9.0
+    await world.reconcile()
+    assert sorted(world.client.admitted()) == [f"n{i}.kerneldeadlock" for i in range(3)]
+
+
+async def test_a_storm_still_arriving_is_stopped_the_moment_it_is_one() -> None:
+    world = World(nodes=10, max_concurrent=100, delay=5)
+    world.faulty("n0", "n1")
+    await world.reconcile()
+    world.now = 1.0
+    world.faulty("n2", "n3")  # 4 of 10 down: a storm, whatever else is still to come
+    await world.reconcile()
     stopped = get(world.client.policy_status()["conditions"], "StormStopped")
     assert stopped is not None
+    assert stopped["status"] == "True"
     assert "6 of 10 nodes healthy" in stopped["message"]
+    world.now = 60.0
+    await world.reconcile()
+    assert world.client.admitted() == []
+
+
+async def test_a_fault_the_hub_records_after_its_scope_went_quiet_starts_at_once() -> None:
+    """The nodes' conditions are counted before the hub records their faults: once the scope
+    has been quiet for the delay, a remediation the hub makes later waits no more."""
+    world = World(nodes=0, max_concurrent=100, delay=2)
+    world.nodes(*(node(f"n{i}", reports="KernelDeadlock" if i < 2 else None) for i in range(10)))
+    world.faulty("n0")  # n1's fault is on its Node only, so far
+    assert await world.reconcile() == 2.0
+    world.now = 2.0
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.now = 5.0
+    world.faulty("n1")  # the hub records it now
+    assert await world.reconcile() is None
+    assert world.client.admitted() == ["n0.kerneldeadlock", "n1.kerneldeadlock"]
+
+
+async def test_a_node_that_recovers_does_not_restart_the_quiet_period_one_that_fails_does() -> None:
+    world = World(nodes=0, max_concurrent=100, delay=2)
+    reporting = [node(f"n{i}", reports="KernelDeadlock" if i < 2 else None) for i in range(10)]
+    world.nodes(*reporting)
+    world.faulty("n0")
+    await world.reconcile()
+    world.now = 1.0
+    world.nodes(node("n0", reports="KernelDeadlock"), *(node(f"n{i}") for i in range(1, 10)))
+    await world.reconcile()  # n1 recovered: fewer unhealthy, not more
+    world.now = 2.0
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.nodes(*reporting)  # n1 fails again, and the hub records it
+    world.faulty("n1")
+    world.now = 3.0
+    await world.reconcile()
+    world.now = 4.9
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.now = 5.0
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock", "n1.kerneldeadlock"]
+
+
+async def test_a_restarted_operator_waits_the_delay_once_more() -> None:
+    """The quiet period's times are the process's own: a new one has seen nothing, however
+    long the scope's faults have been there."""
+    world = World(nodes=10, max_concurrent=100, delay=2)
+    world.faulty("n0", "n1")
+    world.now = 100.0
+    assert await world.reconcile() == 2.0
+    assert world.client.admitted() == []

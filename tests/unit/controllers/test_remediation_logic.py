@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kokpit.api.conditions import get
-from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION
+from kokpit.api.v1alpha1.remediation import COMMAND_ANNOTATION, CORDONED_BY
 from kokpit.api.v1alpha1.selector import matches
 from kokpit.cli.main import parser
 from kokpit.cli.remediation import table
@@ -34,7 +34,7 @@ from kokpit.controllers.remediation.storm import (
 from kokpit.providers.guard import Outcome, RiskRequest, Verdict
 from kokpit.providers.repair import RepairError, RepairTarget
 from kokpit.providers.repair.notify import Escalation
-from kokpit.runtime import Store
+from kokpit.runtime import Conflict, Store
 
 Object = dict[str, Any]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -191,8 +191,12 @@ def test_not_ready_nodes_are_unhealthy_and_a_failure_domain_counts_its_own_nodes
 def health(scope: Scope, nodes: list[Object], faulty: set[str]) -> Health:
     """One scope's health, counted on its own: its nodes, Ready and not faulty."""
     members = [n for n in nodes if scope_of(scope.cluster, n, scope.label) == scope]
-    healthy = [n for n in members if n["status"]["conditions"][0]["status"] == "True"]
-    return Health(scope, sum(n["metadata"]["name"] not in faulty for n in healthy), len(members))
+    unhealthy = frozenset(
+        n["metadata"]["name"]
+        for n in members
+        if n["status"]["conditions"][0]["status"] != "True" or n["metadata"]["name"] in faulty
+    )
+    return Health(scope, len(members) - len(unhealthy), len(members), unhealthy)
 
 
 def test_every_scope_counted_in_one_pass_is_what_each_counted_alone_is() -> None:
@@ -310,10 +314,12 @@ class FakeInformer:
 
 
 class FakeClusters:
-    """The cluster cache as the verify step reads it: a synced Node informer."""
+    """The cluster cache as the workflow reads it: a synced Node informer, and the business
+    cluster's client (recording its writes)."""
 
-    def __init__(self, nodes: list[Object]) -> None:
+    def __init__(self, nodes: list[Object], client: Writes) -> None:
         self.nodes = FakeInformer(nodes)
+        self.client = client
 
     async def get(self, key: str) -> FakeClusters:
         return self
@@ -386,9 +392,12 @@ class Harness:
         self.repairer = FakeRepairer(self.stored, fail)
         self.notifier = FakeNotifier()
         self.writes = Writes()
+        #: The business cluster's writes (the cordon, the uncordon).
+        self.business = Writes()
+        self.clusters = FakeClusters(nodes or [node("m1")], self.business)
         self.workflow = Workflow(
             client=self.writes,  # type: ignore[arg-type]
-            clusters=FakeClusters(nodes or [node("m1")]),  # type: ignore[arg-type]
+            clusters=self.clusters,  # type: ignore[arg-type]
             faults=Store(),
             machines=Store(),
             policies=Store(),
@@ -655,30 +664,101 @@ async def _fresh_node(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
 # -- one pass of the workflow: what it stores, and when it gives the worker back ---------------
 
 
-async def test_a_pass_ends_after_the_cordon_with_the_cordon_stored_first() -> None:
+MARK = {CORDONED_BY: "ns/m1.kerneldeadlock/u1"}
+
+
+async def test_a_pass_ends_after_the_cordon_made_in_one_conditional_write_that_marks_it() -> None:
     """A burst of admitted remediations is taken out of service first: the pass that cordons
-    ends there (Draining, to go on at once in a later pass), and the cordon's intent was on
-    record before the node was cordoned."""
+    ends there (Draining, to go on at once in a later pass). The cordon is one request, from
+    the cache's view of the node: it marks the node as this remediation's, and holds only if
+    the node is still as read."""
     h = Harness()
-    writes = Writes()
-    stored_at_cordon: list[Object] = []
-
-    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
-        async def cordon(resource: Any, name: str, body: Object, **kw: Any) -> Object:
-            stored_at_cordon.append(copy.deepcopy(h.stored[-1]))
-            return await Writes.patch(writes, resource, name, body)
-
-        writes.patch = cordon  # type: ignore[method-assign]
-        return writes, node("m1")
-
-    h.workflow._node = fresh  # type: ignore[method-assign]
     scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
     assert await h.workflow.advance(scope)
-    assert writes.patches == [("m1", {"spec": {"unschedulable": True}})]
-    assert stored_at_cordon[0]["cordoned"] is True
+    assert h.business.patches == [
+        (
+            "m1",
+            {
+                "metadata": {"resourceVersion": "1", "annotations": MARK},
+                "spec": {"unschedulable": True},
+            },
+        )
+    ]
+    assert h.stored == [{}], "nothing stored before the cordon: the mark is the record"
+    assert scope.status["cordoned"] is True
     assert scope.phase == "Draining"
     assert scope.requeue_after == 0.0
     assert "attempts" not in scope.status, "no drain or repair in the pass that cordons"
+
+
+def cordoned_node(mark: dict[str, str] | None) -> Object:
+    cordoned = copy.deepcopy(node("m1"))
+    cordoned["spec"]["unschedulable"] = True
+    if mark is not None:
+        cordoned["metadata"]["annotations"] = dict(mark)
+    return cordoned
+
+
+async def test_a_restart_after_the_cordon_knows_from_the_mark_that_kokpit_cordoned() -> None:
+    h = Harness(nodes=[cordoned_node(MARK)])
+    h.workflow._node = fresh(cordoned_node(MARK))  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.cordon(scope)
+    assert h.business.patches == []
+    assert scope.status["cordoned"] is True
+
+
+async def test_a_mark_left_on_a_node_a_person_uncordoned_does_not_count() -> None:
+    uncordoned = node("m1")
+    uncordoned["metadata"]["annotations"] = dict(MARK)
+    h = Harness(nodes=[uncordoned])
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.cordon(scope)
+    assert [body["spec"] for _, body in h.business.patches] == [{"unschedulable": True}]
+    assert scope.status["cordoned"] is True
+
+
+async def test_a_node_someone_else_cordoned_is_not_kokpits_even_if_the_cache_says_otherwise() -> (
+    None
+):
+    """The cache still shows the node schedulable; the conditional cordon finds it changed,
+    and the fresh read shows a person's cordon (no mark): kokpit leaves it theirs."""
+    h = Harness()
+    person = cordoned_node({CORDONED_BY: "ns/m1.kerneldeadlock/an-older-one"})
+
+    async def conflict(resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        raise Conflict("the object has been modified")
+
+    h.business.patch = conflict  # type: ignore[method-assign]
+    h.workflow._node = fresh(person)  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.cordon(scope)
+    assert scope.status["cordoned"] is False
+    assert scope.phase == "Draining"
+    assert [e[1] for e in scope.events] == ["Cordoned"]
+    assert "was cordoned already" in scope.events[0][2]
+
+
+async def test_closing_a_remediation_stopped_right_after_its_cordon_gives_the_node_back() -> None:
+    """Killed between the cordon and the status write, then closed: the status does not say
+    cordoned yet, the node's mark does."""
+    h = Harness()
+    h.workflow._node = fresh(cordoned_node(MARK))  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
+    assert await h.workflow.close(scope)
+    assert h.business.patches == [
+        ("m1", {"metadata": {"annotations": {CORDONED_BY: None}}, "spec": {"unschedulable": None}})
+    ]
+    assert scope.phase == "Closed"
+
+
+def fresh(obj: Object) -> Any:
+    """Stands in for the workflow's fresh read of the node."""
+
+    async def read(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+        return Writes(), obj
+
+    return read
 
 
 async def test_a_pass_stores_before_each_risky_step_not_after_each_step() -> None:
@@ -695,13 +775,11 @@ async def test_a_pass_stores_before_each_risky_step_not_after_each_step() -> Non
     h = Harness()
     phase_at_uncordon: list[str | None] = []
 
-    async def fresh(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
+    async def uncordon(resource: Any, name: str, body: Object, **kw: Any) -> Object:
         phase_at_uncordon.append(h.stored[-1].get("phase"))
-        cordoned = copy.deepcopy(node("m1"))
-        cordoned["spec"]["unschedulable"] = True
-        return Writes(), cordoned
+        return body
 
-    h.workflow._node = fresh  # type: ignore[method-assign]
+    h.business.patch = uncordon  # type: ignore[method-assign]
     started = {"step": 0, "action": "RestartKubelet", "state": "Started", "startedAt": ago(30)}
     scope = h.scope(remediation(phase="Verifying", attempts=[started]), fault_obj=cleared_at(T0))
     assert await h.workflow.advance(scope)
