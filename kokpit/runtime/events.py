@@ -2,12 +2,12 @@
 deduplicated, so that a reconcile never waits for its Events and a failure repeating in a hot
 loop costs the API server one write per interval, not one per attempt.
 
-:meth:`EventRecorder.event` returns at once; a few sender tasks make the writes (as client-go's
-broadcaster does). Waiting for each Event kept a worker for a whole request per Event, about
-eight per remediation, on the path from a fault to its cordon. Beyond ``backlog`` waiting
-writes, new Events are dropped and counted (``kokpit_events_dropped_total``): Events are
-informative, never the state a controller resumes from. :meth:`EventRecorder.close` writes what
-is waiting before a process stops.
+:meth:`EventRecorder.event` returns at once; two sender tasks make the writes (client-go's
+broadcaster writes in the background too, one at a time). Waiting for each Event kept a worker
+for a whole request per Event, about eight per remediation, on the path from a fault to its
+cordon. Beyond ``backlog`` waiting writes, new Events are dropped and counted
+(``kokpit_events_dropped_total``): Events are informative, never the state a controller resumes
+from. :meth:`EventRecorder.close` writes what is waiting before a process stops.
 
 The first occurrence of (object, type, reason, note) creates an Event; repeats within
 ``series_window`` update its ``series`` (count and last time), at most once per
@@ -64,8 +64,12 @@ class EventRecorder:
     clock: Callable[[], float] = time.monotonic
     #: Writes waiting beyond this many: new Events are dropped.
     backlog: int = 4096
-    #: Writes in flight at once.
-    senders: int = 8
+    #: Writes in flight at once. Few: an Event must not take the API server's time from the
+    #: changes it reports (client-go writes them one at a time). At ten thousand nodes, one
+    #: sender and eight made no difference to detection → cordon that we could measure above
+    #: the noise (bench/results/healing-events-senders1.json); two keep up with a rollout's
+    #: Events where one would drop some.
+    senders: int = 2
     _seen: dict[tuple[str, ...], _Seen] = field(default_factory=dict)
     _queue: asyncio.Queue[Write] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -140,13 +140,17 @@ class Admission:
                 waiting = True
                 continue
             to_admit.append(remediation)
-        # Admitted at once: one status write each, none waiting for another's.
-        results = await asyncio.gather(*(self._admit(r) for r in to_admit))
+        # Admitted at once, and the policy's status with them: one write each, none waiting
+        # for another's (a pass is the wait of the remediations that arrive during it). The
+        # status counts the admissions as made; one that conflicted is counted again next pass.
+        in_progress |= {_key(r) for r in to_admit}
+        *results, _ = await asyncio.gather(
+            *(self._admit(r) for r in to_admit),
+            self._write_status(policy, len(in_progress), stopped.values(), min_healthy),
+        )
         for remediation, done in zip(to_admit, results, strict=True):
             if done:
                 admitted.add(_key(remediation))
-                in_progress.add(_key(remediation))
-        await self._write_status(policy, len(in_progress), stopped.values(), min_healthy)
         if waiting:
             return Result(requeue_after=recheck)
         return Result()
