@@ -144,13 +144,15 @@ class Admission:
         # for another's (a pass is the wait of the remediations that arrive during it). The
         # status counts the admissions as made; one that conflicted is counted again next pass.
         in_progress |= {_key(r) for r in to_admit}
-        *results, _ = await asyncio.gather(
+        *results, written = await asyncio.gather(
             *(self._admit(r) for r in to_admit),
             self._write_status(policy, len(in_progress), stopped.values(), min_healthy),
         )
         for remediation, done in zip(to_admit, results, strict=True):
             if done:
                 admitted.add(_key(remediation))
+        if not written:  # the next pass writes it
+            waiting, recheck = True, min(recheck, self._options.poll_interval)
         if waiting:
             return Result(requeue_after=recheck)
         return Result()
@@ -218,7 +220,8 @@ class Admission:
         in_progress: int,
         stopped: Iterable[storm.Health],
         min_healthy: int,
-    ) -> None:
+    ) -> bool:
+        """Write the policy's status; False when it changed meanwhile (not written)."""
         helper = PatchHelper(self._client, REMEDIATION_POLICIES, policy)
         status = policy.setdefault("status", {})
         generation = policy["metadata"].get("generation")
@@ -241,7 +244,11 @@ class Admission:
         try:
             await helper.patch(policy)
         except NotFound:
-            return
+            return True
+        except Conflict:
+            # Read before this process's last write of it reached the cache; the status is
+            # recomputed on every pass, so the next one writes it.
+            return False
         if reports:
             self._recorder.event(policy, "Warning", "StormStopped", condition[2][:1024])
             if was.get("status") != "True":
@@ -249,6 +256,7 @@ class Admission:
                 metrics.STORM_STOPS.labels(meta["namespace"], meta["name"]).inc()
         elif was.get("status") == "True":
             self._recorder.event(policy, "Normal", "StormOver", condition[2])
+        return True
 
 
 def _key(obj: Object) -> str:

@@ -16,7 +16,7 @@ from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_po
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.quiet import QuietPeriod
 from kokpit.controllers.remediation.storm import node_summary
-from kokpit.runtime import Request, Store
+from kokpit.runtime import Conflict, Request, Store
 
 Object = dict[str, Any]
 
@@ -315,3 +315,26 @@ async def test_a_restarted_operator_waits_the_delay_once_more() -> None:
     world.now = 100.0
     assert await world.reconcile() == 2.0
     assert world.client.admitted() == []
+
+
+async def test_a_policy_status_that_conflicts_keeps_the_admissions_and_looks_again() -> None:
+    """The policy's status is written with the admissions; when it was read before this
+    process's last write of it reached the cache, the admissions made still count against
+    maxConcurrent, and the next pass (soon) writes the status."""
+    world = World(nodes=10, max_concurrent=1)
+    world.faulty("n0", age=90)
+    world.faulty("n1", age=60)
+    patch = world.client.patch
+
+    async def conflicting(resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        if resource.kind == "RemediationPolicy":
+            raise Conflict("the object has been modified")
+        return await patch(resource, name, body, **kw)
+
+    world.client.patch = conflicting  # type: ignore[method-assign]
+    assert await world.reconcile() == RemediationOptions().poll_interval
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.client.patch = patch  # type: ignore[method-assign]
+    assert await world.reconcile() is not None  # n1 waits: n0 is in progress, as admitted
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    assert world.client.policy_status()["inProgress"] == 1
