@@ -73,6 +73,7 @@ class EventRecorder:
     _seen: dict[tuple[str, ...], _Seen] = field(default_factory=dict)
     _queue: asyncio.Queue[Write] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _dropping: bool = False
 
     def __post_init__(self) -> None:
         self._log = get_logger("kokpit.events", controller=self.controller)
@@ -124,8 +125,11 @@ class EventRecorder:
             self._start()
         if self._queue is None or self._queue.qsize() >= self.backlog:
             EVENTS_DROPPED.labels(self.controller).inc()
-            self._log.warning("event dropped: the backlog is full", extra={"reason": reason})
+            if not self._dropping:  # once per overflow, not once per Event
+                self._log.warning("events dropped: the backlog is full", extra={"reason": reason})
+            self._dropping = True
             return False
+        self._dropping = False
         self._queue.put_nowait(write)
         return True
 
