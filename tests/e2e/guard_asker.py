@@ -29,6 +29,7 @@ async def main(kubeconfig: Path, action: str, prefix: str, count: int) -> None:
             for n in range(count)
         ]
         verdicts = await asyncio.gather(*(guard.acquire(r) for r in requests))
+        await recorder.close()  # its Events are written in the background: write them all
         task.cancel()  # the informers stop before their connection closes
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -283,6 +283,7 @@ class HostPhases:
             "startedAt": now(),
         }
         scope.status["lastOperation"] = operation
+        scope.changing = change.name
         await scope.persist()  # the intent is in the API server before the host is touched
         failed_step = change.action
         result = await self._run(
@@ -294,6 +295,7 @@ class HostPhases:
         check = await self._run(scope, executor, change.package, "check")
         installed[change.name] = packages.reported_version(check.stdout) if check.ok else ""
         want = "" if change.action == "remove" else change.package["version"]
+        scope.changing = None
         if result.ok and check.ok and installed[change.name] == want:
             operation.update(result="Succeeded", finishedAt=now())
             self._backoff.reset(scope.uid)

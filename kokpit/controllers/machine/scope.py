@@ -23,6 +23,8 @@ class MachineScope(ObjectScope):
     #: (reason, message) of facts the conditions report; None means nothing to report.
     host_problem: tuple[str, str] | None = None
     packages_problem: tuple[str, str] | None = None
+    #: The package whose change runs on the host now (its intent stored, its result not yet).
+    changing: str | None = None
     node_problem: tuple[str, str] | None = None
     #: A mistake in how the operator or the Machine is set up (no such executor): a person must
     #: change something; nothing is retried until then.

@@ -32,6 +32,10 @@ def host_reachable(scope: MachineScope) -> Condition | None:
 def packages_installed(scope: MachineScope) -> Condition:
     if scope.packages_problem:
         return (PACKAGES_INSTALLED, "False", *scope.packages_problem)
+    if scope.changing:
+        # The applied version may still read as the wanted one (a host that drifted, or a
+        # failed upgrade moved back): not up to date until this change has run and verified.
+        return (PACKAGES_INSTALLED, "False", "Installing", f"{scope.changing} is being changed")
     status = scope.status
     if status.get("packageVersion") == scope.spec["packageVersion"] and scope.package_version:
         return (PACKAGES_INSTALLED, "True", "UpToDate", f"{status['packageVersion']} is applied")

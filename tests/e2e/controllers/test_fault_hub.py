@@ -428,3 +428,4 @@ async def test_a_probe_finds_a_broken_kubelet_and_an_unreachable_host(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await recorder.close()

@@ -93,7 +93,7 @@ class Operator:
         self.client = Client(self.config)
         election = LeaderElectionConfig("kokpit-system", "kokpit-machine-operator", "e2e")
         manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
-        recorder = EventRecorder(
+        self.recorder = recorder = EventRecorder(
             self.client, "kokpit.io/machine-operator", "test", min_update_interval=0
         )
         self.ssh = SSHExecutor(connect_timeout=3)
@@ -111,6 +111,7 @@ class Operator:
             await self.task
         await self.reconciler.close()
         await self.ssh.close()
+        await self.recorder.close()
         await self.client.close()
 
 

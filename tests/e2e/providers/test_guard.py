@@ -108,6 +108,7 @@ async def asking(guard_identity: ClientConfig, client: Client) -> AsyncIterator[
         try:
             yield Asking(guard, cache.informer(RISK_POLICIES).store)
         finally:
+            await recorder.close()
             await remove_policies(client)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

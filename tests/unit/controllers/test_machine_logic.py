@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from kokpit.api.conditions import get
+from kokpit.controllers.machine import status
 from kokpit.controllers.machine.node import _mirror_gates
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Host, Step, packages
@@ -307,3 +309,24 @@ def test_a_gate_dropped_from_the_spec_leaves_the_machines_conditions() -> None:
     _mirror_gates(scope, [{"conditionType": "example.com/Net"}], {})
     assert [c["type"] for c in machine["status"]["conditions"]] == ["Ready", "example.com/Net"]
     assert scope.mirrored["example.com/Net"].status == "Unknown"
+
+
+def test_a_machine_is_not_up_to_date_while_a_change_runs_on_its_host() -> None:
+    """Moved back to the version it last applied after an upgrade failed half-way (the host
+    has the new one's files): the intent stored before the reinstall must not say Ready at the
+    old version, or a Rollout takes the rollback as done before the host is back."""
+    machine: dict[str, Any] = {
+        "metadata": {"name": "m", "namespace": "n", "generation": 3},
+        "spec": {"packageVersion": "app-1"},
+        "status": {"packageVersion": "app-1"},
+    }
+    scope = MachineScope(machine)
+    scope.package_version = {"metadata": {"name": "app-1"}, "spec": {"packages": []}}
+    status.update(scope)
+    assert get(machine["status"]["conditions"], "Ready")["status"] == "True"  # type: ignore[index]
+    scope.changing = "app"
+    status.update(scope)
+    installed = get(machine["status"]["conditions"], "PackagesInstalled")
+    assert installed is not None
+    assert (installed["status"], installed["reason"]) == ("False", "Installing")
+    assert get(machine["status"]["conditions"], "Ready")["status"] == "False"  # type: ignore[index]
