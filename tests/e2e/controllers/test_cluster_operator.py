@@ -94,7 +94,7 @@ class Operator:
         self.client = Client(self.config)
         election = LeaderElectionConfig("kokpit-system", "kokpit-cluster-operator", "e2e")
         manager = Manager(self.client, ManagerOptions(leader_election=election, health_port=None))
-        self.recorder = recorder = EventRecorder(
+        recorder = EventRecorder(
             self.client, "kokpit.io/cluster-operator", "test", min_update_interval=0
         )
         available: dict[str, ControlPlaneRuntime] = {
@@ -111,7 +111,6 @@ class Operator:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        await self.recorder.close()
         await self.client.close()
 
 
