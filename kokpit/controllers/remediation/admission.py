@@ -181,7 +181,7 @@ class Admission:
             faulty = self._faulty(namespace, cluster)
             known[cluster] = storm.healths(cluster, informer.store.list(), faulty, scope_label)
         # A scope without nodes (its node gone) has none unhealthy: it is not stopped.
-        return known[cluster].get(scope) or storm.Health(scope, 0, 0)
+        return known[cluster].get(scope) or storm.Health(scope, 0)
 
     def _faulty(self, namespace: str, cluster: str) -> set[str]:
         """The nodes of ``cluster`` with an Active fault (of any policy, any type)."""

@@ -104,10 +104,13 @@ def scope_of(cluster: str, node: Object | None, scope_label: str | None) -> Scop
 @dataclass(frozen=True)
 class Health:
     scope: Scope
-    healthy: int
     total: int
     #: The names of the scope's nodes that are not healthy.
     unhealthy: frozenset[str] = frozenset()
+
+    @property
+    def healthy(self) -> int:
+        return self.total - len(self.unhealthy)
 
     @property
     def percent(self) -> float:
@@ -139,6 +142,5 @@ def healths(
         if ready_since(node) is None or name in faulty or reports_fault(node):
             unhealthy[scope].add(name)
     return {
-        scope: Health(scope, count - len(unhealthy[scope]), count, frozenset(unhealthy[scope]))
-        for scope, count in total.items()
+        scope: Health(scope, count, frozenset(unhealthy[scope])) for scope, count in total.items()
     }

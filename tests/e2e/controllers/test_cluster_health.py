@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.business import stop_control_planes
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS
 from kokpit.local import Kubectl, LocalCluster
@@ -50,8 +51,7 @@ def stopping_control_planes(root: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        for directory in root.glob("*"):  # whatever a failed test left running
-            Supervisor(Layout(directory)).stop_all()
+        stop_control_planes(root)  # whatever a failed test left running
 
 
 async def start_operator(

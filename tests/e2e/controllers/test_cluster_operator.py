@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from fixtures.business import stop_control_planes
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS as PACKAGE_VERSIONS
 from kokpit.api.v1alpha1 import CLUSTERS, MACHINES, RISK_LEDGERS, RISK_POLICIES
 from kokpit.api.v1alpha1.cluster import NAME_MAX
@@ -136,8 +137,7 @@ async def operator(
     yield op
     await op.stop()
     # Whatever a failed test left running: stop it, so no control plane outlives the test.
-    for directory in op.root.glob("*"):
-        Supervisor(Layout(directory)).stop_all()
+    stop_control_planes(op.root)
 
 
 def process_root(tmp_path: Path) -> Path:
@@ -160,8 +160,7 @@ async def cluster_operator(
             await op.start()
             yield op
     finally:
-        for directory in root.glob("*"):  # whatever a failed test left running
-            Supervisor(Layout(directory)).stop_all()
+        stop_control_planes(root)  # whatever a failed test left running
 
 
 async def until(
@@ -832,8 +831,7 @@ async def test_certificates_are_renewed_before_they_expire_and_rolled_out(
         await client.delete(PACKAGE_VERSIONS, f"rot-{tag}")
     finally:
         await operator.stop()
-        for directory in operator.root.glob("*"):
-            Supervisor(Layout(directory)).stop_all()
+        stop_control_planes(operator.root)
 
 
 async def test_the_operators_identity_is_forbidden_what_it_does_not_need(

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
+from fixtures.business import stop_control_planes
 from kokpit.api.v1alpha1 import CLUSTER_PACKAGE_VERSIONS, CLUSTERS, ROLLOUTS
 from kokpit.api.v1alpha1.rollout import CHANGE_ANNOTATION
 from kokpit.local import Kubectl, LocalCluster
-from kokpit.local.components import Layout
-from kokpit.local.supervisor import Supervisor
 from kokpit.local.versions import Release
 from kokpit.providers.controlplane.releases import cluster_package
 from kokpit.runtime import Client, ClientConfig
@@ -46,8 +45,7 @@ async def operators(
         ):
             yield
     finally:
-        for directory in root.glob("*"):  # no control plane outlives the test
-            Supervisor(Layout(directory)).stop_all()
+        stop_control_planes(root)  # no control plane outlives the test
 
 
 def running(obj: Object, version: str) -> bool:

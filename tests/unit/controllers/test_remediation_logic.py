@@ -185,7 +185,7 @@ def test_not_ready_nodes_are_unhealthy_and_a_failure_domain_counts_its_own_nodes
     zone_b = scope_of("ns/biz", nodes[2], "zone")
     assert not healths("ns/biz", nodes, {"a1"}, "zone")[zone_b].below(100)
     assert healths("ns/biz", [], set(), None) == {}  # no nodes known: no scope to stop
-    assert Health(Scope("ns/biz"), 0, 0).percent == 100.0
+    assert Health(Scope("ns/biz"), 0).percent == 100.0
 
 
 def health(scope: Scope, nodes: list[Object], faulty: set[str]) -> Health:
@@ -196,7 +196,7 @@ def health(scope: Scope, nodes: list[Object], faulty: set[str]) -> Health:
         for n in members
         if n["status"]["conditions"][0]["status"] != "True" or n["metadata"]["name"] in faulty
     )
-    return Health(scope, len(members) - len(unhealthy), len(members), unhealthy)
+    return Health(scope, len(members), unhealthy)
 
 
 def test_every_scope_counted_in_one_pass_is_what_each_counted_alone_is() -> None:
