@@ -268,7 +268,7 @@ def local(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
     )
 
 
-def risk(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+def _ask_latency(result: Mapping[str, Any], directory: Path) -> list[Path]:
     """The guard's ask latency (median over runs) by concurrent callers, in one process."""
     series: dict[str, list[tuple[float, float]]] = {"p50": [], "p99": []}
     for level in (result.get("levels") or {}).values():
@@ -285,6 +285,52 @@ def risk(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
         {k: sorted(v) for k, v in series.items()},
         directory,
     )
+
+
+def rollout(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """A Rollout's time and cost by fleet size, at the Rollout-Operator's default concurrency
+    (the first rollout at each size: the later ones at the largest vary the setting)."""
+    firsts: dict[int, Mapping[str, Any]] = {}
+    for one in result.get("rollouts") or []:
+        firsts.setdefault(int(one["machines"]), one)
+    runs = [firsts[n] for n in sorted(firsts)]
+
+    def per_machine(one: Mapping[str, Any], key: str) -> float:
+        return float(one["requests_per_machine"][key]["total"])
+
+    paths = _cost(
+        "rollout-seconds",
+        "A Rollout of every Machine, 5 batches",
+        "Machines",
+        "seconds",
+        {"total": [(r["machines"], r["total_seconds"]) for r in runs]},
+        directory,
+    )
+    paths += _cost(
+        "rollout-cost-per-machine",
+        "What each Machine moved costs",
+        "Machines",
+        "requests, CPU ms",
+        {
+            "Rollout-Operator requests": [
+                (r["machines"], per_machine(r, "rollout_operator")) for r in runs
+            ],
+            "Machine-Operator requests": [
+                (r["machines"], per_machine(r, "machine_operator")) for r in runs
+            ],
+            "Rollout-Operator CPU ms": [
+                (r["machines"], 1000 * r["rollout_operator"]["cpu_seconds"] / r["machines"])
+                for r in runs
+            ],
+        },
+        directory,
+    )
+    return paths
+
+
+def risk(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
+    """The guard's ask latency and, from its ``rollout`` section, the rollout's curves."""
+    return _ask_latency(result, directory) + rollout(result.get("rollout") or {}, directory)
 
 
 def healing(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:

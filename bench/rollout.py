@@ -14,12 +14,13 @@ watch on the Rollout saw it, when it started, when all its Machines were changed
 were Ready at the new version and when it passed; each operator's API requests per Machine
 (its own ``rest_client_requests_total``, by method and code, scraped before and after); the
 Rollout-Operator's reconciles, reconcile time, rate-limiter wait, CPU seconds and memory.
-The rollout is made three times on the same Machines (v1 → v2 → v3 → v4), the
-Rollout-Operator started afresh each time: with its default ``--max-concurrent-changes``, a
-higher one, and the default again (how much two runs of one setting differ on this shared
-machine).
+The fleet grows through the sizes of ``--machines`` (1,000, then 2,000 more, then 7,000 more),
+and at each size one Rollout moves all of it to the next version, the Rollout-Operator started
+afresh each time at its default ``--max-concurrent-changes``: the cost curve. At the largest
+size, more rollouts follow on the same Machines: a higher ``--max-concurrent-changes``, and the
+default again (how much two runs of one setting differ on this shared machine).
 
-    python -m bench.rollout [--machines 10000] [--batches 5] [--quick]
+    python -m bench.rollout [--machines 1000,3000,10000] [--batches 5] [--quick]
 """
 
 from __future__ import annotations
@@ -414,28 +415,40 @@ async def wait_at(client: Client, count: int, version: str, limit: float) -> flo
     raise TimeoutError(f"not all {count} Machines Ready at {version} within {limit:.0f} s")
 
 
-async def fleet(client: Client, count: int, limit: float) -> dict[str, float]:
-    """``count`` Machines at v1, all Ready."""
+async def grow(
+    client: Client, have: int, count: int, version: str, limit: float
+) -> dict[str, float]:
+    """Machines ``have`` to ``count`` created at ``version`` (where the fleet is), and all
+    ``count`` Ready at it."""
     sem = asyncio.Semaphore(CREATORS)
 
     async def create(i: int) -> None:
         async with sem:
-            await client.create(MACHINES, machine(i, "bench-v1"))
+            await client.create(MACHINES, machine(i, version))
 
     started = time.monotonic()
-    await asyncio.gather(*(create(i) for i in range(count)))
+    await asyncio.gather(*(create(i) for i in range(have, count)))
     created = time.monotonic() - started
     return {
+        "machines": count,
+        "created": count - have,
         "create_seconds": round(created, 1),
-        "ready_seconds": round(created + await wait_at(client, count, "bench-v1", limit), 1),
+        "ready_seconds": round(created + await wait_at(client, count, version, limit), 1),
     }
+
+
+def plan(sizes: Sequence[int], changes: Sequence[int]) -> list[tuple[int, int]]:
+    """(machines, --max-concurrent-changes) of each rollout, in order: the default at each
+    size up to the largest, then every setting of ``changes`` at the largest."""
+    default = RolloutOptions().max_concurrent_changes
+    *smaller, largest = sorted(sizes)
+    return [(size, default) for size in smaller] + [(largest, c) for c in changes]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     assets = ensure_assets(release(None))
     default = RolloutOptions().max_concurrent_changes
-    changes = args.changes or [default, 64, default]
-    settings = [(c, f"bench-v{i + 2}") for i, c in enumerate(changes)]
+    steps = plan(args.machines, args.changes or [default, 64, default])
     with tempfile.TemporaryDirectory(prefix="kokpit-bench-rollout-") as tmp_name:
         tmp = Path(tmp_name)
         meta = LocalCluster(tmp / "meta")
@@ -453,20 +466,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             config = ClientConfig.from_kubeconfig(meta.kubeconfig, qps=2000, burst=4000)
             async with Client(config) as client:
-                for v in range(1, len(settings) + 2):
+                for v in range(1, len(steps) + 2):
                     await client.create(PACKAGE_VERSIONS, package_version(f"bench-v{v}", str(v)))
                 await machine_operator.ready()
-                setup = await fleet(client, args.machines, args.timeout)
-                print(f"{args.machines} Machines Ready at bench-v1: {setup}", flush=True)
+                setups: list[dict[str, float]] = []
                 rollouts = []
-                for changes, version in settings:
+                have = 0
+                for i, (machines, changes) in enumerate(steps):
+                    current, version = f"bench-v{i + 1}", f"bench-v{i + 2}"
+                    if machines > have:
+                        setups.append(await grow(client, have, machines, current, args.timeout))
+                        print(f"{machines} Machines Ready at {current}: {setups[-1]}", flush=True)
+                        have = machines
                     rollouts.append(
                         await one_rollout(
                             client,
                             meta.kubeconfig,
                             tmp,
                             machine_operator,
-                            args.machines,
+                            machines,
                             version,
                             changes,
                             args,
@@ -476,20 +494,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if machine_operator is not None:
                 machine_operator.stop()
             meta.down()
+    sizes = ", ".join(str(n) for n in sorted(args.machines))
     return {
         "what": (
-            f"a Rollout of {args.machines} sim Machines in {args.batches} equal batches "
-            "(canary first, no pause, no analysis) to the next MachinePackageVersion (one "
-            "package of kind Other); each operator a process of its own"
+            f"Rollouts of a fleet of sim Machines grown through {sizes}, each in {args.batches} "
+            "equal batches (canary first, no pause, no analysis) to the next "
+            "MachinePackageVersion (one package of kind Other); each operator a process of "
+            "its own"
         ),
         "meaning": MEANING,
         "kubernetes": assets.kubernetes_version,
-        "machines": args.machines,
+        "machines": sorted(args.machines),
         "batches": args.batches,
         "sim_step_latency_seconds": args.sim_latency,
         "machine_operator_flags": " ".join(MACHINE_OPERATOR),
         "rollout_operator_qps": args.rollout_qps,
-        "fleet_setup": setup,
+        "fleet_setup": setups,
         "rollouts": rollouts,
     }
 
@@ -497,14 +517,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--machines", type=int, default=10_000)
+    parser.add_argument(
+        "--machines",
+        type=machine_info.ints,
+        default=[1_000, 3_000, 10_000],
+        help="the fleet's sizes, grown in turn; one rollout at each (default: 1000,3000,10000)",
+    )
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument(
         "--changes",
         type=machine_info.ints,
         default=None,
-        help="the Rollout-Operator's --max-concurrent-changes of each rollout, one after the "
-        "other on the same Machines (default: its default, 64, its default again)",
+        help="the Rollout-Operator's --max-concurrent-changes of each rollout at the largest "
+        "size, one after the other on the same Machines (default: its default, 64, its "
+        "default again)",
     )
     parser.add_argument(
         "--rollout-qps",
@@ -516,11 +542,13 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=3600, help="seconds per batch, and for the set-up"
     )
-    args = machine_info.parse_args(parser, quick={"machines": 500})
+    args = machine_info.parse_args(parser, quick={"machines": [200, 500]})
     result = asyncio.run(run(args))
     path = machine_info.write_section("risk", "rollout", result, quick=args.quick)
-    summary = [(r["max_concurrent_changes"], r["total_seconds"]) for r in result["rollouts"]]
-    print(f"(max concurrent changes, seconds): {summary} → {path}")
+    summary = [
+        (r["machines"], r["max_concurrent_changes"], r["total_seconds"]) for r in result["rollouts"]
+    ]
+    print(f"(machines, max concurrent changes, seconds): {summary} → {path}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ the requests per Machine taken between two scrapes."""
 
 from __future__ import annotations
 
-from bench import rollout
+from pathlib import Path
+
+from bench import plot, rollout
+from kokpit.controllers.rollout import RolloutOptions
 
 METRICS = """\
 # HELP rest_client_requests_total Number of HTTP requests.
@@ -43,3 +46,35 @@ def test_the_batches_are_equal_shares_with_the_canary_first() -> None:
     assert [b["size"] for b in spec["batches"]] == ["20%"] * 5
     assert all(set(b) == {"size"} for b in spec["batches"])  # no pause, no manual gate
     assert "analysis" not in spec
+
+
+def test_the_fleet_grows_through_the_sizes_and_the_settings_vary_at_the_largest() -> None:
+    default = RolloutOptions().max_concurrent_changes
+    assert rollout.plan([10_000, 1_000, 3_000], [default, 64, default]) == [
+        (1_000, default),
+        (3_000, default),
+        (10_000, default),
+        (10_000, 64),
+        (10_000, default),
+    ]
+    assert rollout.plan([500], [8]) == [(500, 8)]
+
+
+def test_the_cost_curves_take_the_first_rollout_at_each_size(tmp_path: Path) -> None:
+    def one(machines: int, changes: int, seconds: float) -> dict[str, object]:
+        requests = {"total": 1.0}
+        return {
+            "machines": machines,
+            "max_concurrent_changes": changes,
+            "total_seconds": seconds,
+            "requests_per_machine": {"rollout_operator": requests, "machine_operator": requests},
+            "rollout_operator": {"cpu_seconds": machines / 500},
+        }
+
+    runs = [one(1000, 16, 20.0), one(3000, 16, 55.0), one(10_000, 16, 150.0)]
+    runs += [one(10_000, 64, 999.0)]  # a later setting at the largest size: not on the curve
+    paths = plot.risk({"rollout": {"rollouts": runs}}, tmp_path)
+    assert [p.name for p in paths] == ["rollout-seconds.svg", "rollout-cost-per-machine.svg"]
+    seconds = paths[0].read_text()
+    assert "150" in seconds
+    assert "999" not in seconds
