@@ -113,11 +113,7 @@ class EventRecorder:
         """Write what is waiting (for at most ``grace`` seconds), then stop the senders."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        self._queue = None
+        await self._stop_senders()
 
     def _send(self, write: Write, reason: str) -> bool:
         """Queue ``write`` for the senders; False when the backlog is full (dropped)."""
@@ -138,9 +134,22 @@ class EventRecorder:
         loop = asyncio.get_running_loop()
         return bool(self._tasks) and all(not t.done() and t.get_loop() is loop for t in self._tasks)
 
-    def _start(self) -> None:
-        for task in self._tasks:
+    async def _stop_senders(self) -> None:
+        """Cancel the senders and wait for those of this loop. Senders of an event loop that
+        has ended are only forgotten: that loop cancelled them, or can no longer run them."""
+        loop = asyncio.get_running_loop()
+        ours = [t for t in self._tasks if t.get_loop() is loop]
+        for task in ours:
             task.cancel()
+        await asyncio.gather(*ours, return_exceptions=True)
+        self._tasks.clear()
+        self._queue = None
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for task in self._tasks:
+            if task.get_loop() is loop:
+                task.cancel()
         self._queue = asyncio.Queue()
         self._tasks = [
             asyncio.get_running_loop().create_task(self._sender(self._queue), name="events")

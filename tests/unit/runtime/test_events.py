@@ -76,3 +76,23 @@ async def test_an_event_that_failed_to_be_written_is_created_by_its_next_occurre
     events.event(REGARDING, "Warning", "RepairFailed", "reboot: BMC refused")
     await events.close()
     assert [e["reason"] for e in client.created] == ["RepairFailed"]
+
+
+def test_a_recorder_that_outlives_its_event_loop_closes_and_records_on_the_next() -> None:
+    client = SlowClient()
+    events = recorder(client)
+
+    async def first() -> None:  # its senders wait on the client when this loop ends
+        events.event(REGARDING, "Normal", "Cordoned", "node m1 cordoned")
+        await asyncio.sleep(0)
+
+    async def second() -> None:
+        await events.close()  # the senders are the ended loop's: only forgotten
+        client.open = asyncio.Event()  # an Event of this loop
+        client.open.set()
+        events.event(REGARDING, "Normal", "Uncordoned", "node m1 uncordoned")
+        await events.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert [e["reason"] for e in client.created] == ["Uncordoned"]
