@@ -11,11 +11,15 @@ Crash safety (status is the only memory):
 
 - **Cordon**: the node is cordoned in one request that also marks it with the remediation
   (the annotation ``kokpit.io/cordoned-by``), conditional on the node being as it was read,
-  schedulable. So the mark is there exactly when kokpit cordoned it: a restart that finds the
-  node cordoned reads from the mark whether kokpit did, and a node someone else cordoned is
-  never uncordoned. ``cordoned: true`` in the status records it for everyone else, written at
-  the end of the pass. The node is read from the cluster cache, and fresh only when the cache
-  says it is cordoned or the conditional write finds it changed.
+  schedulable. A restart that finds the node cordoned reads from the mark whether kokpit did;
+  a node cordoned without this remediation's mark is left cordoned at the end, and the
+  uncordon (which takes the mark off) is conditional on the mark too, so one remediation never
+  lifts another's cordon, nor a cordon that a repeated uncordon after a crash would meet. One
+  case the mark cannot tell: a person who uncordons a node kokpit cordoned and cordons it again
+  leaves kokpit's mark on it (kubectl keeps annotations), and the remediation lifts that
+  cordon when it ends. ``cordoned: true`` in the status records the cordon for everyone else,
+  written at the end of the pass. The node is read from the cluster cache, and fresh only when
+  the cache says it is cordoned or a conditional write finds it changed.
 - **Repair**: the attempt is stored as ``Started`` *before* the repairer is called. A restarted
   operator that finds the current rung's attempt Started never calls the repairer again: it
   goes on to Verifying and waits out the rung's timeout for the node to recover. The exception
@@ -89,11 +93,24 @@ def _unschedulable(node: Object) -> bool:
     return bool((node.get("spec") or {}).get("unschedulable"))
 
 
+def _mark_of(node: Object) -> str | None:
+    mark = ((node.get("metadata") or {}).get("annotations") or {}).get(CORDONED_BY)
+    return None if mark is None else str(mark)
+
+
 def _cordoned_for(scope: RemediationScope, node: Object) -> bool:
     """The node is cordoned, and marked as cordoned by ``scope``'s remediation. (A mark left
     on a node a person uncordoned meanwhile does not count.)"""
-    mark = ((node.get("metadata") or {}).get("annotations") or {}).get(CORDONED_BY)
-    return _unschedulable(node) and mark == _mark(scope)
+    return _unschedulable(node) and _mark_of(node) == _mark(scope)
+
+
+def _uncordon_patch(node: Object) -> Object:
+    """Uncordon ``node`` and take kokpit's mark off, only if it is still as read."""
+    meta = {
+        "resourceVersion": node["metadata"]["resourceVersion"],
+        "annotations": {CORDONED_BY: None},
+    }
+    return {"metadata": meta, "spec": {"unschedulable": None}}
 
 
 def _cordon_patch(node: Object, mark: str) -> Object:
@@ -395,20 +412,42 @@ class Workflow:
         return True
 
     async def _uncordon_node(self, scope: RemediationScope) -> bool:
-        """Give back the node kokpit cordoned, and take its mark off (one request)."""
+        """Give back the node kokpit cordoned and take its mark off, in one request that holds
+        only if the node is as read: while it carries this remediation's mark. A node whose
+        mark is gone or another remediation's (a person uncordoned it, then it was cordoned
+        again) is not touched: that cordon is not this remediation's to lift."""
+        _, node = await self._cached_node(scope)
         client = await self._cluster_client(scope)
         if client is None:
             return False
-        uncordon = {
-            "metadata": {"annotations": {CORDONED_BY: None}},
-            "spec": {"unschedulable": None},
-        }
-        try:
-            await client.patch(NODES, scope.node_name, uncordon)
-        except NotFound:
-            pass  # the node is gone: nothing to give back
-        else:
+        if node is None or _mark_of(node) != _mark(scope):
+            # Not in the cache, or not marked there: ask the API server, never trust a stale no.
+            client, node = await self._node(scope, missing_ok=True)
+            if client is None:
+                return False
+        for _ in range(CORDON_ATTEMPTS):
+            if node is None:
+                break  # the node is gone: nothing to give back
+            if _mark_of(node) != _mark(scope):
+                if _unschedulable(node):
+                    note = f"node {scope.node_name} is left cordoned: not by this remediation"
+                    scope.event("Normal", "LeftCordoned", note)
+                break
+            try:
+                await client.patch(NODES, scope.node_name, _uncordon_patch(node))
+            except NotFound:
+                break
+            except Conflict:  # changed since it was read: read it again and decide again
+                client, node = await self._node(scope, missing_ok=True)
+                if client is None:
+                    return False
+                continue
             scope.event("Normal", "Uncordoned", f"node {scope.node_name} uncordoned")
+            break
+        else:
+            scope.problem = ("NodeChanging", f"node {scope.node_name} kept changing")
+            scope.requeue(self._options.poll_interval)
+            return False
         scope.status["cordoned"] = False
         return True
 

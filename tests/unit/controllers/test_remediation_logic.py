@@ -743,20 +743,66 @@ async def test_closing_a_remediation_stopped_right_after_its_cordon_gives_the_no
     """Killed between the cordon and the status write, then closed: the status does not say
     cordoned yet, the node's mark does."""
     h = Harness()
-    h.workflow._node = fresh(cordoned_node(MARK))  # type: ignore[method-assign]
+    h.workflow._node = fresh(cordoned_node(MARK), h.business)  # type: ignore[method-assign]
     scope = h.scope(remediation(phase="Cordoning", cordoned=False), fault_obj=fault())
     assert await h.workflow.close(scope)
-    assert h.business.patches == [
-        ("m1", {"metadata": {"annotations": {CORDONED_BY: None}}, "spec": {"unschedulable": None}})
-    ]
+    assert h.business.patches == [("m1", UNCORDON)]
     assert scope.phase == "Closed"
 
 
-def fresh(obj: Object) -> Any:
-    """Stands in for the workflow's fresh read of the node."""
+#: The uncordon of a node as read at resourceVersion 1: it takes kokpit's mark off too.
+UNCORDON = {
+    "metadata": {"resourceVersion": "1", "annotations": {CORDONED_BY: None}},
+    "spec": {"unschedulable": None},
+}
+
+
+async def test_the_uncordon_is_one_write_conditional_on_the_node_carrying_the_mark() -> None:
+    h = Harness(nodes=[cordoned_node(MARK)])
+    scope = h.scope(remediation(phase="Uncordoning"), fault_obj=cleared_at(T0))
+    assert await h.workflow.uncordon(scope)
+    assert h.business.patches == [("m1", UNCORDON)]
+    assert scope.status["cordoned"] is False
+    assert [e[1] for e in scope.events][:1] == ["Uncordoned"]
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        None,  # after kokpit's uncordon (a crash before its status write), a person cordoned it
+        {CORDONED_BY: "ns/m1.kerneldeadlock/u2"},  # another remediation of the node cordoned it
+    ],
+)
+async def test_a_cordon_without_this_remediations_mark_is_never_lifted(
+    mark: dict[str, str] | None,
+) -> None:
+    """The status says kokpit cordoned the node, but the node does not carry this
+    remediation's mark, in the cache nor when read fresh: the cordon is someone else's now."""
+    h = Harness(nodes=[cordoned_node(mark)])
+    h.workflow._node = fresh(cordoned_node(mark), h.business)  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Uncordoning"), fault_obj=cleared_at(T0))
+    assert await h.workflow.uncordon(scope)
+    assert h.business.patches == []
+    assert scope.status["cordoned"] is False
+    assert scope.phase == "Succeeded"
+    assert "LeftCordoned" in [e[1] for e in scope.events]
+
+
+async def test_an_uncordon_the_cache_cannot_confirm_reads_the_node_first() -> None:
+    """The cache has not seen the cordon's mark yet (the remediation ends right after its
+    cordon): the fresh read has it, and the node is given back."""
+    h = Harness(nodes=[node("m1")])
+    h.workflow._node = fresh(cordoned_node(MARK), h.business)  # type: ignore[method-assign]
+    scope = h.scope(remediation(phase="Uncordoning"), fault_obj=cleared_at(T0))
+    assert await h.workflow.uncordon(scope)
+    assert h.business.patches == [("m1", UNCORDON)]
+
+
+def fresh(obj: Object, client: Writes | None = None) -> Any:
+    """Stands in for the workflow's fresh read of the node (and the client it returns)."""
 
     async def read(scope: RemediationScope, **kw: Any) -> tuple[Any, Object]:
-        return Writes(), obj
+        return client or Writes(), obj
 
     return read
 
@@ -772,7 +818,7 @@ async def test_a_pass_stores_before_each_risky_step_not_after_each_step() -> Non
     assert h.stored[-1]["attempts"][-1]["state"] == "Started"
     assert scope.phase == "Verifying"
 
-    h = Harness()
+    h = Harness(nodes=[cordoned_node(MARK)])
     phase_at_uncordon: list[str | None] = []
 
     async def uncordon(resource: Any, name: str, body: Object, **kw: Any) -> Object:
