@@ -121,6 +121,11 @@ class HostPhases:
         except HostError as e:
             self._host_failed(scope, e)
             return False
+        operation = scope.status.get("lastOperation") or {}
+        if operation.get("result") == "Running":
+            # Left by an operator that died during it: every check now finds the host as
+            # wanted, so it is done (it finished before the death, or was run again above).
+            operation.update(result="Succeeded", finishedAt=now())
         scope.status["packageVersion"] = scope.spec["packageVersion"]
         scope.status["packages"] = [
             {"name": p["name"], "version": installed.get(p["name"], "")} for p in desired

@@ -32,10 +32,16 @@ def host_reachable(scope: MachineScope) -> Condition | None:
 def packages_installed(scope: MachineScope) -> Condition:
     if scope.packages_problem:
         return (PACKAGES_INSTALLED, "False", *scope.packages_problem)
-    if scope.changing:
+    operation = scope.status.get("lastOperation") or {}
+    changing = scope.changing or (
+        operation.get("package") if operation.get("result") == "Running" else None
+    )
+    if changing:
         # The applied version may still read as the wanted one (a host that drifted, or a
         # failed upgrade moved back): not up to date until this change has run and verified.
-        return (PACKAGES_INSTALLED, "False", "Installing", f"{scope.changing} is being changed")
+        # A change stored Running and not finished (its operator died, or the host went away
+        # during it) counts until a check of the host settles it.
+        return (PACKAGES_INSTALLED, "False", "Installing", f"{changing} is being changed")
     status = scope.status
     if status.get("packageVersion") == scope.spec["packageVersion"] and scope.package_version:
         return (PACKAGES_INSTALLED, "True", "UpToDate", f"{status['packageVersion']} is applied")

@@ -8,10 +8,13 @@ import pytest
 
 from kokpit.api.conditions import get
 from kokpit.controllers.machine import status
+from kokpit.controllers.machine.host import HostPhases
 from kokpit.controllers.machine.node import _mirror_gates
+from kokpit.controllers.machine.options import MachineOptions
 from kokpit.controllers.machine.scope import MachineScope
 from kokpit.providers.machine import Host, Step, packages
 from kokpit.providers.machine.sim import SimExecutor
+from kokpit.runtime import Store
 
 
 def pkg(name: str, version: str, *, remove: bool = True, upgrade: bool = False) -> dict[str, Any]:
@@ -330,3 +333,39 @@ def test_a_machine_is_not_up_to_date_while_a_change_runs_on_its_host() -> None:
     assert installed is not None
     assert (installed["status"], installed["reason"]) == ("False", "Installing")
     assert get(machine["status"]["conditions"], "Ready")["status"] == "False"  # type: ignore[index]
+
+
+async def test_a_change_stored_running_by_a_dead_operator_counts_until_a_check_settles_it() -> None:
+    """The operator died during a reinstall (or the host went away during it): the stored
+    intent says Running. While the host cannot be checked, the Machine is not up to date; once
+    every check finds the host as wanted, the operation is done and the Machine is Ready."""
+    executor = SimExecutor(provisioned=True)
+    phases = HostPhases(Store(), Store(), {"sim": executor}, MachineOptions())  # type: ignore[arg-type]
+    running = {"package": "app", "step": "install", "result": "Running", "startedAt": "t0"}
+    machine: dict[str, Any] = {
+        "metadata": {"name": "m", "namespace": "n", "uid": "u", "generation": 3},
+        "spec": {"packageVersion": "app-1", "executor": "sim", "address": "10.0.0.1"},
+        "status": {"packageVersion": "app-1", "lastOperation": dict(running)},
+    }
+    script = {"check": {"run": "true"}, "install": {"run": "true"}}
+    app = {"name": "app", "kind": "Other", "version": "1", "install": {"script": script}}
+
+    def scope_now() -> MachineScope:
+        scope = MachineScope(machine)
+        scope.package_version = {"metadata": {"name": "app-1"}, "spec": {"packages": [app]}}
+        return scope
+
+    executor.host("n/m").reachable = False
+    scope = scope_now()
+    assert not await phases.reconcile_packages(scope)
+    status.update(scope)
+    installed = get(machine["status"]["conditions"], "PackagesInstalled") or {}
+    assert (installed.get("status"), installed.get("reason")) == ("False", "Installing")
+    assert get(machine["status"]["conditions"], "Ready")["status"] == "False"  # type: ignore[index]
+
+    executor.host("n/m").reachable = True
+    scope = scope_now()
+    assert await phases.reconcile_packages(scope)
+    status.update(scope)
+    assert machine["status"]["lastOperation"]["result"] == "Succeeded"
+    assert get(machine["status"]["conditions"], "Ready")["status"] == "True"  # type: ignore[index]
