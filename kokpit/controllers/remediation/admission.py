@@ -143,14 +143,19 @@ class Admission:
         # Admitted at once, and the policy's status with them: one write each, none waiting
         # for another's (a pass is the wait of the remediations that arrive during it). The
         # status counts the admissions as made; one that conflicted is counted again next pass.
+        # Every admission made is remembered before an error of another is raised: one the
+        # cache still shows Pending must not be admitted again past maxConcurrent.
         in_progress |= {_key(r) for r in to_admit}
         *results, written = await asyncio.gather(
             *(self._admit(r) for r in to_admit),
             self._write_status(policy, len(in_progress), stopped.values(), min_healthy),
+            return_exceptions=True,
         )
         for remediation, done in zip(to_admit, results, strict=True):
-            if done:
+            if done is True:
                 admitted.add(_key(remediation))
+        for error in (r for r in (*results, written) if isinstance(r, BaseException)):
+            raise error
         if not written:  # the next pass writes it
             waiting, recheck = True, min(recheck, self._options.poll_interval)
         if waiting:

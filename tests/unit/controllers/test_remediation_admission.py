@@ -11,12 +11,15 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from kokpit.api.conditions import get
 from kokpit.controllers.remediation.admission import BY_POLICY, Admission, by_policy
 from kokpit.controllers.remediation.options import RemediationOptions
 from kokpit.controllers.remediation.quiet import QuietPeriod
 from kokpit.controllers.remediation.storm import node_summary
 from kokpit.runtime import Conflict, Request, Store
+from kokpit.runtime.errors import ServerError
 
 Object = dict[str, Any]
 
@@ -338,3 +341,27 @@ async def test_a_policy_status_that_conflicts_keeps_the_admissions_and_looks_aga
     assert await world.reconcile() is not None  # n1 waits: n0 is in progress, as admitted
     assert world.client.admitted() == ["n0.kerneldeadlock"]
     assert world.client.policy_status()["inProgress"] == 1
+
+
+async def test_an_error_writing_the_policy_status_still_keeps_the_admissions_made() -> None:
+    """Any other error of the status write (the API server's 5xx, a timeout) fails the pass
+    (it is retried with backoff), but only after the admissions sent with it are remembered:
+    the next pass, with a cache still showing them Pending, admits nothing past
+    maxConcurrent."""
+    world = World(nodes=10, max_concurrent=1)
+    world.faulty("n0", age=90)
+    world.faulty("n1", age=60)
+    patch = world.client.patch
+
+    async def failing(resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        if resource.kind == "RemediationPolicy":
+            raise ServerError("etcdserver: request timed out")
+        return await patch(resource, name, body, **kw)
+
+    world.client.patch = failing  # type: ignore[method-assign]
+    with pytest.raises(ServerError):
+        await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+    world.client.patch = patch  # type: ignore[method-assign]
+    assert await world.reconcile() is not None  # n1 waits: n0 is in progress, as admitted
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
