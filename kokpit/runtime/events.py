@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -90,9 +91,7 @@ class EventRecorder:
         if seen is None or now - seen.first > self.series_window:
             body = self._body(regarding, type_, reason, note, action)
             if len(self._seen) >= MAX_TRACKED:
-                self._seen = {
-                    k: v for k, v in self._seen.items() if now - v.first <= self.series_window
-                }
+                self._forget(now)
             seen = _Seen(body["metadata"]["name"], body["metadata"]["namespace"], 1, now, now)
             self._seen[key] = seen
             if not self._send(lambda: self._create(body, key, seen), reason):
@@ -103,6 +102,17 @@ class EventRecorder:
                 seen.last_write = now
                 count = seen.count
                 self._send(lambda: self._update_series(seen, count), reason)
+
+    def _forget(self, now: float) -> None:
+        """Forget the series older than the window; if as many remain (more distinct Events
+        than that within the window: their notes may carry what nodes report), the tenth
+        recorded first too. A repeat of a forgotten Event creates a new one: memory stays
+        bounded, and the work of forgetting is paid once per tenth, not per Event."""
+        self._seen = {k: v for k, v in self._seen.items() if now - v.first <= self.series_window}
+        if len(self._seen) >= MAX_TRACKED:
+            oldest = list(itertools.islice(self._seen, MAX_TRACKED // 10))
+            for key in oldest:
+                del self._seen[key]
 
     async def flush(self) -> None:
         """Wait until every Event recorded so far is written (or has failed)."""

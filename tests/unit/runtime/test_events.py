@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 from kokpit.runtime import EventRecorder
+from kokpit.runtime import events as events_module
 from kokpit.runtime.errors import ServerError
 from kokpit.runtime.metrics import EVENTS_DROPPED
 
@@ -96,3 +97,19 @@ def test_a_recorder_that_outlives_its_event_loop_closes_and_records_on_the_next(
     asyncio.run(first())
     asyncio.run(second())
     assert [e["reason"] for e in client.created] == ["Uncordoned"]
+
+
+async def test_more_distinct_events_than_it_tracks_keep_its_memory_bounded(
+    monkeypatch: Any,
+) -> None:
+    """Notes can carry what nodes report: many distinct Events within the series window must
+    not grow the recorder without bound."""
+    monkeypatch.setattr(events_module, "MAX_TRACKED", 100)
+    client = SlowClient()
+    client.open.set()
+    events = recorder(client)
+    for i in range(1_000):
+        events.event(REGARDING, "Warning", "Reported", f"report {i}")
+        assert len(events._seen) <= 100
+    await events.close()
+    assert len(client.created) == 1_000
