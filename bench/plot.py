@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import QUICK, RESULTS
+from kokpit.controllers.rollout import RolloutOptions
 
 PLOTS = RESULTS / "plots"
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -289,10 +290,12 @@ def _ask_latency(result: Mapping[str, Any], directory: Path) -> list[Path]:
 
 def rollout(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
     """A Rollout's time and cost by fleet size, at the Rollout-Operator's default concurrency
-    (the first rollout at each size: the later ones at the largest vary the setting)."""
+    (the first such rollout at each size)."""
+    default = RolloutOptions().max_concurrent_changes
     firsts: dict[int, Mapping[str, Any]] = {}
     for one in result.get("rollouts") or []:
-        firsts.setdefault(int(one["machines"]), one)
+        if one["max_concurrent_changes"] == default:
+            firsts.setdefault(int(one["machines"]), one)
     runs = [firsts[n] for n in sorted(firsts)]
 
     def per_machine(one: Mapping[str, Any], key: str) -> float:
@@ -300,7 +303,7 @@ def rollout(result: Mapping[str, Any], directory: Path = PLOTS) -> list[Path]:
 
     paths = _cost(
         "rollout-seconds",
-        "A Rollout of every Machine, 5 batches",
+        f"A Rollout of every Machine, {result.get('batches', '?')} batches",
         "Machines",
         "seconds",
         {"total": [(r["machines"], r["total_seconds"]) for r in runs]},

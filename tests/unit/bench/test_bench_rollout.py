@@ -60,7 +60,7 @@ def test_the_fleet_grows_through_the_sizes_and_the_settings_vary_at_the_largest(
     assert rollout.plan([500], [8]) == [(500, 8)]
 
 
-def test_the_cost_curves_take_the_first_rollout_at_each_size(tmp_path: Path) -> None:
+def test_the_cost_curves_take_the_first_rollout_at_the_default_at_each_size(tmp_path: Path) -> None:
     def one(machines: int, changes: int, seconds: float) -> dict[str, object]:
         requests = {"total": 1.0}
         return {
@@ -71,10 +71,13 @@ def test_the_cost_curves_take_the_first_rollout_at_each_size(tmp_path: Path) -> 
             "rollout_operator": {"cpu_seconds": machines / 500},
         }
 
-    runs = [one(1000, 16, 20.0), one(3000, 16, 55.0), one(10_000, 16, 150.0)]
-    runs += [one(10_000, 64, 999.0)]  # a later setting at the largest size: not on the curve
-    paths = plot.risk({"rollout": {"rollouts": runs}}, tmp_path)
+    default = RolloutOptions().max_concurrent_changes
+    runs = [one(1000, default, 20.0), one(3000, 64, 888.0), one(3000, default, 55.0)]
+    runs += [one(10_000, default, 150.0), one(10_000, 64, 999.0)]  # not the default: not drawn
+    paths = plot.risk({"rollout": {"rollouts": runs, "batches": 5}}, tmp_path)
     assert [p.name for p in paths] == ["rollout-seconds.svg", "rollout-cost-per-machine.svg"]
     seconds = paths[0].read_text()
     assert "150" in seconds
     assert "999" not in seconds
+    assert "888" not in seconds
+    assert "5 batches" in seconds
