@@ -10,6 +10,10 @@ a zone wait for the hub to record the zone's last one; counted from the nodes, a
 records after its zone went quiet starts at once, and its scope's count already holds it.
 
 Only growth restarts the quiet: a node that recovers does not, and one that fails again does.
+Growth that never stops (nodes joining a large cluster, a rollout rebooting nodes one after
+another) would hold a scope's remediations forever, so a scope waits at most
+:data:`MAX_WAIT_DELAYS` delays from the first growth after it was last quiet; then it is judged
+as it is, and the storm stop still holds it if it is below its minimum.
 The times are this process's own (monotonic): a restarted operator has seen nothing, so every
 scope with unhealthy nodes waits the delay once more.
 """
@@ -24,6 +28,9 @@ from kokpit.controllers.remediation.storm import Health, Scope
 
 #: A scope not looked at for this many delays is forgotten: seen again, it waits afresh.
 FORGET_AFTER_DELAYS = 10
+#: The longest a scope whose unhealthy nodes keep growing waits, in delays, from its first
+#: growth after it was last quiet.
+MAX_WAIT_DELAYS = 10
 
 
 @dataclass
@@ -31,6 +38,8 @@ class _Seen:
     unhealthy: frozenset[str]
     #: When the set last grew.
     grew: float
+    #: When it first grew after it was last quiet for the delay.
+    since: float
     #: When it was last looked at.
     looked: float
 
@@ -53,12 +62,16 @@ class QuietPeriod:
         before = seen.unhealthy if seen is not None else frozenset()
         if health.unhealthy - before:
             grew = now
+            quiet = seen is None or now - seen.grew >= self.delay
+            since = now if quiet or seen is None else seen.since
         elif seen is not None:
-            grew = seen.grew
+            grew, since = seen.grew, seen.since
         else:
             return 0.0  # no unhealthy node, none before: nothing is arriving
-        self._seen[health.scope] = _Seen(health.unhealthy, grew, now)
-        return max(0.0, self.delay - (now - grew))
+        self._seen[health.scope] = _Seen(health.unhealthy, grew, since, now)
+        until_quiet = self.delay - (now - grew)
+        until_cap = MAX_WAIT_DELAYS * self.delay - (now - since)
+        return max(0.0, min(until_quiet, until_cap))
 
     def _forget(self, now: float) -> None:
         horizon = FORGET_AFTER_DELAYS * max(self.delay, 1.0)

@@ -254,6 +254,24 @@ async def test_nothing_in_a_scope_starts_while_its_faults_are_still_arriving() -
     assert sorted(world.client.admitted()) == [f"n{i}.kerneldeadlock" for i in range(3)]
 
 
+async def test_growth_that_never_stops_holds_a_scope_for_ten_delays_at_most() -> None:
+    """Nodes keep turning unhealthy one by one (joining, or rebooted by a rollout), never
+    reaching a storm: after ten delays from the first growth the scope is judged as it is."""
+    world = World(nodes=100, max_concurrent=100, delay=2)
+    world.faulty("n0")
+    await world.reconcile()
+    for second in range(1, 20):  # another node down every second, never quiet for 2 s
+        world.now = float(second)
+        world.nodes(
+            *(node(f"n{i}", reports="KernelDeadlock" if i <= second else None) for i in range(100))
+        )
+        await world.reconcile()
+        assert world.client.admitted() == [], f"held at {second} s"
+    world.now = 20.0
+    await world.reconcile()
+    assert world.client.admitted() == ["n0.kerneldeadlock"]
+
+
 async def test_a_storm_still_arriving_is_stopped_the_moment_it_is_one() -> None:
     world = World(nodes=10, max_concurrent=100, delay=5)
     world.faulty("n0", "n1")
