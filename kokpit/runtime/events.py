@@ -48,6 +48,9 @@ class _Seen:
     count: int
     first: float
     last_write: float
+    #: Its create succeeded: until then a repeat is only counted (a series update sent
+    #: beside its create, by another sender, could reach the API server first).
+    created: bool = False
 
 
 Write = Callable[[], Awaitable[None]]
@@ -98,7 +101,7 @@ class EventRecorder:
                 del self._seen[key]
         else:
             seen.count += 1
-            if now - seen.last_write >= self.min_update_interval:
+            if seen.created and now - seen.last_write >= self.min_update_interval:
                 seen.last_write = now
                 count = seen.count
                 self._send(lambda: self._update_series(seen, count), reason)
@@ -120,9 +123,14 @@ class EventRecorder:
             await self._queue.join()
 
     async def close(self, grace: float = 5.0) -> None:
-        """Write what is waiting (for at most ``grace`` seconds), then stop the senders."""
+        """Write what is waiting (for at most ``grace`` seconds; what is left then is dropped
+        and counted), then stop the senders."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.flush(), grace)
+        left = self._queue.qsize() if self._queue is not None else 0
+        if left:
+            EVENTS_DROPPED.labels(self.controller).inc(left)
+            self._log.warning("events dropped: not written within the grace", extra={"left": left})
         await self._stop_senders()
 
     def _send(self, write: Write, reason: str) -> bool:
@@ -209,6 +217,7 @@ class EventRecorder:
             if self._seen.get(key) is seen:  # not written: the next occurrence creates it
                 del self._seen[key]
             raise
+        seen.created = True
 
     async def _update_series(self, seen: _Seen, count: int) -> None:
         series = {"series": {"count": count, "lastObservedTime": _micro_time()}}

@@ -18,12 +18,18 @@ REGARDING: Object = {"kind": "Machine", "metadata": {"name": "m1", "namespace": 
 
 
 class SlowClient:
-    """Creates Events only once ``open`` is set; fails them while ``failing``."""
+    """Creates Events only once ``open`` is set; fails them while ``failing``. Records the
+    series updates too."""
 
     def __init__(self) -> None:
         self.open = asyncio.Event()
         self.failing = False
         self.created: list[Object] = []
+        self.series: list[int] = []
+
+    async def patch(self, resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        self.series.append(body["series"]["count"])
+        return body
 
     async def create(self, resource: Any, body: Object, **kw: Any) -> Object:
         await self.open.wait()
@@ -113,3 +119,32 @@ async def test_more_distinct_events_than_it_tracks_keep_its_memory_bounded(
         assert len(events._seen) <= 100
     await events.close()
     assert len(client.created) == 1_000
+
+
+async def test_a_repeat_before_its_event_is_created_is_counted_and_written_after_it() -> None:
+    """With two senders a series update sent beside its create could reach the API server
+    first (and fail: not found). Repeats are counted until the create is done."""
+    client = SlowClient()
+    events = recorder(client, min_update_interval=0)
+    events.event(REGARDING, "Warning", "DrainBlocked", "budget web")
+    events.event(REGARDING, "Warning", "DrainBlocked", "budget web")
+    await asyncio.sleep(0)
+    assert client.series == []
+    client.open.set()
+    await events.flush()
+    events.event(REGARDING, "Warning", "DrainBlocked", "budget web")
+    await events.close()
+    assert [e["reason"] for e in client.created] == ["DrainBlocked"]
+    assert client.series == [3]
+
+
+async def test_writes_left_when_the_grace_ends_are_counted_as_dropped() -> None:
+    client = SlowClient()  # never answers
+    events = recorder(client, senders=1)
+    dropped = EVENTS_DROPPED.labels("kokpit.io/test")
+    before = dropped._value.get()
+    for i in range(3):  # one taken by the sender, two waiting
+        events.event(REGARDING, "Normal", f"Step{i}", "x")
+    await asyncio.sleep(0)
+    await events.close(grace=0.05)
+    assert dropped._value.get() - before == 2
