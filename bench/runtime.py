@@ -300,13 +300,19 @@ def main() -> None:
         help="the kopf target's settings, e.g. worker_limit=64,idle_timeout=0.1,connections=64 "
         "(default: the fastest in kopf-tuning.json from bench.kopf_tuning)",
     )
+    parser.add_argument(
+        "--name",
+        default="runtime",
+        help="the result's name (bench/results/NAME.json): a run of some sizes or targets only "
+        "is written beside the one the docs quote, not over it",
+    )
     args = machine.parse_args(
         parser, quick={"sizes": [300, 1000, 2000], "runs": 2, "idle": 5.0, "settle": 2.0}
     )
     if args.kopf_tuning is None:
         args.kopf_tuning = fastest_kopf_tuning(machine.QUICK if args.quick else machine.RESULTS)
     result = asyncio.run(run(args))
-    path = machine.write("runtime", result, quick=args.quick)
+    path = machine.write(args.name, result, quick=args.quick)
     plots = plot.runtime(result, path.parent / "plots")
     print(f"wrote {path}; plots: {', '.join(str(p) for p in plots)}")
 
