@@ -34,6 +34,7 @@ from kokpit.api.v1alpha1 import (
     RISK_LEDGERS,
     RISK_POLICIES,
 )
+from kokpit.api.v1alpha1.remediation import CORDONED_BY
 from kokpit.local import Kubectl, LocalCluster
 from kokpit.providers.machine.kubelet import KwokKubelet, Registration
 from kokpit.providers.machine.sshd import SimulatedHost
@@ -702,3 +703,94 @@ async def test_a_reboot_the_guard_holds_back_waits_and_runs_once_the_first_is_do
         ] is True
     finally:
         await client.delete(RISK_POLICIES, "one-reboot")
+
+
+async def test_a_cordon_whose_status_write_was_lost_is_given_back_and_a_persons_is_kept(
+    operator: OperatorProcess,
+    client: Client,
+    business: Client,
+    package_versions: None,
+) -> None:
+    """The cordon and its record are two requests: the node's PATCH (which marks it
+    ``kokpit.io/cordoned-by``) and the Remediation's status. An operator SIGKILLed between
+    them leaves a cordoned, marked node under a Remediation still ``Cordoning``; the restarted
+    one must take the cordon as its own and give the node back at the end. A node a person
+    cordoned before its fault carries no mark: its remediation runs, and leaves it cordoned.
+
+    The kill cannot be timed to fall between two requests, so the test makes that state: the
+    operator is killed while the remediation waits (Pending, behind ``maxConcurrent: 1``), and
+    the test writes what the two requests before the kill would have (admission's phase, the
+    cordon with its mark)."""
+    op, test = operator, "mark"
+    stop = {"scopeLabel": DOMAIN, "minHealthyPercent": 50, "maxConcurrent": 1}
+    await client.apply(
+        REMEDIATION_POLICIES,
+        policy(test, [{"action": "RestartKubelet", "timeoutSeconds": 120}], stormStop=stop),
+        field_manager="test",
+    )
+    persons, kokpits = "mark-a", "mark-b"
+    for name in (persons, kokpits, "mark-c", "mark-d"):
+        await add_machine(client, business, name, test)
+
+    # A person cordons a node; then it reports a fault.
+    await business.patch(NODES, persons, {"spec": {"unschedulable": True}})
+    await faults.report(client, business, persons)
+    first = f"{persons}.kerneldeadlock"
+    await op.wait(
+        faults.remediation_where(client, first, phase_is("Verifying")), "the first repair", 60
+    )
+    # The second fault waits behind it (one remediation at a time); then the operator dies.
+    await faults.report(client, business, kokpits)
+    second = f"{kokpits}.kerneldeadlock"
+    waiting = await op.wait(
+        faults.remediation_where(client, second, phase_is("Pending")), "the second to wait", 30
+    )
+    op.kill()
+    waiting = await client.get(REMEDIATIONS, second, namespace=NS)
+    assert waiting["status"]["phase"] == "Pending", op.explain(str(waiting["status"]))
+    meta = waiting["metadata"]
+    # What the dead operator had written: admission's phase, then the cordon and its mark.
+    await client.patch(
+        REMEDIATIONS,
+        second,
+        {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": {"phase": "Cordoning"},
+        },
+        namespace=NS,
+        subresource="status",
+    )
+    mark = f"{NS}/{second}/{meta['uid']}"
+    await business.patch(
+        NODES,
+        kokpits,
+        {"metadata": {"annotations": {CORDONED_BY: mark}}, "spec": {"unschedulable": True}},
+    )
+
+    await op.start()
+    draining = await op.wait(
+        faults.remediation_where(client, second, phase_is("Repairing", "Verifying")),
+        "the restarted operator to take up the cordon",
+        60,
+    )
+    assert draining["status"]["cordoned"] is True, "the mark says kokpit cordoned it"
+    for name in (persons, kokpits):
+        await faults.clear(client, business, name)
+    for name in (first, second):
+        await op.wait(
+            faults.remediation_where(client, name, phase_is("Succeeded")), f"{name} to end", 60
+        )
+
+    node = await business.get(NODES, kokpits)
+    assert not node["spec"].get("unschedulable"), "kokpit's cordon is given back"
+    assert CORDONED_BY not in (node["metadata"].get("annotations") or {}), "and its mark"
+    node = await business.get(NODES, persons)
+    assert node["spec"].get("unschedulable") is True, "a person's cordon stays"
+    assert CORDONED_BY not in (node["metadata"].get("annotations") or {})
+    done = await client.get(REMEDIATIONS, first, namespace=NS)
+    assert done["status"]["cordoned"] is False
+    notes = [e["note"] for e in await faults.events(client, first) if e["reason"] == "Cordoned"]
+    assert notes == [f"node {persons} was cordoned already"], notes
+    await faults.saw(client, second, "Uncordoned")
+    assert "Cordoned" not in await faults.reasons(client, second), "no second cordon"
+    await business.patch(NODES, persons, {"spec": {"unschedulable": None}})
