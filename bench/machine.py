@@ -31,9 +31,17 @@ def describe() -> dict[str, Any]:
     }
 
 
+#: :func:`commit` as it was when the benchmark started (:func:`parse_args`).
+_started: dict[str, Any] | None = None
+
+
 def commit() -> dict[str, Any]:
     """The commit the benchmark ran on, and whether the code differed from it (a result from
-    changed code cannot be reproduced from the commit alone)."""
+    changed code cannot be reproduced from the commit alone): as it was when the benchmark
+    started, if it has, since the code it runs is what it loaded then (a commit made during a
+    run of an hour is not the code that ran)."""
+    if _started is not None:
+        return dict(_started)
     root = Path(__file__).parent.parent
 
     def git(*args: str) -> str:
@@ -64,6 +72,8 @@ def parse_args(parser: argparse.ArgumentParser, quick: Mapping[str, Any]) -> arg
     if args.quick:
         for key, value in quick.items():
             setattr(args, key, value)
+    global _started
+    _started = commit()
     return args
 
 

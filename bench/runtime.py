@@ -313,6 +313,9 @@ def main() -> None:
         args.kopf_tuning = fastest_kopf_tuning(machine.QUICK if args.quick else machine.RESULTS)
     result = asyncio.run(run(args))
     path = machine.write(args.name, result, quick=args.quick)
+    if args.name != "runtime":  # the plots are the quoted result's: not redrawn from a part
+        print(f"wrote {path}")
+        return
     plots = plot.runtime(result, path.parent / "plots")
     print(f"wrote {path}; plots: {', '.join(str(p) for p in plots)}")
 

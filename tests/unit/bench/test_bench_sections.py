@@ -4,8 +4,10 @@ the pod processes read from ``/proc`` are this host's own."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,22 @@ def test_the_rollout_and_the_guard_share_risk_json_without_erasing_each_other(
     assert record2["levels"] == {}
     assert record2["rollout"] == record["rollout"]
     assert record2["commit"] != "guard-run"
+
+
+def test_a_run_records_the_commit_it_started_from_not_one_made_while_it_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A benchmark runs the code it loaded when it started; a commit made during a run of an
+    hour must not be recorded as the code that ran."""
+    head = ["started-here"]
+
+    def git(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        out = head[0] if args[1] == "rev-parse" else ""
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(machine, "_started", None)
+    monkeypatch.setattr(subprocess, "run", git)
+    monkeypatch.setattr("sys.argv", ["bench"])
+    machine.parse_args(argparse.ArgumentParser(), quick={})
+    head[0] = "committed-meanwhile"
+    assert machine.run_record()["commit"] == "started-here"
