@@ -104,22 +104,14 @@ def _cordoned_for(scope: RemediationScope, node: Object) -> bool:
     return _unschedulable(node) and _mark_of(node) == _mark(scope)
 
 
-def _uncordon_patch(node: Object) -> Object:
-    """Uncordon ``node`` and take kokpit's mark off, only if it is still as read."""
-    meta = {
-        "resourceVersion": node["metadata"]["resourceVersion"],
-        "annotations": {CORDONED_BY: None},
-    }
-    return {"metadata": meta, "spec": {"unschedulable": None}}
-
-
-def _cordon_patch(node: Object, mark: str) -> Object:
-    """Cordon and mark ``node``, only if it is still as read (its resourceVersion)."""
+def _cordon_patch(node: Object, mark: str | None) -> Object:
+    """Cordon ``node`` and mark it with ``mark`` (None: uncordon it and take the mark off),
+    only if it is still as read (its resourceVersion)."""
     meta = {
         "resourceVersion": node["metadata"]["resourceVersion"],
         "annotations": {CORDONED_BY: mark},
     }
-    return {"metadata": meta, "spec": {"unschedulable": True}}
+    return {"metadata": meta, "spec": {"unschedulable": True if mark is not None else None}}
 
 
 def parse(stamp: str) -> datetime:
@@ -434,7 +426,7 @@ class Workflow:
                     scope.event("Normal", "LeftCordoned", note)
                 break
             try:
-                await client.patch(NODES, scope.node_name, _uncordon_patch(node))
+                await client.patch(NODES, scope.node_name, _cordon_patch(node, None))
             except NotFound:
                 break
             except Conflict:  # changed since it was read: read it again and decide again

@@ -33,8 +33,12 @@ class Client:
 
     def __init__(self) -> None:
         self.patches: list[tuple[str, str, Object]] = []
+        #: Raised by the writes of the policy's status, when set.
+        self.policy_status_error: Exception | None = None
 
     async def patch(self, resource: Any, name: str, body: Object, **kw: Any) -> Object:
+        if resource.kind == "RemediationPolicy" and self.policy_status_error is not None:
+            raise self.policy_status_error
         self.patches.append((resource.kind, name, copy.deepcopy(body)))
         return {"metadata": {"name": name, "resourceVersion": str(len(self.patches) + 100)}}
 
@@ -345,17 +349,10 @@ async def test_a_policy_status_that_conflicts_keeps_the_admissions_and_looks_aga
     world = World(nodes=10, max_concurrent=1)
     world.faulty("n0", age=90)
     world.faulty("n1", age=60)
-    patch = world.client.patch
-
-    async def conflicting(resource: Any, name: str, body: Object, **kw: Any) -> Object:
-        if resource.kind == "RemediationPolicy":
-            raise Conflict("the object has been modified")
-        return await patch(resource, name, body, **kw)
-
-    world.client.patch = conflicting  # type: ignore[method-assign]
+    world.client.policy_status_error = Conflict("the object has been modified")
     assert await world.reconcile() == RemediationOptions().poll_interval
     assert world.client.admitted() == ["n0.kerneldeadlock"]
-    world.client.patch = patch  # type: ignore[method-assign]
+    world.client.policy_status_error = None
     assert await world.reconcile() is not None  # n1 waits: n0 is in progress, as admitted
     assert world.client.admitted() == ["n0.kerneldeadlock"]
     assert world.client.policy_status()["inProgress"] == 1
@@ -369,17 +366,10 @@ async def test_an_error_writing_the_policy_status_still_keeps_the_admissions_mad
     world = World(nodes=10, max_concurrent=1)
     world.faulty("n0", age=90)
     world.faulty("n1", age=60)
-    patch = world.client.patch
-
-    async def failing(resource: Any, name: str, body: Object, **kw: Any) -> Object:
-        if resource.kind == "RemediationPolicy":
-            raise ServerError("etcdserver: request timed out")
-        return await patch(resource, name, body, **kw)
-
-    world.client.patch = failing  # type: ignore[method-assign]
+    world.client.policy_status_error = ServerError("etcdserver: request timed out")
     with pytest.raises(ServerError):
         await world.reconcile()
     assert world.client.admitted() == ["n0.kerneldeadlock"]
-    world.client.patch = patch  # type: ignore[method-assign]
+    world.client.policy_status_error = None
     assert await world.reconcile() is not None  # n1 waits: n0 is in progress, as admitted
     assert world.client.admitted() == ["n0.kerneldeadlock"]
